@@ -1,0 +1,51 @@
+"""Ancestral sampling: Algorithm 2 of Ho et al. (2020) on any schedule's grid."""
+
+from __future__ import annotations
+
+import torch
+
+from sandbox.errors import RecipeError
+from sandbox.sampling import forward_variance, prior, randn_like, transition
+
+
+class DDPMSampler:
+    """``x_s ~ N(mu(x_t, x_0), var)`` from t = 1 down to 0.
+
+    The posterior mean is written through the denoised estimate ``x_0``
+    (Kingma et al. 2021, eq. 33), which for an epsilon network is exactly
+    ``(x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t)`` of
+    Algorithm 2. ``variance="large"`` uses ``sigma_t^2 = beta_t``,
+    ``"small"`` uses ``beta-tilde``; the last step adds no noise.
+    """
+
+    def __init__(self, params):
+        if params.variance not in ("large", "small"):
+            raise RecipeError(f"recipe key 'sampler.variance': {params.variance!r}; expected 'large' or 'small'")
+        if params.steps is not None and params.steps < 1:
+            raise RecipeError(f"recipe key 'sampler.steps': {params.steps}; expected a positive integer or null")
+        self.params = params
+
+    def num_steps(self, schedule) -> int:
+        return self.params.steps or schedule.num_steps or 1000
+
+    @torch.no_grad()
+    def __call__(self, denoise, noise, schedule, *, generator=None, callback=None):
+        ts = schedule.timesteps(self.num_steps(schedule)).tolist()
+        x = prior(noise, schedule, ts[0])
+        for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
+            x0 = denoise(x, t)
+            if self.params.clip_x0:
+                x0 = x0.clamp(-1.0, 1.0)
+            coef_x0, coef_xt, var_small = transition(schedule, t, s)
+            var = var_small if self.params.variance == "small" else forward_variance(schedule, t, s)
+            x_next = coef_x0 * x0 + coef_xt * x
+            if i < len(ts) - 2:
+                x_next = x_next + var**0.5 * randn_like(x, generator)
+            if callback is not None:
+                callback({"x": x, "i": i, "t": t, "denoised": x0})
+            x = x_next
+        return x
+
+
+def build(params) -> DDPMSampler:
+    return DDPMSampler(params)

@@ -1,0 +1,30 @@
+"""Sample grids: the default picture of a batch of (C, H, W) samples."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def grid(samples: torch.Tensor, *, min_side: int = 32, padding: int = 2) -> torch.Tensor:
+    """A square-ish grid in [0, 1] of samples in [-1, 1]; small images are enlarged (nearest)."""
+    if samples.ndim != 4:
+        raise ValueError(f"expected samples of shape (B, C, H, W), got {tuple(samples.shape)}")
+    from torchvision.utils import make_grid
+
+    x = ((samples.float().clamp(-1, 1) + 1) / 2).cpu()
+    if x.shape[1] not in (1, 3):
+        x = x[:, :1]
+    scale = max(1, math.ceil(min_side / max(x.shape[-1], x.shape[-2])))
+    if scale > 1:
+        x = F.interpolate(x, scale_factor=scale, mode="nearest")
+    nrow = max(1, int(math.ceil(math.sqrt(x.shape[0]))))
+    return make_grid(x, nrow=nrow, padding=padding, pad_value=1.0)
+
+
+def save_png(image: torch.Tensor, path) -> None:
+    from torchvision.utils import save_image
+
+    save_image(image.float().clamp(0, 1), str(path))

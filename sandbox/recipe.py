@@ -1,0 +1,234 @@
+"""Recipes: typed defaults, then the YAML file (and the files it builds on), then the command line.
+
+A recipe has one section per component, ``{name: ..., <its parameters>}``,
+and typed sections ``train``, ``eval`` and ``run``. ``base: other.yaml``
+names a recipe (relative to this file) to extend. When a layer changes a
+component's ``name``, that section starts afresh from the layer's keys, so
+``denoiser.name=resnet`` does not inherit the UNet's parameters.
+Everything is validated before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sandbox.errors import RecipeError
+from sandbox.registry import KINDS, Registry
+
+TARGETS = ("epsilon", "x0", "v")  # see sandbox.targets (kept here so loading a recipe needs no torch)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000              # optimizer steps
+    batch_size: int = 128          # examples per step
+    lr: float = 2e-4               # peak AdamW learning rate
+    warmup_steps: int = 100        # linear learning-rate warm-up, in steps
+    weight_decay: float = 0.0      # AdamW decoupled weight decay
+    grad_clip: float = 1.0         # max global gradient norm; 0 disables clipping
+    ema_decay: float = 0.999       # EMA of the weights used for sampling
+    target: str = "epsilon"        # what the network predicts: epsilon, x0 or v
+    log_every: int = 50            # steps between metrics.jsonl lines
+    val_every: int = 250           # steps between validation losses; 0: only at the end
+    sample_every: int = 0          # steps between sample grids; 0: only at the end
+    checkpoint_every: int = 0      # steps between checkpoints; 0: only at the end
+
+
+@dataclass
+class EvalConfig:
+    val_batches: int = 8           # validation batches per evaluation (0: the whole split)
+    num_samples: int = 64          # samples generated at the end of the run
+    sample_batch: int = 256        # samples per sampler call
+    grid_samples: int = 64         # samples drawn in each intermediate grid
+
+
+@dataclass
+class RunConfig:
+    device: str = "auto"           # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
+    seed: int = 0                  # seeds data order, initialisation, noise and sampling
+    output: str = "runs"           # parent folder of run folders
+    workers: int = 0               # DataLoader worker processes
+    precision: str = "fp32"        # fp32, or bf16 autocast on CUDA
+    threads: int = 0               # CPU threads for torch; 0 leaves torch's default
+
+
+@dataclass
+class RecipeSchema:
+    name: str = ""                 # run name; defaults to the recipe file's stem
+    dataset: Any = None
+    schedule: Any = None
+    denoiser: Any = None
+    sampler: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class Recipe:
+    """A validated recipe: typed sections plus each component's name and typed parameters."""
+
+    name: str
+    components: dict[str, tuple[str, Any]]  # kind -> (name, params dataclass instance)
+    train: TrainConfig
+    eval: EvalConfig
+    run: RunConfig
+    source: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        for kind in KINDS:
+            name, params = self.components[kind]
+            out[kind] = {"name": name, **(dataclasses.asdict(params) if params is not None else {})}
+        out["train"] = dataclasses.asdict(self.train)
+        out["eval"] = dataclasses.asdict(self.eval)
+        out["run"] = dataclasses.asdict(self.run)
+        return out
+
+    def to_yaml(self) -> str:
+        return OmegaConf.to_yaml(OmegaConf.create(self.to_dict()))
+
+
+def _merge_layer(acc: dict, layer: dict) -> dict:
+    """Merge ``layer`` over ``acc``; a component whose name changes starts afresh."""
+    out = copy.deepcopy(acc)
+    for key, value in layer.items():
+        if key in KINDS and isinstance(value, dict) and isinstance(out.get(key), dict):
+            if "name" in value and value["name"] != out[key].get("name"):
+                out[key] = copy.deepcopy(value)
+                continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge_layer(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in chain:
+        loop = " -> ".join(str(p) for p in (*chain, path))
+        raise RecipeError(f"recipe key 'base': recipes extend each other in a loop: {loop}")
+    if not path.is_file():
+        where = f"recipe key 'base' in {chain[-1]}: " if chain else ""
+        raise RecipeError(f"{where}recipe file '{path}' does not exist")
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as exc:  # yaml or OmegaConf parse error
+        raise RecipeError(f"recipe file '{path}' is not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe file '{path}' must hold a mapping of sections, not {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise RecipeError(f"recipe key 'base': {base!r} in {path}; expected the path of a recipe file")
+    return _merge_layer(_load_file(path.parent / base, (*chain, path)), data)
+
+
+def _parse_overrides(overrides: list[str]) -> dict:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise RecipeError(f"override '{item}': expected key=value, for example train.steps=200")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)
+    except OmegaConfBaseException as exc:
+        raise RecipeError(f"overrides {' '.join(overrides)}: {str(exc).splitlines()[0]}") from exc
+
+
+def _explain(exc: OmegaConfBaseException, prefix: str = "") -> RecipeError:
+    key = prefix + (str(exc.full_key) if getattr(exc, "full_key", None) else "")
+    message = str(getattr(exc, "msg", exc)).splitlines()[0]
+    return RecipeError(f"recipe key '{key}': {message}")
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise RecipeError(f"recipe key '{key}': {value!r} is not one of {', '.join(choices)}.{hint}")
+
+
+def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        expected = "a number >= 0" if allow_zero else "a number > 0"
+        raise RecipeError(f"recipe key '{key}': {value!r}; expected {expected}")
+
+
+def _check_sections(train: TrainConfig, eval_: EvalConfig, run: RunConfig) -> None:
+    _choice("train.target", train.target, TARGETS)
+    base_device = run.device.split(":")[0]
+    _choice("run.device", run.device if base_device != "cuda" else "cuda", DEVICES)
+    _choice("run.precision", run.precision, PRECISIONS)
+    for key in ("steps", "batch_size", "log_every"):
+        _positive(f"train.{key}", getattr(train, key))
+    _positive("train.lr", train.lr)
+    for key in ("warmup_steps", "weight_decay", "grad_clip", "val_every", "sample_every", "checkpoint_every"):
+        _positive(f"train.{key}", getattr(train, key), allow_zero=True)
+    if not 0 <= train.ema_decay < 1:
+        raise RecipeError(f"recipe key 'train.ema_decay': {train.ema_decay!r}; expected a value in [0, 1)")
+    for key in ("num_samples", "sample_batch", "grid_samples"):
+        _positive(f"eval.{key}", getattr(eval_, key))
+    _positive("eval.val_batches", eval_.val_batches, allow_zero=True)
+    _positive("run.workers", run.workers, allow_zero=True)
+    _positive("run.threads", run.threads, allow_zero=True)
+
+
+def _component(registry: Registry, kind: str, section: Any):
+    if section is None:
+        raise RecipeError(f"recipe key '{kind}': missing; expected a section like {{name: ...}} "
+                          f"naming one of: {', '.join(registry.names(kind)) or 'none registered'}")
+    if isinstance(section, str):
+        section = {"name": section}
+    if not isinstance(section, dict):
+        raise RecipeError(f"recipe key '{kind}': {section!r}; expected a mapping with a 'name' key")
+    section = dict(section)
+    name = section.pop("name", None)
+    if not isinstance(name, str):
+        raise RecipeError(f"recipe key '{kind}.name': {name!r}; expected one of: {', '.join(registry.names(kind))}")
+    component = registry.get(kind, name, key=f"{kind}.name")
+    if component.params is None:
+        if section:
+            raise RecipeError(f"recipe key '{kind}.{next(iter(section))}': {kind} '{name}' takes no parameters")
+        return name, None
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(component.params), section)
+        params = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        error = _explain(exc, prefix=f"{kind}.")
+        raise RecipeError(f"{error} (parameters of {kind} '{name}' from {component.plugin})") from exc
+    return name, params
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *,
+                registry: Registry | None = None) -> Recipe:
+    """Resolve and validate a recipe: defaults < base recipes < the file < overrides."""
+    if registry is None:
+        from sandbox.registry import get_registry
+
+        registry = get_registry()
+    data = _load_file(Path(path)) if path is not None else {}
+    data = _merge_layer(data, _parse_overrides(list(overrides)))
+    components = {kind: data.pop(kind, None) for kind in KINDS}
+    try:
+        schema = OmegaConf.merge(OmegaConf.structured(RecipeSchema), data)
+        typed: RecipeSchema = OmegaConf.to_object(schema)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc) from exc
+    _check_sections(typed.train, typed.eval, typed.run)
+    resolved = {kind: _component(registry, kind, components[kind]) for kind in KINDS}
+    name = typed.name or (Path(path).stem if path is not None else "run")
+    return Recipe(name=name, components=resolved, train=typed.train, eval=typed.eval, run=typed.run,
+                  source=str(path) if path is not None else None)

@@ -1,0 +1,75 @@
+"""The sampler calling convention and the Gaussian algebra samplers share.
+
+Every sampler is called the same way (after k-diffusion's ``sample_euler``)::
+
+    x_0 = sampler(denoise, noise, schedule, generator=None, callback=None)
+
+``denoise(x, t) -> x_0 estimate`` (see :class:`sandbox.targets.Denoiser`),
+``noise`` is standard Gaussian of the output shape, and ``callback`` gets one
+dict per step: ``{"x", "i", "t", "denoised"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Protocol
+
+import torch
+
+Callback = Optional[Callable[[dict[str, Any]], None]]
+
+
+class Sampler(Protocol):
+    def __call__(self, denoise: Callable, noise: torch.Tensor, schedule, *,
+                 generator: torch.Generator | None = None, callback: Callback = None) -> torch.Tensor: ...
+
+
+def scalars(schedule, t: float) -> tuple[float, float]:
+    """``(alpha(t), sigma(t))`` as float64 Python numbers."""
+    alpha, sigma = schedule.alpha_sigma(torch.tensor([t], dtype=torch.float64))
+    return float(alpha.double()), float(sigma.double())
+
+
+def prior(noise: torch.Tensor, schedule, t_max: float) -> torch.Tensor:
+    """``x_T``: the noise scaled to the marginal scale ``sqrt(alpha^2 + sigma^2)`` at ``t_max``."""
+    alpha, sigma = scalars(schedule, t_max)
+    return noise * (alpha**2 + sigma**2) ** 0.5
+
+
+def transition(schedule, t: float, s: float) -> tuple[float, float, float]:
+    """Posterior ``q(x_s | x_t, x_0)`` for s < t (Kingma et al. 2021, eq. 33-34).
+
+    Returns ``(coef_x0, coef_xt, var_small)`` with mean
+    ``coef_x0 * x_0 + coef_xt * x_t``; ``var_small`` is DDPM's beta-tilde.
+    The forward transition variance ``sigma_{t|s}^2`` (DDPM's beta) is
+    :func:`forward_variance`.
+    """
+    alpha_t, sigma_t = scalars(schedule, t)
+    alpha_s, sigma_s = scalars(schedule, s)
+    var_ts = forward_variance(schedule, t, s)
+    alpha_ts = alpha_t / alpha_s
+    coef_xt = alpha_ts * sigma_s**2 / sigma_t**2
+    coef_x0 = alpha_s * var_ts / sigma_t**2
+    return coef_x0, coef_xt, var_ts * sigma_s**2 / sigma_t**2
+
+
+def forward_variance(schedule, t: float, s: float) -> float:
+    """``sigma_{t|s}^2 = sigma_t^2 - (alpha_t / alpha_s)^2 sigma_s^2``, the variance of q(x_t | x_s)."""
+    alpha_t, sigma_t = scalars(schedule, t)
+    alpha_s, sigma_s = scalars(schedule, s)
+    return max(sigma_t**2 - (alpha_t / alpha_s) ** 2 * sigma_s**2, 0.0)
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+class CountingDenoiser:
+    """Counts network evaluations (NFE) a sampler actually makes."""
+
+    def __init__(self, denoise: Callable):
+        self.denoise = denoise
+        self.nfe = 0
+
+    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
+        self.nfe += 1
+        return self.denoise(x, t)
