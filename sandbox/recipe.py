@@ -208,7 +208,7 @@ def _component(registry: Registry, kind: str, section: Any):
         params = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         error = _explain(exc, prefix=f"{kind}.")
-        raise RecipeError(f"{error} (parameters of {kind} '{name}' from {component.plugin})") from exc
+        raise RecipeError(f"{error} (parameters of {kind} '{name}' from {component.provider})") from exc
     return name, params
 
 

@@ -1,0 +1,117 @@
+"""Samplers against closed forms: the DDPM posterior, the DDIM step, and an analytic Gaussian denoiser."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sandbox.registry import get_registry
+from sandbox.sampling import CountingDenoiser, forward_variance, transition
+
+REGISTRY = get_registry()
+
+
+def schedule(name="linear", **overrides):
+    component = REGISTRY.get("schedule", name)
+    params = component.default_params()
+    for key, value in overrides.items():
+        setattr(params, key, value)
+    return component.build(params)
+
+
+def sampler(name, **overrides):
+    component = REGISTRY.get("sampler", name)
+    params = component.default_params()
+    for key, value in overrides.items():
+        setattr(params, key, value)
+    return component.build(params)
+
+
+def gaussian_denoiser(sched, mu: torch.Tensor, s: float):
+    """Exact E[x0 | x_t] for x0 ~ N(mu, s^2 I): mu + alpha s^2 / (alpha^2 s^2 + sigma^2) (x_t - alpha mu)."""
+
+    def denoise(x, t):
+        alpha, sigma = sched.alpha_sigma(torch.tensor([float(t)], dtype=torch.float64))
+        alpha, sigma = float(alpha), float(sigma)
+        gain = alpha * s**2 / (alpha**2 * s**2 + sigma**2)
+        return mu + gain * (x - alpha * mu)
+
+    return denoise
+
+
+def test_posterior_is_algorithm_2_of_ddpm():
+    """Mean (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t), variances beta_t and beta-tilde_t."""
+    sched = schedule("linear")
+    T = 1000
+    abar = sched.alpha_bar
+    for n in (2, 10, 500, 1000):
+        t, s = n / T, (n - 1) / T
+        beta = float(sched.betas[n - 1])
+        x0 = torch.tensor([0.3, -1.2], dtype=torch.float64)
+        eps = torch.tensor([1.1, 0.4], dtype=torch.float64)
+        x_t = abar[n].sqrt() * x0 + (1 - abar[n]).sqrt() * eps
+        coef_x0, coef_xt, var_small = transition(sched, t, s)
+        mean = coef_x0 * x0.double() + coef_xt * x_t
+        expected = (x_t - beta / (1 - abar[n]).sqrt() * eps) / (1 - beta) ** 0.5
+        assert torch.allclose(mean, expected, rtol=1e-7, atol=1e-9)
+        assert forward_variance(sched, t, s) == pytest.approx(beta, rel=1e-7)
+        assert var_small == pytest.approx(float((1 - abar[n - 1]) / (1 - abar[n]) * beta), rel=1e-7)
+
+
+def test_ddim_eta0_step_is_exact_for_a_perfect_denoiser():
+    """Song et al. (2021), eq. 12: x_s = sqrt(abar_s) x0 + sqrt(1 - abar_s) eps when x0 and eps are exact."""
+    sched = schedule("cosine")
+    x0 = torch.randn(8, 3, generator=torch.Generator().manual_seed(1)).double()
+    eps = torch.randn(8, 3, generator=torch.Generator().manual_seed(2)).double()
+    seen = []
+
+    def perfect(x, t):
+        return x0
+
+    def record(info):
+        seen.append(info)
+
+    ddim = sampler("ddim", steps=4)
+    # start from the exact x_1 built from x0 and eps (noise is scaled by sqrt(alpha^2 + sigma^2) = 1 for VP)
+    alpha1, sigma1 = (float(v) for v in sched.alpha_sigma(torch.tensor([1.0], dtype=torch.float64)))
+    out = ddim(perfect, alpha1 * x0 + sigma1 * eps, sched, callback=record)
+    assert torch.allclose(out, x0, atol=1e-9)
+    for info in seen[1:]:
+        alpha, sigma = (float(v) for v in sched.alpha_sigma(torch.tensor([info["t"]], dtype=torch.float64)))
+        assert torch.allclose(info["x"], alpha * x0 + sigma * eps, atol=1e-9)
+
+
+def test_ddim_with_eta_1_is_ddpm_with_posterior_variance():
+    sched = schedule("linear", num_steps=50)
+    mu = torch.tensor([0.5, -0.25])
+    denoise = gaussian_denoiser(sched, mu, 0.3)
+    noise = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    a = sampler("ddim", steps=50, eta=1.0)(denoise, noise, sched, generator=torch.Generator().manual_seed(5))
+    b = sampler("ddpm", variance="small")(denoise, noise, sched, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule_name", REGISTRY.names("schedule"))
+@pytest.mark.parametrize("sampler_name", REGISTRY.names("sampler"))
+def test_every_sampler_with_every_schedule_recovers_a_gaussian(sampler_name, schedule_name):
+    """With the exact denoiser of N(mu, s^2 I), samples must have mean mu and std s."""
+    torch.manual_seed(0)
+    sched = schedule(schedule_name)
+    mu, s = torch.tensor([1.0, -0.5]), 0.5
+    counter = CountingDenoiser(gaussian_denoiser(sched, mu, s))
+    smp = sampler(sampler_name)
+    noise = torch.randn(4000, 2, generator=torch.Generator().manual_seed(0))
+    out = smp(counter, noise, sched, generator=torch.Generator().manual_seed(1))
+    assert out.shape == noise.shape and bool(torch.isfinite(out).all())
+    assert torch.allclose(out.mean(0), mu, atol=0.05)
+    assert torch.allclose(out.std(0), torch.full((2,), s), atol=0.05)
+    assert counter.nfe == smp.num_steps(sched) or counter.nfe == len(sched.timesteps(smp.num_steps(sched))) - 1
+
+
+def test_callback_reports_every_step():
+    sched = schedule("linear")
+    seen = []
+    smp = sampler("ddim", steps=5)
+    smp(gaussian_denoiser(sched, torch.zeros(2), 1.0), torch.randn(4, 2), sched, callback=seen.append)
+    assert [info["i"] for info in seen] == [0, 1, 2, 3, 4]
+    assert set(seen[0]) == {"x", "i", "t", "denoised"}
