@@ -1,0 +1,29 @@
+"""The built-in datasets, registered exactly as a third-party plugin would register its own.
+
+This module must stay torch-free: the CLI lists components without importing torch.
+"""
+
+from sandbox import hookimpl
+from sandbox_plugins.datasets.params import Cifar10Params, DigitsParams, Toy2DParams
+
+
+@hookimpl
+def register_datasets(register):
+    register(
+        "cifar10",
+        "sandbox_plugins.datasets.cifar10:build",
+        params=Cifar10Params,
+        description="CIFAR-10 32x32 RGB photos (torchvision files on disk), validation carved from train",
+    )
+    register(
+        "digits",
+        "sandbox_plugins.datasets.digits:build",
+        params=DigitsParams,
+        description="scikit-learn's bundled 8x8 handwritten digits (1,797, offline), scored by a digit classifier",
+    )
+    register(
+        "toy2d",
+        "sandbox_plugins.datasets.toy2d:build",
+        params=Toy2DParams,
+        description="2-D toy sets (moons, swissroll, checkerboard, gaussians8), scored by sliced Wasserstein",
+    )

@@ -1,0 +1,29 @@
+"""Built-in denoiser networks: DDPM UNet, full-resolution ResNet, residual MLP.
+
+Registered lazily by ``"module:attr"``: importing this plugin does not import torch.
+"""
+
+from sandbox import hookimpl
+from sandbox_plugins.denoisers.params import MLPParams, ResNetParams, UNetParams
+
+
+@hookimpl
+def register_denoisers(register):
+    register(
+        "unet",
+        "sandbox_plugins.denoisers.unet:build",
+        params=UNetParams,
+        description="DDPM UNet of Ho et al. (2020); defaults are their 35.7M-parameter CIFAR-10 model",
+    )
+    register(
+        "resnet",
+        "sandbox_plugins.denoisers.resnet:build",
+        params=ResNetParams,
+        description="Residual conv stack at full resolution with noise-level conditioning (no down-sampling)",
+    )
+    register(
+        "mlp",
+        "sandbox_plugins.denoisers.mlp:build",
+        params=MLPParams,
+        description="Residual MLP on the flattened item, for 2-D toy data and other small shapes",
+    )

@@ -1,0 +1,177 @@
+"""Building blocks of the DDPM UNet, shared by every built-in denoiser.
+
+Each block follows ``diffusion_tf/models/unet.py`` of Ho et al. (2020),
+"Denoising Diffusion Probabilistic Models" (the code behind diffusers'
+``google/ddpm-cifar10-32``), with PyTorch's channels-first layout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GROUPNORM_EPS = 1e-6  # as in DDPM's tf.contrib group_norm and diffusers
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps ``t`` of shape (B,), giving (B, dim).
+
+    ``get_timestep_embedding`` of Ho et al. (2020), the positional encoding of
+    Vaswani et al. (2017), section 3.5, with ``half = dim // 2`` frequencies
+
+        omega_i = exp(-log(max_period) * i / (half - 1)),   i = 0 .. half - 1,
+        emb(t)  = [sin(t * omega_0), ..., sin(t * omega_{half-1}), cos(t * omega_0), ..., cos(t * omega_{half-1})],
+
+    padded with one zero column when ``dim`` is odd. (``half - 1`` is taken as 1 when ``half == 1``.)
+    """
+    half = dim // 2
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / max(half - 1, 1)
+    angles = t.to(torch.float32)[:, None] * torch.exp(exponent)[None, :]
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def ddpm_init(module: nn.Module, scale: float = 1.0) -> nn.Module:
+    """DDPM's ``default_init(scale)``: variance scaling (fan-avg, uniform), i.e. Glorot-uniform with gain sqrt(scale), and zero bias.
+
+    ``scale=0`` zero-initialises the layer, as DDPM does for the last conv of
+    each residual block, the attention output projection and the output conv.
+    """
+    weight = module.weight
+    with torch.no_grad():
+        if scale == 0:
+            weight.zero_()
+        else:
+            nn.init.xavier_uniform_(weight, gain=math.sqrt(scale))
+        if module.bias is not None:
+            module.bias.zero_()
+    return module
+
+
+def group_norm(groups: int, channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(groups, channels, eps=GROUPNORM_EPS)
+
+
+class NoiseEmbedding(nn.Module):
+    """DDPM's time embedding: ``c_noise`` (B,) -> :func:`timestep_embedding` of width ``dim`` -> ``Linear(dim, temb_dim) - SiLU - Linear(temb_dim, temb_dim)``."""
+
+    def __init__(self, dim: int, temb_dim: int):
+        super().__init__()
+        self.dim = dim
+        self.mlp = nn.Sequential(ddpm_init(nn.Linear(dim, temb_dim)), nn.SiLU(), ddpm_init(nn.Linear(temb_dim, temb_dim)))
+
+    def forward(self, c_noise: torch.Tensor, batch: int, dtype: torch.dtype) -> torch.Tensor:
+        c_noise = torch.as_tensor(c_noise, device=self.mlp[0].weight.device).reshape(-1)
+        if c_noise.numel() == 1:
+            c_noise = c_noise.expand(batch)
+        return self.mlp(timestep_embedding(c_noise, self.dim).to(dtype))
+
+
+class ResBlock(nn.Module):
+    """``resnet_block`` of Ho et al. (2020).
+
+    ``h = conv3x3(SiLU(GroupNorm(x)))``, plus ``Linear(SiLU(temb))`` broadcast
+    over pixels, then ``conv3x3(dropout(SiLU(GroupNorm(h))))`` with the conv
+    zero-initialised; the output is ``shortcut(x) + h``, the shortcut a 1x1
+    conv (DDPM's ``nin_shortcut``) when the channel count changes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, temb_dim: int, dropout: float, groups: int):
+        super().__init__()
+        self.norm1 = group_norm(groups, in_channels)
+        self.conv1 = ddpm_init(nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.temb_proj = ddpm_init(nn.Linear(temb_dim, out_channels))
+        self.norm2 = group_norm(groups, out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = ddpm_init(nn.Conv2d(out_channels, out_channels, 3, padding=1), scale=0.0)
+        if in_channels != out_channels:
+            self.shortcut: nn.Module = ddpm_init(nn.Conv2d(in_channels, out_channels, 1))
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.shortcut(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """``attn_block`` of Ho et al. (2020): self-attention over all H*W pixels, with a residual connection.
+
+    ``x + proj_out(softmax(q k^T / sqrt(d)) v)`` with ``q, k, v`` 1x1 convs of
+    ``GroupNorm(x)`` and ``proj_out`` zero-initialised; ``num_heads`` splits
+    the channels into heads of width ``d = C / num_heads`` (DDPM uses one).
+    The attention itself is :func:`torch.nn.functional.scaled_dot_product_attention`.
+    """
+
+    def __init__(self, channels: int, num_heads: int, groups: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = group_norm(groups, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        with torch.no_grad():  # DDPM initialises q, k and v as three separate C -> C layers
+            for weight in self.qkv.weight.chunk(3):
+                nn.init.xavier_uniform_(weight)
+            self.qkv.bias.zero_()
+        self.proj_out = ddpm_init(nn.Conv2d(channels, channels, 1), scale=0.0)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        B, C, H, W = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, H*W, d)
+        h = F.scaled_dot_product_attention(q, k, v)
+        h = h.transpose(-1, -2).reshape(B, C, H, W)
+        return x + self.proj_out(h)
+
+
+class Downsample(nn.Module):
+    """DDPM's ``downsample(with_conv=True)``: a 3x3 conv with stride 2 halves H and W."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = ddpm_init(nn.Conv2d(channels, channels, 3, stride=2, padding=1))
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """DDPM's ``upsample(with_conv=True)``: nearest-neighbour doubling of H and W, then a 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = ddpm_init(nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class ResAttn(nn.Module):
+    """A residual block, followed by self-attention when ``attention`` is set."""
+
+    def __init__(self, block: ResBlock, attention: AttentionBlock | None = None):
+        super().__init__()
+        self.block = block
+        self.attention = attention
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        x = self.block(x, temb)
+        return self.attention(x) if self.attention is not None else x
+
+
+class OutputHead(nn.Module):
+    """DDPM's ``norm_out``: GroupNorm - SiLU - conv3x3 to the data channels, the conv zero-initialised."""
+
+    def __init__(self, channels: int, out_channels: int, groups: int):
+        super().__init__()
+        self.norm = group_norm(groups, channels)
+        self.conv = ddpm_init(nn.Conv2d(channels, out_channels, 3, padding=1), scale=0.0)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.silu(self.norm(h)))

@@ -1,0 +1,71 @@
+"""A residual MLP denoiser for vectors (the 2-D toy data) and any small item shape, by flattening.
+
+``Linear(D, hidden) -> layers x [h + Linear(dropout(SiLU(Linear(LayerNorm(h))
++ Linear(SiLU(temb)))))] -> LayerNorm - SiLU - Linear(hidden, D)``, with the
+noise level embedded as in DDPM (Ho et al. 2020: sinusoidal embedding, then a
+two-layer SiLU MLP) and the last layer of each residual branch and the output
+layer zero-initialised, as DDPM does for its convs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sandbox_plugins.denoisers import checks
+from sandbox_plugins.denoisers.layers import NoiseEmbedding, ddpm_init
+from sandbox_plugins.denoisers.params import MLPParams
+
+
+def check(p: MLPParams, shape: Sequence[int]) -> tuple[int, ...]:
+    """Validate ``p`` against the item shape; return the shape as a tuple."""
+    shape = checks.item_shape(shape)
+    checks.positive(p, "hidden", "layers")
+    checks.probability(p, "dropout")
+    return shape
+
+
+class MLPBlock(nn.Module):
+    """Pre-norm residual block: ``h + Linear(dropout(SiLU(Linear(LayerNorm(h)) + Linear(SiLU(temb)))))``."""
+
+    def __init__(self, hidden: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.fc1 = ddpm_init(nn.Linear(hidden, hidden))
+        self.temb_proj = ddpm_init(nn.Linear(hidden, hidden))
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = ddpm_init(nn.Linear(hidden, hidden), scale=0.0)
+
+    def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        a = self.fc1(self.norm(h)) + self.temb_proj(F.silu(temb))
+        return h + self.fc2(self.dropout(F.silu(a)))
+
+
+class MLP(nn.Module):
+    """Residual MLP: ``forward(x, c_noise)`` with x (B, *shape) and c_noise (B,); output has x's shape."""
+
+    def __init__(self, p: MLPParams, shape: Sequence[int]):
+        super().__init__()
+        self.shape = check(p, shape)
+        dim = math.prod(self.shape)
+        self.embed = NoiseEmbedding(p.hidden, p.hidden)
+        self.inp = ddpm_init(nn.Linear(dim, p.hidden))
+        self.blocks = nn.ModuleList(MLPBlock(p.hidden, p.dropout) for _ in range(p.layers))
+        self.norm_out = nn.LayerNorm(p.hidden)
+        self.out = ddpm_init(nn.Linear(p.hidden, dim), scale=0.0)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        temb = self.embed(c_noise, x.shape[0], x.dtype)
+        h = self.inp(x.flatten(1))
+        for block in self.blocks:
+            h = block(h, temb)
+        return self.out(F.silu(self.norm_out(h))).reshape(x.shape)
+
+
+def build(params: MLPParams | None, shape: Sequence[int]) -> MLP:
+    """The residual MLP for items of any ``shape`` (flattened to ``prod(shape)`` features)."""
+    return MLP(params if params is not None else MLPParams(), shape)

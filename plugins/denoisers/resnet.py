@@ -1,0 +1,62 @@
+"""A residual conv stack at full resolution: the DDPM UNet's blocks without any down-sampling.
+
+``conv3x3 -> num_blocks x ResBlock (optionally one self-attention block
+half-way) -> GroupNorm - SiLU - conv3x3``, every residual block conditioned on
+the noise level through DDPM's time embedding (Ho et al. 2020). Its receptive
+field grows by 4 pixels per block, so turn ``attention`` on for global
+structure on larger images.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from sandbox_plugins.denoisers import checks
+from sandbox_plugins.denoisers.layers import AttentionBlock, NoiseEmbedding, OutputHead, ResAttn, ResBlock, ddpm_init
+from sandbox_plugins.denoisers.params import ResNetParams
+
+
+def check(p: ResNetParams, shape: Sequence[int]) -> tuple[int, int, int]:
+    """Validate ``p`` against the item shape; return ``(C, H, W)``."""
+    C, H, W = checks.image_shape("resnet", shape)
+    checks.positive(p, "channels", "num_blocks", "num_heads", "groups")
+    checks.probability(p, "dropout")
+    checks.divides("groups", p.groups, p.channels, "every block (denoiser.channels)")
+    if p.attention:
+        checks.divides("num_heads", p.num_heads, p.channels, "the attention block (denoiser.channels)")
+    return C, H, W
+
+
+class ResNet(nn.Module):
+    """Full-resolution residual stack: ``forward(x, c_noise)`` with x (B, C, H, W) and c_noise (B,)."""
+
+    def __init__(self, p: ResNetParams, shape: Sequence[int]):
+        super().__init__()
+        C, _, _ = check(p, shape)
+        ch, temb_dim = p.channels, 4 * p.channels
+        self.embed = NoiseEmbedding(ch, temb_dim)
+        self.conv_in = ddpm_init(nn.Conv2d(C, ch, 3, padding=1))
+        half = p.num_blocks // 2
+        self.blocks = nn.ModuleList(
+            ResAttn(
+                ResBlock(ch, ch, temb_dim, p.dropout, p.groups),
+                AttentionBlock(ch, p.num_heads, p.groups) if p.attention and i == max(half - 1, 0) else None,
+            )
+            for i in range(p.num_blocks)
+        )
+        self.out = OutputHead(ch, C, p.groups)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        temb = self.embed(c_noise, x.shape[0], x.dtype)
+        h = self.conv_in(x)
+        for block in self.blocks:
+            h = block(h, temb)
+        return self.out(h)
+
+
+def build(params: ResNetParams | None, shape: Sequence[int]) -> ResNet:
+    """The full-resolution residual stack for items of ``shape`` = (C, H, W)."""
+    return ResNet(params if params is not None else ResNetParams(), shape)

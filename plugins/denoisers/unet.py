@@ -1,0 +1,136 @@
+"""The DDPM UNet of Ho et al. (2020), "Denoising Diffusion Probabilistic Models".
+
+The architecture of their ``diffusion_tf/models/unet.py`` (and of diffusers'
+``google/ddpm-cifar10-32``): a PixelCNN++-style UNet with GroupNorm residual
+blocks, self-attention at chosen resolutions and in the middle, stride-2
+conv down-sampling, nearest + conv up-sampling and skip concatenation. With
+:class:`UNetParams` defaults on 3x32x32 images it has the paper's 35.7M
+parameters (35,746,307).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from sandbox_plugins.denoisers import checks
+from sandbox_plugins.denoisers.layers import (
+    AttentionBlock,
+    Downsample,
+    NoiseEmbedding,
+    OutputHead,
+    ResAttn,
+    ResBlock,
+    Upsample,
+    ddpm_init,
+)
+from sandbox_plugins.denoisers.params import UNetParams
+
+
+def check(p: UNetParams, shape: Sequence[int]) -> tuple[int, int, int]:
+    """Validate ``p`` against the item shape; return ``(C, H, W)``."""
+    C, H, W = checks.image_shape("unet", shape)
+    checks.positive(p, "channels", "num_res_blocks", "num_heads", "groups")
+    checks.probability(p, "dropout")
+    mult = list(p.channel_mult)
+    if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
+        checks.fail("channel_mult", f"expected a non-empty list of integers >= 1, got {mult}")
+    halvings = len(mult) - 1
+    if H % 2**halvings or W % 2**halvings:
+        checks.fail(
+            "channel_mult",
+            f"{mult} has {len(mult)} levels, so it halves {H}x{W} images {halvings} times and H and W "
+            f"must be divisible by {2**halvings}; expected at most "
+            f"{_max_levels(H, W)} entries for {H}x{W} images",
+        )
+    checks.divides("groups", p.groups, p.channels, "conv_in (denoiser.channels)")
+    for m in mult:
+        checks.divides("groups", p.groups, p.channels * m, f"a level with channel_mult {m}")
+    resolutions = [H // 2**level for level in range(len(mult))]
+    unused = [r for r in p.attention_resolutions if r not in resolutions]
+    if unused:
+        checks.fail(
+            "attention_resolutions",
+            f"{list(p.attention_resolutions)} includes {unused}, which never occurs: with channel_mult "
+            f"{mult} the feature maps of {H}x{W} images have heights {resolutions}; expected a subset of these",
+        )
+    for level, m in enumerate(mult):
+        if resolutions[level] in p.attention_resolutions or level == len(mult) - 1:  # the middle attends too
+            checks.divides("num_heads", p.num_heads, p.channels * m, f"the attention at height {resolutions[level]}")
+    return C, H, W
+
+
+def _max_levels(H: int, W: int) -> int:
+    levels = 1
+    while H % 2**levels == 0 and W % 2**levels == 0:
+        levels += 1
+    return levels
+
+
+class UNet(nn.Module):
+    """DDPM UNet: ``forward(x, c_noise)`` with x of shape (B, C, H, W) and c_noise (B,) on the DDPM timestep scale."""
+
+    def __init__(self, p: UNetParams, shape: Sequence[int]):
+        super().__init__()
+        C, H, _ = check(p, shape)
+        ch, mult, attn = p.channels, list(p.channel_mult), set(p.attention_resolutions)
+        temb_dim = 4 * ch
+        self.embed = NoiseEmbedding(ch, temb_dim)
+        self.conv_in = ddpm_init(nn.Conv2d(C, ch, 3, padding=1))
+
+        def stage(c_in: int, c_out: int, height: int) -> ResAttn:
+            block = ResBlock(c_in, c_out, temb_dim, p.dropout, p.groups)
+            return ResAttn(block, AttentionBlock(c_out, p.num_heads, p.groups) if height in attn else None)
+
+        # Down path: every output is kept for a skip connection.
+        self.down = nn.ModuleList()
+        skips, c, height = [ch], ch, H
+        for level, m in enumerate(mult):
+            for _ in range(p.num_res_blocks):
+                self.down.append(stage(c, ch * m, height))
+                c = ch * m
+                skips.append(c)
+            if level != len(mult) - 1:
+                self.down.append(Downsample(c))
+                height //= 2
+                skips.append(c)
+
+        # Middle: res - attention - res.
+        self.mid = nn.ModuleList(
+            [
+                ResAttn(ResBlock(c, c, temb_dim, p.dropout, p.groups), AttentionBlock(c, p.num_heads, p.groups)),
+                ResAttn(ResBlock(c, c, temb_dim, p.dropout, p.groups)),
+            ]
+        )
+
+        # Up path: num_res_blocks + 1 blocks per level, each on [h, skip] concatenated.
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(mult))):
+            for _ in range(p.num_res_blocks + 1):
+                self.up.append(stage(c + skips.pop(), ch * mult[level], height))
+                c = ch * mult[level]
+            if level != 0:
+                self.up.append(Upsample(c))
+                height *= 2
+        assert not skips
+
+        self.out = OutputHead(c, C, p.groups)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        temb = self.embed(c_noise, x.shape[0], x.dtype)
+        hs = [self.conv_in(x)]
+        for module in self.down:
+            hs.append(module(hs[-1], temb))
+        h = hs[-1]
+        for module in self.mid:
+            h = module(h, temb)
+        for module in self.up:
+            h = module(h, temb) if isinstance(module, Upsample) else module(torch.cat([h, hs.pop()], dim=1), temb)
+        return self.out(h)
+
+
+def build(params: UNetParams | None, shape: Sequence[int]) -> UNet:
+    """The DDPM UNet for items of ``shape`` = (C, H, W)."""
+    return UNet(params if params is not None else UNetParams(), shape)
