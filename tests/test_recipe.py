@@ -122,3 +122,16 @@ def test_resolved_recipe_round_trips_through_yaml(tmp_path):
 def test_every_shipped_recipe_validates(recipe):
     loaded = load_recipe(RECIPES / recipe)
     assert set(loaded.components) == {"dataset", "schedule", "denoiser", "sampler"}
+
+
+def test_ddpm_cifar10_recipe_has_the_papers_35_7m_parameters():
+    """Ho et al. (2020), appendix B: the CIFAR-10 model has 35.7M parameters."""
+    from sandbox.registry import get_registry
+
+    recipe = load_recipe(RECIPES / "ddpm_cifar10.yaml")
+    name, params = recipe.components["denoiser"]
+    net = get_registry().get("denoiser", name).build(params, (3, 32, 32))
+    count = sum(p.numel() for p in net.parameters())
+    assert round(count / 1e6, 1) == 35.7
+    assert recipe.train.batch_size == 128 and recipe.train.lr == 2e-4
+    assert recipe.components["schedule"][0] == "linear"

@@ -90,3 +90,15 @@ def test_training_reduces_validation_loss_on_toy_data(tiny_recipe):
                      console=Console(record=True))
     vals = [r["val_loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "val_loss" in r]
     assert vals[-1] < 0.8 * vals[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_run(tiny_recipe):
+    from rich.console import Console
+
+    from sandbox.recipe import load_recipe
+    from sandbox.run import run_recipe
+
+    run = run_recipe(load_recipe(tiny_recipe, ["run.device=cuda", "run.precision=bf16", "train.sample_every=0"]),
+                     console=Console(record=True))
+    assert bool(torch.isfinite(torch.load(run / "samples" / "final.pt")).all())
