@@ -46,6 +46,8 @@ def build_parts(recipe: Recipe, registry: Registry) -> Parts:
         raise RecipeError(f"recipe key 'dataset': '{comps['dataset'].name}' has an empty train or validation split")
     schedule = _build(comps["schedule"], params["schedule"])
     net = _build(comps["denoiser"], params["denoiser"], tuple(data.shape))
+    if hasattr(net, "bind_data"):  # analytic denoisers read the data's closed form
+        net.bind_data(data)
     sampler = _build(comps["sampler"], params["sampler"])
     return Parts(data=data, schedule=schedule, net=net, sampler=sampler, components=comps)
 

@@ -28,3 +28,6 @@ class DataSplits:
     render: Optional[Callable[[Any], Any]] = None
     evaluate: Optional[Callable[[Any], dict[str, float]]] = None
     description: str = ""
+    exact_x0: Optional[Callable[..., Any]] = None
+    """``exact_x0(x_t, alpha, sigma) -> E[x_0 | x_t]`` in closed form, for data whose
+    exact denoiser is known (used by analytic denoisers such as an oracle)."""

@@ -23,7 +23,8 @@ from omegaconf.errors import OmegaConfBaseException
 from sandbox.errors import RecipeError
 from sandbox.registry import KINDS, Registry
 
-TARGETS = ("epsilon", "x0", "v")  # see sandbox.targets (kept here so loading a recipe needs no torch)
+TARGETS = ("epsilon", "x0", "v", "edm")  # see sandbox.targets (kept here so loading a recipe needs no torch)
+WEIGHTINGS = ("uniform", "min_snr", "edm")  # see sandbox.loss
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
 
@@ -37,7 +38,10 @@ class TrainConfig:
     weight_decay: float = 0.0      # AdamW decoupled weight decay
     grad_clip: float = 1.0         # max global gradient norm; 0 disables clipping
     ema_decay: float = 0.999       # EMA of the weights used for sampling
-    target: str = "epsilon"        # what the network predicts: epsilon, x0 or v
+    target: str = "epsilon"        # what the network predicts: epsilon, x0, v, or edm (EDM preconditioning)
+    weighting: str = "uniform"     # loss weighting: uniform, min_snr (Hang et al. 2023) or edm (Karras et al. 2022)
+    min_snr_gamma: float = 5.0     # gamma of the min-SNR weighting
+    sigma_data: float = 0.5        # data standard deviation assumed by EDM preconditioning and weighting
     log_every: int = 50            # steps between metrics.jsonl lines
     val_every: int = 250           # steps between validation losses; 0: only at the end
     sample_every: int = 0          # steps between sample grids; 0: only at the end
@@ -169,11 +173,15 @@ def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
 
 def _check_sections(train: TrainConfig, eval_: EvalConfig, run: RunConfig) -> None:
     _choice("train.target", train.target, TARGETS)
+    _choice("train.weighting", train.weighting, WEIGHTINGS)
+    _positive("train.min_snr_gamma", train.min_snr_gamma)
+    _positive("train.sigma_data", train.sigma_data)
     base_device = run.device.split(":")[0]
     _choice("run.device", run.device if base_device != "cuda" else "cuda", DEVICES)
     _choice("run.precision", run.precision, PRECISIONS)
-    for key in ("steps", "batch_size", "log_every"):
+    for key in ("batch_size", "log_every"):
         _positive(f"train.{key}", getattr(train, key))
+    _positive("train.steps", train.steps, allow_zero=True)
     _positive("train.lr", train.lr)
     for key in ("warmup_steps", "weight_decay", "grad_clip", "val_every", "sample_every", "checkpoint_every"):
         _positive(f"train.{key}", getattr(train, key), allow_zero=True)

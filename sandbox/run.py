@@ -20,7 +20,7 @@ from sandbox.recipe import Recipe
 from sandbox.registry import KINDS, Registry, get_registry
 from sandbox.rundir import new_run_dir, write_json
 from sandbox.sampling import CountingDenoiser
-from sandbox.targets import Denoiser
+from sandbox.targets import Denoiser, Parameterization
 from sandbox.training import Trainer, first_tensor
 
 
@@ -39,7 +39,7 @@ def generate(recipe: Recipe, parts: Parts, model: torch.nn.Module, device: torch
     """``n`` samples from the sampler with ``model``; returns (samples, NFE per batch, seconds)."""
     was_training = model.training
     model.eval()
-    denoiser = Denoiser(model, parts.schedule, recipe.train.target)
+    denoiser = Denoiser(model, parts.schedule, Parameterization(recipe.train.target, recipe.train.sigma_data))
     noise_gen = torch.Generator().manual_seed(seed)
     step_gen = torch.Generator(device=device).manual_seed(seed)
     out, nfe = [], 0
@@ -70,8 +70,13 @@ def component_rows(recipe: Recipe, parts: Parts) -> list[list[Any]]:
     return rows
 
 
-def run_recipe(recipe: Recipe, *, registry: Registry | None = None, console: Console | None = None) -> Path:
-    """Run a validated recipe end to end and return its new run folder."""
+def run_recipe(recipe: Recipe, *, registry: Registry | None = None, console: Console | None = None,
+               run_dir: Path | None = None) -> Path:
+    """Run a validated recipe end to end and return its run folder.
+
+    The folder is new under ``run.output`` unless ``run_dir`` (which must not
+    exist yet, as a sweep's cell folder) is given.
+    """
     console = console or default_console
     registry = registry or get_registry()
     torch.manual_seed(recipe.run.seed)
@@ -79,7 +84,11 @@ def run_recipe(recipe: Recipe, *, registry: Registry | None = None, console: Con
         torch.set_num_threads(recipe.run.threads)
     device = pick_device(recipe.run.device)
     parts = build_parts(recipe, registry)  # validates component parameters before any work
-    run_dir = new_run_dir(recipe.run.output, recipe.name)
+    if run_dir is None:
+        run_dir = new_run_dir(recipe.run.output, recipe.name)
+    else:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=False)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
     (run_dir / "samples").mkdir()
     console.print(table(f"Recipe '{recipe.name}' on {device}", ["kind", "name", "provider", "parameters", "settings"],
@@ -98,7 +107,7 @@ def run_recipe(recipe: Recipe, *, registry: Registry | None = None, console: Con
 
     trainer = Trainer(recipe, parts, device, run_dir, on_sample_grid=sample_grid, on_checkpoint=checkpoint)
     with progress(console) as bar:
-        task = bar.add_task("train", total=recipe.train.steps, loss="-", speed="-")
+        task = bar.add_task("train", total=trainer.steps, loss="-", speed="-")
         state = trainer.fit(bar, task)
     trainer.checkpoint(run_dir / "checkpoints" / "final.pt")
 

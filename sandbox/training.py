@@ -13,8 +13,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from sandbox.ema import EMA
+from sandbox.errors import SandboxError
 from sandbox.loss import DiffusionLoss
 from sandbox.rundir import MetricsLog
+from sandbox.targets import Parameterization
 
 
 def first_tensor(item: Any) -> torch.Tensor:
@@ -73,8 +75,12 @@ class Trainer:
         cfg = recipe.train
         self.recipe, self.cfg, self.device, self.run_dir = recipe, cfg, device, run_dir
         self.net = parts.net.to(device).train()
-        self.loss_fn = DiffusionLoss(parts.schedule, cfg.target)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.param = Parameterization(cfg.target, cfg.sigma_data)
+        self.loss_fn = DiffusionLoss(parts.schedule, self.param, cfg.weighting, cfg.min_snr_gamma)
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        self.steps = cfg.steps if trainable else 0  # an analytic denoiser has nothing to train
+        self.optimizer = torch.optim.AdamW(trainable or [torch.zeros(1, requires_grad=True)], lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_lambda(cfg.warmup_steps))
         self.ema = EMA(self.net, cfg.ema_decay)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
@@ -119,12 +125,14 @@ class Trainer:
         batches = endless(self.train_loader)
         start = interval_start = time.perf_counter()
         interval_loss, interval_n, interval_images = 0.0, 0, 0
-        for step in range(1, cfg.steps + 1):
+        if self.steps == 0:
+            state.val_loss, state.val_loss_ema = self.validate()
+            state.best_val_loss = state.val_loss_ema
+            self.metrics.write({"step": 0, "val_loss": state.val_loss, "val_loss_ema": state.val_loss_ema})
+        for step in range(1, self.steps + 1):
             x0 = next(batches).to(self.device, non_blocking=True)
             loss = self.step(x0)
             if not math.isfinite(loss):
-                from sandbox.errors import SandboxError
-
                 raise SandboxError(f"training diverged: loss is {loss} at step {step}; "
                                    "try a lower train.lr or train.grad_clip")
             state.step = step
@@ -132,7 +140,7 @@ class Trainer:
             interval_n += 1
             interval_images += x0.shape[0]
             record: dict[str, Any] = {}
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if step % cfg.log_every == 0 or step == self.steps:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 now = time.perf_counter()
@@ -141,15 +149,15 @@ class Trainer:
                 record.update(train_loss=state.train_loss, images_per_s=state.images_per_s,
                               lr=self.scheduler.get_last_lr()[0])
                 interval_loss, interval_n, interval_images, interval_start = 0.0, 0, 0, now
-            if (cfg.val_every and step % cfg.val_every == 0) or step == cfg.steps:
+            if (cfg.val_every and step % cfg.val_every == 0) or step == self.steps:
                 state.val_loss, state.val_loss_ema = self.validate()
                 state.best_val_loss = min(state.best_val_loss, state.val_loss_ema)
                 record.update(val_loss=state.val_loss, val_loss_ema=state.val_loss_ema)
                 interval_start = time.perf_counter()  # keep validation out of images/s
-            if cfg.sample_every and step % cfg.sample_every == 0 and step != cfg.steps and self.on_sample_grid:
+            if cfg.sample_every and step % cfg.sample_every == 0 and step != self.steps and self.on_sample_grid:
                 self.on_sample_grid(step, self.ema.model)
                 interval_start = time.perf_counter()
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != cfg.steps and self.on_checkpoint:
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != self.steps and self.on_checkpoint:
                 self.on_checkpoint(self)
             if record:
                 self.metrics.write({"step": step, **record})
