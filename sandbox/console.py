@@ -47,7 +47,7 @@ def fmt(value: Any) -> str:
 def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:
     out = Table(title=title, title_justify="left", show_lines=False)
     for column in columns:
-        out.add_column(column)
+        out.add_column(column, overflow="fold")
     for row in rows:
         out.add_row(*(fmt(v) if not isinstance(v, str) else v for v in row))
     return out
