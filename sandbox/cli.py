@@ -24,6 +24,26 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("overrides", nargs="*", metavar="key=value")
     sub.add_parser("list", help="every registered component by kind, with its provider")
     sub.add_parser("plugins", help="the loaded plugins with their distributions and versions")
+    doctor = sub.add_parser("doctor", help="check every sampler x schedule x target against the exact oracle "
+                                           "denoiser of a Gaussian mixture")
+    doctor.add_argument("--samples", type=int, default=2000, metavar="N", help="samples per cell (default 2000)")
+    doctor.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    for kind in ("sampler", "schedule", "target"):
+        doctor.add_argument(f"--{kind}", action="append", default=None, metavar="NAME",
+                            help=f"check only this {kind} (repeatable)")
+    sweep = sub.add_parser("sweep", help="run the cartesian product of a recipe's matrix axes (resumable)")
+    sweep.add_argument("recipe", help="path of a YAML recipe, usually with a top-level matrix: mapping")
+    sweep.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides applied to every cell")
+    sweep.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2",
+                       help="an axis (replaces the recipe's on the same key); repeatable")
+    sweep.add_argument("--seeds", type=_count, default=1, help="seeds per cell: run.seed + 0..N-1 (default 1)")
+    sweep.add_argument("--jobs", type=_count, default=1, help="cells run at once, each in its own process")
+    sweep.add_argument("--dry-run", action="store_true", help="print the plan and run nothing")
+    sweep.add_argument("--out", help="sweep folder (default <run.output>/sweeps/<recipe stem>)")
+    _summary_options(sweep)
+    summary = sub.add_parser("summary", help="aggregate a sweep folder: table, CSV, Markdown and plot")
+    summary.add_argument("sweep_dir", help="the folder of a sweep (it holds sweep.json)")
+    _summary_options(summary)
     return parser
 
 
@@ -74,6 +94,50 @@ def cmd_plugins(args) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected 1 or more")
+    return value
+
+
+def _summary_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metric", action="append", default=None, metavar="KEY[:min|max]",
+                        help="summary.json key to report (repeatable; the first ranks)")
+    parser.add_argument("--baseline", metavar="KEY=VALUE,...", help="the group to compare with (default: the first)")
+
+
+def cmd_sweep(args) -> int:
+    from sandbox.console import console
+    from sandbox.sweep import failed, parse_axis, plan_sweep, plan_table
+
+    plan = plan_sweep(args.recipe, args.overrides, axes=[parse_axis(a) for a in args.axis], seeds=args.seeds,
+                      out=args.out)
+    if args.dry_run:
+        console.print(plan_table(plan))
+        return 0
+    from sandbox.summary import summarize
+    from sandbox.sweep import run_sweep  # imports torch
+
+    run_sweep(plan, jobs=args.jobs)
+    summarize(plan.sweep_dir, metrics=args.metric, baseline=args.baseline)
+    return 1 if failed(plan) else 0
+
+
+def cmd_summary(args) -> int:
+    from sandbox.summary import summarize
+
+    summarize(args.sweep_dir, metrics=args.metric, baseline=args.baseline)
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from sandbox.doctor import doctor_command  # imports torch
+
+    return doctor_command(samples=args.samples, json_path=args.json, samplers=args.sampler,
+                          schedules=args.schedule, targets=args.target)
+
+
 def _report_failures(registry) -> None:
     from sandbox.console import error_console
 
@@ -82,7 +146,8 @@ def _report_failures(registry) -> None:
                             f"{failure.reason}")
 
 
-COMMANDS = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "plugins": cmd_plugins}
+COMMANDS = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "plugins": cmd_plugins, "sweep": cmd_sweep,
+            "summary": cmd_summary, "doctor": cmd_doctor}
 
 
 def main(argv: list[str] | None = None) -> int:

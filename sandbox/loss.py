@@ -56,6 +56,9 @@ class DiffusionLoss:
         weight = self.weight(alpha.double(), sigma.double()).to(x0.device, torch.float32)
         alpha, sigma = expand(alpha, x0), expand(sigma, x0)
         x_t = alpha * x0 + sigma * eps
-        output = net(self.param.c_in(alpha, sigma) * x_t, self.schedule.c_noise(t))
+        if getattr(net, "is_analytic", False):  # closed-form denoiser: its exact x0 in the target's output form
+            output = self.param.output_for(net.exact_x0(x_t, alpha, sigma), x_t, alpha, sigma)
+        else:
+            output = net(self.param.c_in(alpha, sigma) * x_t, self.schedule.c_noise(t))
         goal = self.param.target_of(x0, eps, alpha, sigma)
         return weight * (output.float() - goal.float()).pow(2).flatten(1).mean(1)

@@ -8,14 +8,26 @@ Environment switches (as in llm and datasette):
     sandbox's own built-ins always load.
 ``SANDBOX_TRACE``
     Any non-empty value prints every hook call and its result.
+
+A recipe may also name *local* plugins (``plugins: [my_module, ./my_plugin.py]``):
+modules imported by name or from a file path, registered under the plugin
+name ``local:<module or path>`` with no distribution. ``SANDBOX_PLUGINS``
+does not filter them: the recipe asked for them by name.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import importlib.metadata
+import importlib.util
 import os
+import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Iterable
 
 import pluggy
 
@@ -23,6 +35,7 @@ from sandbox import hookspecs
 
 GROUP = "sandbox"
 SELF_DISTRIBUTION = "diffusion-sandbox"
+LOCAL_PREFIX = "local:"  # plugin name prefix of a recipe's local plugins
 
 
 @dataclass(frozen=True)
@@ -90,4 +103,68 @@ def load_entry_points(pm: pluggy.PluginManager) -> tuple[list[PluginInfo], list[
                 failures.append(PluginFailure(dist_name, ep.value, f"{type(exc).__name__}: {exc}"))
                 continue
             loaded.append(PluginInfo(plugin_name, dist_name, dist.version))
+    return loaded, failures
+
+
+def is_path(spec: str) -> bool:
+    """Whether a local plugin ``spec`` is a file or folder path rather than a module name."""
+    return spec.endswith(".py") or "/" in spec or "\\" in spec or spec.startswith(("~", "."))
+
+
+_LOCAL_MODULES: dict[str, ModuleType] = {}
+
+
+def import_local(spec: str) -> ModuleType:
+    """Import a local plugin: a module name, or the path of a ``.py`` file or a package folder.
+
+    A file is imported once per process, as a module named after its stem and
+    a hash of its absolute path, so two files with the same name do not clash.
+    """
+    if not is_path(spec):
+        return importlib.import_module(spec)
+    path = Path(spec).expanduser().resolve()
+    if str(path) in _LOCAL_MODULES:
+        return _LOCAL_MODULES[str(path)]
+    init, locations = (path / "__init__.py", [str(path)]) if path.is_dir() else (path, None)
+    if not init.is_file():
+        raise FileNotFoundError(f"no such file: {init}")
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    name = f"sandbox_local_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}_{digest}"
+    module_spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=locations)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"{init} is not a Python module")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # dataclasses and pickling look modules up by name
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    _LOCAL_MODULES[str(path)] = module
+    return module
+
+
+def load_local_plugins(pm: pluggy.PluginManager, specs: Iterable[str]) -> tuple[list[PluginInfo], list[PluginFailure]]:
+    """Import and register local plugin modules into ``pm`` as ``local:<spec>``.
+
+    As with entry points, a plugin that fails is recorded with its reason,
+    not raised; :func:`sandbox.recipe.load_recipe` turns that into an error
+    naming the recipe key.
+    """
+    loaded: list[PluginInfo] = []
+    failures: list[PluginFailure] = []
+    for spec in specs:
+        plugin_name = LOCAL_PREFIX + spec
+        if pm.get_plugin(plugin_name) is not None:
+            continue
+        try:
+            module = import_local(spec)
+            pm.register(module, name=plugin_name)
+            pm.check_pending()
+        except Exception as exc:  # noqa: BLE001 - any import error is reported
+            if pm.get_plugin(plugin_name) is not None:
+                pm.unregister(name=plugin_name)
+            failures.append(PluginFailure(plugin_name, spec, f"{type(exc).__name__}: {exc}"))
+            continue
+        loaded.append(PluginInfo(plugin_name, None, None))
     return loaded, failures

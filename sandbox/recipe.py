@@ -6,6 +6,14 @@ names a recipe (relative to this file) to extend. When a layer changes a
 component's ``name``, that section starts afresh from the layer's keys, so
 ``denoiser.name=resnet`` does not inherit the UNet's parameters.
 Everything is validated before any work starts.
+
+``plugins: [my_module, ./my_plugin.py]`` names local plugin modules, by
+module name or by path (relative to the recipe file that names it; on the
+command line, to the working folder). They are loaded before the components
+are validated; the lists of base recipes, the file and the overrides add up.
+The resolved recipe keeps the list with absolute paths, and carries the
+registry it was validated against (``Recipe.registry``, not serialised), so a
+run builds its parts from the same plugins.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sandbox.errors import RecipeError
+from sandbox.errors import RecipeError, RegistryError
+from sandbox.plugins import LOCAL_PREFIX, is_path
 from sandbox.registry import KINDS, Registry
 
 TARGETS = ("epsilon", "x0", "v", "edm")  # see sandbox.targets (kept here so loading a recipe needs no torch)
@@ -88,9 +97,11 @@ class Recipe:
     eval: EvalConfig
     run: RunConfig
     source: Optional[str] = None
+    plugins: list[str] = field(default_factory=list)  # local plugin modules: names or absolute paths
+    registry: Optional[Registry] = field(default=None, repr=False, compare=False)  # what validated it
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name}
+        out: dict[str, Any] = {"name": self.name, "plugins": list(self.plugins)}
         for kind in KINDS:
             name, params = self.components[kind]
             out[kind] = {"name": name, **(dataclasses.asdict(params) if params is not None else {})}
@@ -107,6 +118,9 @@ def _merge_layer(acc: dict, layer: dict) -> dict:
     """Merge ``layer`` over ``acc``; a component whose name changes starts afresh."""
     out = copy.deepcopy(acc)
     for key, value in layer.items():
+        if key == "plugins" and isinstance(value, list) and isinstance(out.get(key), list):
+            out[key] = out[key] + [spec for spec in value if spec not in out[key]]  # lists add up
+            continue
         if key in KINDS and isinstance(value, dict) and isinstance(out.get(key), dict):
             if "name" in value and value["name"] != out[key].get("name"):
                 out[key] = copy.deepcopy(value)
@@ -134,12 +148,43 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         data = {}
     if not isinstance(data, dict):
         raise RecipeError(f"recipe file '{path}' must hold a mapping of sections, not {type(data).__name__}")
+    if "plugins" in data:
+        data["plugins"] = _plugin_specs(data["plugins"], path.parent, f" in {path}")
     base = data.pop("base", None)
     if base is None:
         return data
     if not isinstance(base, str):
         raise RecipeError(f"recipe key 'base': {base!r} in {path}; expected the path of a recipe file")
     return _merge_layer(_load_file(path.parent / base, (*chain, path)), data)
+
+
+def _plugin_specs(value: Any, folder: Path, where: str = "") -> list[str]:
+    """A ``plugins:`` list with its file paths made absolute against ``folder``."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise RecipeError(f"recipe key 'plugins'{where}: {value!r}; expected a list of module names or "
+                          "paths of Python files")
+    return [str((folder / Path(v).expanduser()).resolve()) if is_path(v) else v for v in value]
+
+
+def _local_registry(specs: list[str], registry: Registry | None) -> Registry:
+    """The registry plus the recipe's local plugins; a plugin that fails stops with its recipe key."""
+    from sandbox.registry import get_registry, registry_with
+
+    if not specs:
+        return registry if registry is not None else get_registry()
+    try:
+        extended = registry_with(specs, base=registry)
+    except RegistryError as exc:  # a local plugin reuses a registered name
+        raise RecipeError(f"recipe key 'plugins': {exc}") from exc
+    for i, spec in enumerate(specs):
+        for failure in extended.failures:
+            if failure.distribution == LOCAL_PREFIX + spec:
+                raise RecipeError(f"recipe key 'plugins[{i}]': {spec!r} failed to load as a plugin: {failure.reason}")
+    return extended
 
 
 def _parse_overrides(overrides: list[str]) -> dict:
@@ -222,13 +267,19 @@ def _component(registry: Registry, kind: str, section: Any):
 
 def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *,
                 registry: Registry | None = None) -> Recipe:
-    """Resolve and validate a recipe: defaults < base recipes < the file < overrides."""
-    if registry is None:
-        from sandbox.registry import get_registry
+    """Resolve and validate a recipe: defaults < base recipes < the file < overrides.
 
-        registry = get_registry()
+    ``registry`` defaults to the installed plugins'; the recipe's local
+    ``plugins`` extend a copy of it before any component is validated.
+    """
     data = _load_file(Path(path)) if path is not None else {}
-    data = _merge_layer(data, _parse_overrides(list(overrides)))
+    layer = _parse_overrides(list(overrides))
+    if "plugins" in layer:
+        layer["plugins"] = _plugin_specs(layer["plugins"], Path.cwd(), " on the command line")
+    data = _merge_layer(data, layer)
+    plugins = data.pop("plugins", None) or []
+    registry = _local_registry(plugins, registry)
+    data.pop("matrix", None)  # sweep axes, read by sandbox.sweep; one run is the recipe without them
     components = {kind: data.pop(kind, None) for kind in KINDS}
     try:
         schema = OmegaConf.merge(OmegaConf.structured(RecipeSchema), data)
@@ -239,4 +290,4 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     resolved = {kind: _component(registry, kind, components[kind]) for kind in KINDS}
     name = typed.name or (Path(path).stem if path is not None else "run")
     return Recipe(name=name, components=resolved, train=typed.train, eval=typed.eval, run=typed.run,
-                  source=str(path) if path is not None else None)
+                  source=str(path) if path is not None else None, plugins=list(plugins), registry=registry)

@@ -22,10 +22,11 @@ import difflib
 import importlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from sandbox.errors import RegistryError
-from sandbox.plugins import PluginFailure, PluginInfo, load_entry_points, new_plugin_manager
+from sandbox.plugins import (PluginFailure, PluginInfo, load_entry_points, load_local_plugins,
+                             new_plugin_manager)
 
 KINDS = ("dataset", "schedule", "denoiser", "sampler")
 HOOKS = {kind: f"register_{kind}s" for kind in KINDS}
@@ -107,6 +108,11 @@ class Registry:
             )
         table[component.name] = component
 
+    def copy(self) -> "Registry":
+        """A registry with the same components, plugins and failures, safe to extend."""
+        return Registry({kind: dict(table) for kind, table in self.components.items()},
+                        list(self.plugins), list(self.failures))
+
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
 
@@ -173,9 +179,17 @@ def make_register(registry: Registry, kind: str, plugin: PluginInfo) -> Callable
     return register
 
 
-def collect(pm, plugins: list[PluginInfo] | None = None, failures: list[PluginFailure] | None = None) -> Registry:
-    """Call every plugin's hooks, one plugin at a time, so each record names its provider."""
-    registry = Registry(plugins=list(plugins or []), failures=list(failures or []))
+def collect(pm, plugins: list[PluginInfo] | None = None, failures: list[PluginFailure] | None = None, *,
+            into: Registry | None = None) -> Registry:
+    """Call every plugin's hooks, one plugin at a time, so each record names its provider.
+
+    A plugin whose hook raises (an invalid registration or any other error)
+    is recorded in ``failures`` and what it registered is dropped; the rest
+    keeps working. ``into`` extends an existing registry instead of a new one.
+    """
+    registry = into if into is not None else Registry()
+    registry.plugins.extend(plugins or [])
+    registry.failures.extend(failures or [])
     info = {p.name: p for p in registry.plugins}
     for plugin_name, plugin in sorted(pm.list_name_plugin(), key=lambda item: str(item[0])):
         if plugin is None:
@@ -189,16 +203,31 @@ def collect(pm, plugins: list[PluginInfo] | None = None, failures: list[PluginFa
             for kind in KINDS:
                 caller = pm.subset_hook_caller(HOOKS[kind], remove_plugins=others)
                 caller(register=make_register(registry, kind, plugin_info))
-        except RegistryError as exc:
-            if str(exc).startswith("two "):
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, the rest keeps working
+            if isinstance(exc, RegistryError) and str(exc).startswith("two "):
                 raise  # a duplicate name is an error for the whole sandbox
             for kind in KINDS:  # drop what the broken plugin managed to register
                 for name in set(registry.components[kind]) - before[kind]:
                     del registry.components[kind][name]
+            reason = str(exc) if isinstance(exc, RegistryError) else f"{type(exc).__name__}: {exc}"
             registry.failures.append(
-                PluginFailure(plugin_info.distribution or plugin_info.name, plugin_info.name, str(exc))
+                PluginFailure(plugin_info.distribution or plugin_info.name, plugin_info.name, reason)
             )
     return registry
+
+
+def registry_with(specs: Iterable[str], base: Registry | None = None) -> Registry:
+    """``base`` (default: :func:`get_registry`) plus local plugin modules, each registered as ``local:<spec>``.
+
+    ``specs`` are module names or absolute file paths (see
+    :func:`sandbox.plugins.import_local`). ``base`` is left unchanged; a
+    local plugin that fails to import or register is in the result's
+    ``failures`` under its plugin name.
+    """
+    registry = (base if base is not None else get_registry()).copy()
+    pm = new_plugin_manager()
+    loaded, failures = load_local_plugins(pm, specs)
+    return collect(pm, loaded, failures, into=registry)
 
 
 _REGISTRY: Registry | None = None

@@ -78,7 +78,7 @@ def run_recipe(recipe: Recipe, *, registry: Registry | None = None, console: Con
     exist yet, as a sweep's cell folder) is given.
     """
     console = console or default_console
-    registry = registry or get_registry()
+    registry = registry or recipe.registry or get_registry()  # the plugins the recipe was validated with
     torch.manual_seed(recipe.run.seed)
     if recipe.run.threads:
         torch.set_num_threads(recipe.run.threads)

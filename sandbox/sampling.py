@@ -6,11 +6,19 @@ Every sampler is called the same way (after k-diffusion's ``sample_euler``)::
 
 ``denoise(x, t) -> x_0 estimate`` (see :class:`sandbox.targets.Denoiser`),
 ``noise`` is standard Gaussian of the output shape, and ``callback`` gets one
-dict per step: ``{"x", "i", "t", "denoised"}``.
+dict per step: ``{"x", "i", "t", "denoised"}``. A sampler also reports
+``num_steps(schedule)`` and ``nfe(schedule)``, the exact number of ``denoise``
+calls it makes.
+
+ODE samplers step in the scale-free coordinates of Karras et al. (2022,
+eq. 4 and section 4): ``x~ = x / alpha``, ``sigma~ = sigma / alpha``, where
+``x~ = x_0 + sigma~ eps`` is variance exploding for every schedule and the
+probability-flow ODE reads ``dx~ / dsigma~ = (x~ - D(x; t)) / sigma~``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional, Protocol
 
 import torch
@@ -27,6 +35,27 @@ def scalars(schedule, t: float) -> tuple[float, float]:
     """``(alpha(t), sigma(t))`` as float64 Python numbers."""
     alpha, sigma = schedule.alpha_sigma(torch.tensor([t], dtype=torch.float64))
     return float(alpha.double()), float(sigma.double())
+
+
+def scale_free(schedule, t: float) -> tuple[float, float]:
+    """``(alpha(t), sigma~(t) = sigma(t) / alpha(t))``; alpha must be positive wherever a sampler steps."""
+    alpha, sigma = scalars(schedule, t)
+    if not alpha > 0:
+        raise ValueError(
+            f"the schedule has alpha({t:g}) = {alpha:g}; stepping in x / alpha needs alpha > 0 "
+            "(clip alpha_bar away from 0 at t = 1)"
+        )
+    return alpha, sigma / alpha
+
+
+def t_from_sigma_tilde(schedule, sigma_tilde: float) -> float:
+    """The time at which ``sigma~ = sigma_tilde``, through :meth:`Schedule.t_from_log_snr` (``lambda = -2 ln sigma~``)."""
+    return float(schedule.t_from_log_snr(torch.tensor([-2.0 * math.log(sigma_tilde)], dtype=torch.float64)))
+
+
+def grid_steps(schedule, steps: int) -> int:
+    """How many steps ``schedule.timesteps(steps)`` really has (a discrete grid may have fewer)."""
+    return len(schedule.timesteps(steps)) - 1
 
 
 def prior(noise: torch.Tensor, schedule, t_max: float) -> torch.Tensor:

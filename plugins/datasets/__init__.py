@@ -4,7 +4,7 @@ This module must stay torch-free: the CLI lists components without importing tor
 """
 
 from sandbox import hookimpl
-from sandbox_plugins.datasets.params import Cifar10Params, DigitsParams, Toy2DParams
+from sandbox_plugins.datasets.params import Cifar10Params, DigitsParams, GaussianMixtureParams, Toy2DParams
 
 
 @hookimpl
@@ -20,6 +20,12 @@ def register_datasets(register):
         "sandbox_plugins.datasets.digits:build",
         params=DigitsParams,
         description="scikit-learn's bundled 8x8 handwritten digits (1,797, offline), scored by a digit classifier",
+    )
+    register(
+        "gaussian_mixture",
+        "sandbox_plugins.datasets.gaussian_mixture:build",
+        params=GaussianMixtureParams,
+        description="Mixture of isotropic Gaussians (2-D or image-shaped) with its exact denoiser E(x0 | x_t)",
     )
     register(
         "toy2d",

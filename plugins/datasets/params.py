@@ -7,7 +7,8 @@ naming the recipe key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 
 @dataclass
@@ -40,3 +41,20 @@ class Toy2DParams:
     n_val: int = 2000           # validation points (count), an independent draw
     noise: float = 0.05         # std of isotropic Gaussian jitter added after scaling (data units)
     seed: int = 0               # seed of the draws (train, val and the evaluation reference differ)
+
+
+@dataclass
+class GaussianMixtureParams:
+    """A mixture of isotropic Gaussians whose exact denoiser E[x0 | x_t] is known in closed form."""
+
+    dim: int = 2                # dimension of an item (used when image_shape is empty)
+    image_shape: list[int] = field(default_factory=list)  # item shape, e.g. [1, 8, 8]; [] uses dim
+    components: int = 8         # number of mixture components K
+    radius: float = 1.0         # 2-D: means evenly on the circle of this radius; else entries uniform in [-radius, radius]
+    means: Optional[list[list[float]]] = None  # explicit means, K lists of prod(shape) numbers; overrides radius
+    std: float = 0.1            # isotropic std of every component (data units)
+    stds: Optional[list[float]] = None  # per-component stds (K numbers); overrides std
+    weights: Optional[list[float]] = None  # mixture weights (K numbers >= 0, normalised); None = equal
+    n_train: int = 20000        # training items (count)
+    n_val: int = 2000           # validation items (count), an independent draw
+    seed: int = 0               # seed of the draws (means, train, val and the evaluation reference differ)

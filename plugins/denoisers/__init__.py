@@ -1,4 +1,4 @@
-"""Built-in denoiser networks: DDPM UNet, full-resolution ResNet, residual MLP.
+"""Built-in denoiser networks: DDPM UNet, full-resolution ResNet, residual MLP, and the closed-form oracle.
 
 Registered lazily by ``"module:attr"``: importing this plugin does not import torch.
 """
@@ -26,4 +26,9 @@ def register_denoisers(register):
         "sandbox_plugins.denoisers.mlp:build",
         params=MLPParams,
         description="Residual MLP on the flattened item, for 2-D toy data and other small shapes",
+    )
+    register(
+        "oracle",
+        "sandbox_plugins.denoisers.oracle:build",
+        description="Exact E(x0 | x_t) of a dataset with a closed form (gaussian_mixture); no parameters, no training",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sandbox.errors import RecipeError
-from sandbox.sampling import prior, randn_like, scalars, transition
+from sandbox.sampling import grid_steps, prior, randn_like, scalars, transition
 
 
 class DDIMSampler:
@@ -24,6 +24,10 @@ class DDIMSampler:
 
     def num_steps(self, schedule) -> int:
         return self.params.steps
+
+    def nfe(self, schedule) -> int:
+        """One network evaluation per step of the schedule's grid."""
+        return grid_steps(schedule, self.num_steps(schedule))
 
     @torch.no_grad()
     def __call__(self, denoise, noise, schedule, *, generator=None, callback=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sandbox.errors import RecipeError
-from sandbox.sampling import forward_variance, prior, randn_like, transition
+from sandbox.sampling import forward_variance, grid_steps, prior, randn_like, transition
 
 
 class DDPMSampler:
@@ -27,6 +27,10 @@ class DDPMSampler:
 
     def num_steps(self, schedule) -> int:
         return self.params.steps or schedule.num_steps or 1000
+
+    def nfe(self, schedule) -> int:
+        """One network evaluation per step of the schedule's grid."""
+        return grid_steps(schedule, self.num_steps(schedule))
 
     @torch.no_grad()
     def __call__(self, denoise, noise, schedule, *, generator=None, callback=None):

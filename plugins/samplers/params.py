@@ -20,3 +20,33 @@ class DDIMParams:
     steps: int = 50              # number of steps (= network evaluations)
     eta: float = 0.0             # 0: deterministic DDIM; 1: DDPM's posterior noise
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+
+
+@dataclass
+class EulerParams:
+    """Euler steps on the probability-flow ODE (Karras et al. 2022, Algorithm 1)."""
+
+    steps: int = 50              # number of steps (= network evaluations)
+    clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+
+
+@dataclass
+class HeunParams:
+    """Heun's 2nd-order method with optional churn (Karras et al. 2022, Algorithm 2)."""
+
+    steps: int = 25              # number of steps; network evaluations = 2 * steps - 1
+    s_churn: float = 0.0         # total stochasticity; 0 is the deterministic ODE solver
+    s_tmin: float = 0.0          # churn only where sigma~ >= s_tmin
+    s_tmax: Optional[float] = None  # churn only where sigma~ <= s_tmax; None: no upper bound
+    s_noise: float = 1.0         # scale of the churn noise (slightly above 1 offsets denoiser loss of detail)
+    spacing: str = "log_snr"     # noise levels: "log_snr" (uniform in log sigma~), "karras" (eq. 5), "schedule"
+    rho: float = 7.0             # exponent of the "karras" spacing
+    clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+
+
+@dataclass
+class DPMPP2MParams:
+    """DPM-Solver++(2M), multistep in log-SNR with data prediction (Lu et al. 2022)."""
+
+    steps: int = 25              # number of steps (= network evaluations)
+    clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)

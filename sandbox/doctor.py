@@ -1,0 +1,368 @@
+"""``sandbox doctor``: every registered sampler x schedule x target against an exact answer.
+
+The network is taken out of the question: the ``oracle`` denoiser returns the
+exact ``E[x_0 | x_t]`` of a fixed 2-D ``gaussian_mixture``, so whatever
+distance remains between the samples and the mixture is the sampler's and
+the schedule's own discretisation error (plus the target conversion of
+:class:`sandbox.targets.Denoiser` and the finite-sample noise floor). Each
+combination runs at a few budgets of network evaluations (NFE); a cell fails
+when it raises, returns non-finite values, lands farther from the mixture
+than :data:`DIVERGED_SWD`, or, at the largest budget, is not below
+:data:`FINAL_SWD`. A cell that passes but scores worse than the sampler's
+starting noise itself (the prior, N(0, I)) is shown in yellow: legitimate
+for a coarse budget, worth knowing before choosing one.
+
+The doctor iterates the registry: a sampler or schedule is checked the moment
+it registers. It names only the two built-ins it uses on purpose, the
+``oracle`` denoiser and the ``gaussian_mixture`` dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sandbox.errors import SandboxError
+from sandbox.registry import Component, Registry, get_registry
+from sandbox.sampling import CountingDenoiser
+from sandbox.targets import TARGETS, Denoiser, Parameterization
+
+DATASET = "gaussian_mixture"
+DENOISER = "oracle"
+#: the fixed mixture: 8 components of std 0.1 on the unit circle, unequal weights
+MIXTURE = {"dim": 2, "components": 8, "radius": 1.0, "std": 0.1,
+           "weights": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], "n_train": 1, "seed": 0}
+BUDGETS = (10, 25, 100)  # NFE budgets (network evaluations per sample)
+SAMPLES = 2000           # samples per cell
+DIVERGED_SWD = 2.0       # sliced Wasserstein distance above which a cell diverged: twice the mixture's radius
+FINAL_SWD = 0.1          # the largest budget must score below this (noise floor of 2,000 exact draws: about 0.03)
+
+OK, FAILED, NONFINITE, DIVERGED, INACCURATE, NOT_RUN = "ok", "failed", "non-finite", "diverged", "inaccurate", "n/a"
+BAD = (FAILED, NONFINITE, DIVERGED, INACCURATE)
+
+
+@dataclass
+class Cell:
+    """One (sampler, schedule, target) at one NFE budget."""
+
+    budget: int
+    status: str = NOT_RUN
+    steps: int | None = None                # the sampler's `steps` parameter used (None: its defaults)
+    nfe: int | None = None                  # denoiser calls per sample actually made
+    swd: float | None = None                # sliced Wasserstein distance to the exact mixture
+    gauss_w2: float | None = None           # W2 between fitted and exact Gaussians
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class Row:
+    sampler: str
+    schedule: str
+    target: str
+    cells: list[Cell]
+
+
+@dataclass
+class Report:
+    rows: list[Row]
+    budgets: tuple[int, ...]
+    samples: int
+    noise_floor: dict[str, float]           # the same scores for an exact draw of `samples` points
+    prior: dict[str, float]                 # the same scores for the starting noise itself
+    seconds: float = 0.0
+    providers: dict[str, str] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        out = {status: 0 for status in (OK, *BAD, NOT_RUN)}
+        for row in self.rows:
+            for cell in row.cells:
+                out[cell.status] += 1
+        return out
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if any(cell.status in BAD for row in self.rows for cell in row.cells) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite({
+            "samples": self.samples,
+            "budgets": list(self.budgets),
+            "dataset": {"name": DATASET, **MIXTURE},
+            "denoiser": DENOISER,
+            "thresholds": {"diverged_swd": DIVERGED_SWD, "final_swd": FINAL_SWD},
+            "noise_floor": self.noise_floor,
+            "prior": self.prior,
+            "seconds": self.seconds,
+            "counts": self.counts(),
+            "exit_status": self.exit_status,
+            "providers": self.providers,
+            "rows": [dataclasses.asdict(row) for row in self.rows],
+        })
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _with(component: Component, **values: Any) -> Any:
+    params = component.default_params()
+    for key, value in values.items():
+        setattr(params, key, value)
+    return params
+
+
+def has_steps(component: Component) -> bool:
+    """Whether the component's parameters have a ``steps`` field the doctor can set."""
+    return component.params is not None and "steps" in {f.name for f in dataclasses.fields(component.params)}
+
+
+def nfe_for_steps(component: Component, schedule, steps: int | None, denoise, shape: tuple[int, ...]) -> int:
+    """Denoiser calls per sample at ``steps``: the sampler's own ``nfe(schedule)``, else one counted run
+    on a single item of ``shape``."""
+    params = _with(component, steps=steps) if steps is not None else component.default_params()
+    sampler = component.build(params)
+    if hasattr(sampler, "nfe"):
+        return int(sampler.nfe(schedule))
+    counter = CountingDenoiser(denoise)
+    sampler(counter, torch.zeros(1, *shape), schedule, generator=torch.Generator().manual_seed(0))
+    return counter.nfe
+
+
+def steps_for_budget(component: Component, schedule, budget: int, denoise, shape: tuple[int, ...]) -> int:
+    """The ``steps`` whose NFE is closest to ``budget`` (ties: the smaller NFE), from NFE at a few step counts."""
+    cache: dict[int, int] = {}
+
+    def nfe(steps: int) -> int:
+        if steps not in cache:
+            cache[steps] = nfe_for_steps(component, schedule, steps, denoise, shape)
+        return cache[steps]
+
+    per_step = max(nfe(budget) / budget, 1e-9)
+    guess = max(1, round(budget / per_step))
+    candidates = {max(1, guess + d) for d in (-1, 0, 1)}
+    return min(candidates, key=lambda s: (abs(nfe(s) - budget), nfe(s), s))
+
+
+def _run_cell(cell: Cell, component: Component, params: Any, schedule, denoiser, noise: torch.Tensor,
+              evaluate, seed: int, final: bool) -> None:
+    start = time.perf_counter()
+    try:
+        sampler = component.build(params)
+        counter = CountingDenoiser(denoiser)
+        out = sampler(counter, noise.clone(), schedule, generator=torch.Generator().manual_seed(seed))
+        cell.nfe = counter.nfe
+        if not isinstance(out, torch.Tensor) or out.shape != noise.shape:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise TypeError(f"the sampler returned {shape}; expected a tensor of shape {tuple(noise.shape)}")
+        if not bool(torch.isfinite(out).all()):
+            cell.status = NONFINITE
+            cell.error = f"{int((~torch.isfinite(out)).any(dim=1).sum())} of {len(out)} samples are not finite"
+            return
+        scores = evaluate(out)
+        cell.swd, cell.gauss_w2 = float(scores["swd"]), float(scores["gauss_w2"])
+        if not cell.swd <= DIVERGED_SWD:
+            cell.status = DIVERGED
+            cell.error = f"sliced Wasserstein distance {cell.swd:.3g} > {DIVERGED_SWD}"
+        elif final and not cell.swd < FINAL_SWD:
+            cell.status = INACCURATE
+            cell.error = f"at the largest budget the distance {cell.swd:.3g} is not below {FINAL_SWD}"
+        else:
+            cell.status = OK
+    except Exception as exc:  # noqa: BLE001 - any sampler error is the finding
+        cell.status = FAILED
+        cell.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        cell.seconds = time.perf_counter() - start
+
+
+def _selected(names: Iterable[str], only: Sequence[str] | None, kind: str, registry: Registry) -> list[str]:
+    if not only:
+        return list(names)
+    for name in only:
+        registry.get(kind, name)  # unknown names: the registry's message with suggestions
+    return [n for n in names if n in only]
+
+
+def run_doctor(registry: Registry | None = None, *, samples: int = SAMPLES, budgets: Sequence[int] = BUDGETS,
+               seed: int = 0, samplers: Sequence[str] | None = None, schedules: Sequence[str] | None = None,
+               targets: Sequence[str] | None = None, console: Console | None = None) -> Report:
+    """Sample the mixture with the oracle for every selected sampler x schedule x target at each budget."""
+    registry = registry or get_registry()
+    budgets = tuple(sorted(int(b) for b in budgets))
+    if samples < 2 or not budgets or budgets[0] < 1:
+        raise SandboxError(f"the doctor needs at least 2 samples and positive NFE budgets, got {samples} "
+                           f"samples and budgets {list(budgets)}")
+    for target in targets or ():
+        if target not in TARGETS:
+            raise SandboxError(f"unknown target '{target}'; expected one of {', '.join(TARGETS)}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of tiny ops: threads only add overhead, and stall on a busy machine
+    try:
+        return _run(registry, samples, budgets, seed, samplers, schedules, targets, console)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(registry: Registry, samples: int, budgets: tuple[int, ...], seed: int, samplers, schedules, targets,
+         console: Console | None) -> Report:
+    start = time.perf_counter()
+    data_component = registry.get("dataset", DATASET)
+    data = data_component.build(_with(data_component, **{**MIXTURE, "n_val": samples}))
+    oracle_component = registry.get("denoiser", DENOISER)
+    oracle = oracle_component.build(oracle_component.default_params(), tuple(data.shape))
+    oracle.bind_data(data)
+
+    sampler_names = _selected(registry.names("sampler"), samplers, "sampler", registry)
+    schedule_names = _selected(registry.names("schedule"), schedules, "schedule", registry)
+    target_names = [t for t in TARGETS if not targets or t in targets]
+    noise = torch.randn(samples, *data.shape, generator=torch.Generator().manual_seed(seed))
+    noise_floor = data.evaluate(torch.stack([data.val[i] for i in range(len(data.val))]))  # an exact draw
+    prior = data.evaluate(noise)
+    providers = {f"{kind} {name}": registry.get(kind, name).provider
+                 for kind, names in (("sampler", sampler_names), ("schedule", schedule_names))
+                 for name in names}
+
+    rows: list[Row] = []
+    total = len(sampler_names) * len(schedule_names) * len(target_names) * len(budgets)
+    bar = Progress(TextColumn("[bold]doctor"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                   TimeElapsedColumn(), console=console, transient=True)
+    with bar:
+        task = bar.add_task("", total=total)
+        for schedule_name in schedule_names:
+            schedule_component = registry.get("schedule", schedule_name)
+            try:
+                schedule = schedule_component.build(schedule_component.default_params())
+                schedule_error = ""
+            except Exception as exc:  # noqa: BLE001
+                schedule, schedule_error = None, f"schedule failed to build: {type(exc).__name__}: {exc}"
+            for sampler_name in sampler_names:
+                component = registry.get("sampler", sampler_name)
+                plan = _plan(component, schedule, budgets, Denoiser(oracle, schedule, "x0"), tuple(data.shape)) \
+                    if schedule is not None else {}
+                for target in target_names:
+                    cells = [Cell(budget=b) for b in budgets]
+                    row = Row(sampler_name, schedule_name, target, cells)
+                    rows.append(row)
+                    bar.update(task, description=f"{sampler_name} / {schedule_name} / {target}")
+                    if schedule is None or isinstance(plan, str):
+                        for cell in cells:
+                            cell.status, cell.error = FAILED, schedule_error or str(plan)
+                        bar.advance(task, len(cells))
+                        continue
+                    denoiser = Denoiser(oracle, schedule, Parameterization(target))
+                    last = max(plan)
+                    for i, steps in plan.items():
+                        cells[i].steps = steps
+                        params = _with(component, steps=steps) if steps is not None else component.default_params()
+                        _run_cell(cells[i], component, params, schedule, denoiser, noise, data.evaluate,
+                                  seed + 2, final=i == last)
+                    bar.advance(task, len(cells))
+    return Report(rows=rows, budgets=budgets, samples=samples, noise_floor=noise_floor, prior=prior,
+                  seconds=time.perf_counter() - start, providers=providers)
+
+
+def _plan(component: Component, schedule, budgets: tuple[int, ...], denoise,
+          shape: tuple[int, ...]) -> dict[int, int | None] | str:
+    """Budget column -> the sampler's ``steps`` there; a sampler without ``steps`` runs its defaults once,
+    in the column whose budget is nearest (in log) to its NFE. A string is the reason no plan exists."""
+    try:
+        if has_steps(component):
+            return {i: steps_for_budget(component, schedule, b, denoise, shape) for i, b in enumerate(budgets)}
+        nfe = nfe_for_steps(component, schedule, None, denoise, shape)
+        column = min(range(len(budgets)), key=lambda i: abs(math.log(max(nfe, 1) / budgets[i])))
+        return {column: None}
+    except Exception as exc:  # noqa: BLE001
+        return f"{type(exc).__name__}: {exc}"
+
+
+def render(report: Report, *, title: str | None = None) -> Table:
+    """The doctor's table: one row per (sampler, schedule, target), a column per NFE budget."""
+    floor = report.noise_floor.get("swd")
+    table = Table(title=title or (f"sandbox doctor: sliced Wasserstein distance to the exact mixture "
+                                  f"({report.samples:,} samples; noise floor {floor:.3f}) (actual NFE)"
+                                  if floor is not None else "sandbox doctor"),
+                  title_justify="left")
+    for column in ("sampler", "schedule", "target"):
+        table.add_column(column)
+    for budget in report.budgets:
+        table.add_column(f"NFE ~{budget}", justify="right")
+    prior = report.prior.get("swd", math.inf)
+    for row in report.rows:
+        table.add_row(row.sampler, row.schedule, row.target, *(_cell_text(cell, prior) for cell in row.cells))
+    return table
+
+
+def worse_than_prior(report: Report) -> int:
+    """Passing cells that score worse than the starting noise."""
+    prior = report.prior.get("swd", math.inf)
+    return sum(1 for row in report.rows for c in row.cells if c.status == OK and c.swd > prior)
+
+
+def _cell_text(cell: Cell, prior: float = math.inf) -> str:
+    nfe = f" ({cell.nfe})" if cell.nfe is not None else ""
+    if cell.status == NOT_RUN:
+        return "[dim]-[/]"
+    if cell.status == FAILED:
+        return f"[bold red]failed[/]{nfe}"
+    if cell.status == NONFINITE:
+        return f"[bold red]nan[/]{nfe}"
+    text = f"{cell.swd:.3f}{nfe}"
+    if cell.status == OK:
+        return f"[yellow]{text}[/]" if cell.swd > prior else text
+    return f"[bold red]{text} {cell.status}[/]"
+
+
+def summary_line(report: Report) -> str:
+    counts = report.counts()
+    cells = sum(len(row.cells) for row in report.rows)
+    parts = [f"{counts[s]} {s}" for s in (OK, *BAD)] + ([f"{counts[NOT_RUN]} n/a"] if counts[NOT_RUN] else [])
+    colour = "red" if report.exit_status else "green"
+    yellow = worse_than_prior(report)
+    prior = report.prior.get("swd", math.nan)
+    return (f"[bold {colour}]{cells} cells[/] ({len(report.rows)} sampler x schedule x target rows x "
+            f"{len(report.budgets)} budgets): {', '.join(parts)} in {report.seconds:.1f} s. "
+            f"Red: raised, non-finite, distance > {DIVERGED_SWD}, or not below {FINAL_SWD} at "
+            f"NFE ~{report.budgets[-1]}. Yellow ({yellow}): passes, but worse than the starting noise "
+            f"({prior:.3f}).")
+
+
+def doctor_command(*, samples: int = SAMPLES, json_path: str | None = None, samplers: Sequence[str] | None = None,
+                   schedules: Sequence[str] | None = None, targets: Sequence[str] | None = None,
+                   budgets: Sequence[int] = BUDGETS, console: Console | None = None) -> int:
+    """``sandbox doctor``: run, print the table, the failures and a summary; return the exit status."""
+    from sandbox.console import console as default_console
+
+    console = console or default_console
+    report = run_doctor(samples=samples, budgets=budgets, samplers=samplers, schedules=schedules,
+                        targets=targets, console=console)
+    console.print(render(report))
+    for row in report.rows:
+        for cell in row.cells:
+            if cell.status in BAD:
+                console.print(f"[red]{row.sampler} / {row.schedule} / {row.target} at NFE ~{cell.budget}:[/] "
+                              f"{escape(cell.error.splitlines()[0] if cell.error else cell.status)}", soft_wrap=True)
+    console.print(summary_line(report))
+    if json_path:
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        console.print(f"results written to [bold]{escape(str(path))}[/]")
+    return report.exit_status

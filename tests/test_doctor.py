@@ -1,0 +1,138 @@
+"""``sandbox doctor``: the full registered matrix passes, and a broken sampler is caught."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+from rich.console import Console
+
+from sandbox import cli, hookimpl
+from sandbox.doctor import BAD, DIVERGED, FAILED, INACCURATE, NONFINITE, NOT_RUN, OK, render, run_doctor
+from sandbox.plugins import load_entry_points, new_plugin_manager
+from sandbox.registry import collect, get_registry
+from sandbox.targets import TARGETS
+
+REGISTRY = get_registry()
+
+
+def text_of(renderable) -> str:
+    console = Console(record=True, width=240)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_every_registered_sampler_schedule_and_target_passes():
+    console = Console(record=True, width=240)
+    report = run_doctor(samples=1000, console=console)
+    rows = {(r.sampler, r.schedule, r.target) for r in report.rows}
+    assert rows == {(a, b, c) for a in REGISTRY.names("sampler") for b in REGISTRY.names("schedule") for c in TARGETS}
+    bad = [(r.sampler, r.schedule, r.target, c.budget, c.status, c.error)
+           for r in report.rows for c in r.cells if c.status != OK]
+    assert not bad, bad
+    assert report.exit_status == 0
+    for row in report.rows:
+        assert [c.nfe for c in row.cells] == sorted(c.nfe for c in row.cells)  # more budget, more evaluations
+        assert all(abs(c.nfe - c.budget) <= max(2, c.budget // 10) for c in row.cells), row
+    table = text_of(render(report))
+    for name in REGISTRY.names("sampler") + REGISTRY.names("schedule"):
+        assert name in table
+
+
+@dataclass
+class BrokenParams:
+    """A sampler that misbehaves on purpose."""
+
+    steps: int = 10
+    how: str = "raise"
+
+
+class Broken:
+    def __init__(self, params):
+        self.params = params
+
+    def __call__(self, denoise, noise, schedule, *, generator=None, callback=None):
+        for t in torch.linspace(1, 0, self.params.steps + 1)[:-1].tolist():
+            denoise(noise, t)
+        if self.params.how == "raise":
+            raise RuntimeError("this sampler is broken")
+        if self.params.how == "nan":
+            return noise * float("nan")
+        if self.params.how == "explode":
+            return noise * 1e3
+        return noise  # "noise": never denoises, so it stays far from the mixture
+
+
+def build_broken(how):
+    def build(params):
+        params.how = how
+        return Broken(params)
+
+    return build
+
+
+def build_fixed(params):
+    """No parameters: the doctor runs it once, at its defaults."""
+    return lambda denoise, noise, schedule, **kwargs: Broken(BrokenParams(steps=25, how="noise"))(
+        denoise, noise, schedule)
+
+
+class BrokenSamplers:
+    @hookimpl
+    def register_samplers(self, register):
+        for how in ("raise", "nan", "explode", "noise"):
+            register(f"broken-{how}", build_broken(how), params=BrokenParams)
+        register("broken-fixed", build_fixed)
+
+
+@pytest.fixture
+def broken_registry():
+    pm = new_plugin_manager()
+    loaded, failures = load_entry_points(pm)
+    pm.register(BrokenSamplers(), name="broken-samplers")
+    try:
+        yield collect(pm, loaded, failures)
+    finally:
+        pm.unregister(name="broken-samplers")
+
+
+def test_a_broken_sampler_is_marked_and_fails_the_doctor(broken_registry):
+    schedule = broken_registry.names("schedule")[0]
+    names = [n for n in broken_registry.names("sampler") if n.startswith("broken-")]
+    report = run_doctor(broken_registry, samples=200, budgets=(10, 25), samplers=names, schedules=[schedule],
+                        targets=["epsilon"], console=Console(file=open("/dev/null", "w")))
+    status = {r.sampler: [c.status for c in r.cells] for r in report.rows}
+    assert status["broken-raise"] == [FAILED, FAILED]
+    assert status["broken-nan"] == [NONFINITE, NONFINITE]
+    assert status["broken-explode"] == [DIVERGED, DIVERGED]
+    assert status["broken-noise"] == [OK, INACCURATE]          # only the largest budget must be accurate
+    assert status["broken-fixed"] == [NOT_RUN, INACCURATE]     # no `steps`: its defaults, in the nearest column
+    assert "this sampler is broken" in report.rows[names.index("broken-raise")].cells[0].error
+    assert report.exit_status == 1
+    counts = report.counts()
+    assert counts[FAILED] == 2 and counts[NONFINITE] == 2 and counts[DIVERGED] == 2 and counts[INACCURATE] == 2
+    table = text_of(render(report))
+    assert "failed" in table and "nan" in table and "diverged" in table and "inaccurate" in table
+    assert sum(counts[s] for s in BAD) == 8
+
+
+def test_cli_writes_json_and_exits_zero(tmp_path, capsys):
+    path = tmp_path / "doctor.json"
+    sampler, schedule = REGISTRY.names("sampler")[0], REGISTRY.names("schedule")[0]
+    code = cli.main(["doctor", "--samples", "300", "--sampler", sampler, "--schedule", schedule,
+                     "--target", "v", "--json", str(path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert sampler in out and "3 ok" in out
+    data = json.loads(path.read_text())
+    assert data["exit_status"] == 0 and data["samples"] == 300
+    (row,) = data["rows"]
+    assert (row["sampler"], row["schedule"], row["target"]) == (sampler, schedule, "v")
+    assert [c["status"] for c in row["cells"]] == [OK, OK, OK] and all(c["swd"] > 0 for c in row["cells"])
+
+
+def test_cli_unknown_sampler_is_a_clear_error(capsys):
+    assert cli.main(["doctor", "--sampler", "ddin"]) == 2
+    assert "unknown sampler 'ddin'" in capsys.readouterr().err

@@ -1,0 +1,186 @@
+"""``sandbox sweep``: plan expansion, cell identity, resuming, invalid and failing cells, parallel jobs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from sandbox import cli, hookimpl
+from sandbox.errors import RecipeError
+from sandbox.plugins import load_entry_points, new_plugin_manager
+from sandbox.registry import collect
+from sandbox.sweep import gpu_for, merge_axes, parse_axis, plan_sweep, plan_table, run_sweep
+
+FAST = ["train.steps=10", "train.val_every=5", "train.sample_every=0", "eval.num_samples=32"]
+
+
+@pytest.fixture
+def matrix_recipe(tiny_recipe: Path) -> Path:
+    """The tiny toy recipe with a 2 x 2 matrix: a component parameter and a component's name."""
+    with tiny_recipe.open("a") as handle:
+        handle.write("matrix:\n  denoiser.hidden: [16, 32]\n  schedule.name: [linear, cosine]\n")
+    return tiny_recipe
+
+
+def quiet() -> Console:
+    return Console(record=True, width=200)
+
+
+def test_plan_expands_the_matrix_times_seeds_into_distinct_validated_cells(matrix_recipe):
+    plan = plan_sweep(matrix_recipe, FAST, seeds=2)
+    assert len(plan.cells) == 8 and len({c.id for c in plan.cells}) == 8
+    assert [c.seed for c in plan.cells] == [0, 1] * 4
+    assert {c.status for c in plan.cells} == {"to run"}
+    assert plan.sweep_dir == matrix_recipe.parent / "runs" / "sweeps" / "tiny"
+    last = plan.cells[-1]
+    assert last.assignment == {"denoiser.hidden": "32", "schedule.name": "cosine"}
+    assert last.recipe.components["denoiser"][1].hidden == 32          # an axis over a component parameter
+    name, params = last.recipe.components["schedule"]
+    assert name == "cosine" and params.num_steps == 1000               # a new name starts the section afresh
+    assert last.recipe.train.steps == 10 and last.recipe.run.seed == 1
+
+
+def test_a_command_line_axis_replaces_the_recipe_axis_on_the_same_key(matrix_recipe):
+    plan = plan_sweep(matrix_recipe, FAST, axes=[parse_axis("denoiser.hidden=8,16,24")])
+    assert [a.key for a in plan.axes] == ["denoiser.hidden", "schedule.name"]
+    assert len(plan.cells) == 6
+    section = merge_axes(plan.axes, [parse_axis("denoiser=[{name: mlp, hidden: 8}]")])
+    assert [a.key for a in section] == ["denoiser", "schedule.name"]   # the section replaces its parameter axis
+
+
+def test_whole_section_values_are_layers_labelled_by_name(tiny_recipe):
+    axis = parse_axis("denoiser={name: mlp, layers: 1},{name: mlp, layers: 3}")
+    assert axis.labels == ["mlp(layers=1)", "mlp(layers=3)"]           # same name: told apart by the rest
+    plan = plan_sweep(tiny_recipe, FAST, axes=[axis])
+    params = [c.recipe.components["denoiser"][1] for c in plan.cells]
+    assert [(p.hidden, p.layers) for p in params] == [(32, 1), (32, 3)]  # same name: merged into the section
+
+
+def test_a_changed_recipe_gives_new_cell_ids(matrix_recipe):
+    before = {c.id for c in plan_sweep(matrix_recipe, FAST, seeds=2).cells}
+    after = {c.id for c in plan_sweep(matrix_recipe, [*FAST, "train.steps=11"], seeds=2).cells}
+    assert before.isdisjoint(after)
+    elsewhere = {c.id for c in plan_sweep(matrix_recipe, [*FAST, "run.output=/elsewhere"], seeds=2).cells}
+    assert elsewhere == before                                           # the output folder is not identity
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(matrix_recipe, capsys):
+    assert cli.main(["sweep", str(matrix_recipe), *FAST, "--seeds", "2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    plan = plan_sweep(matrix_recipe, FAST, seeds=2)
+    assert all(cell.id in out for cell in plan.cells) and "to run" in out
+    assert not plan.sweep_dir.exists()
+
+
+@pytest.mark.parametrize("axis", ["denoiser.hidden", "=1,2", "denoiser.hidden=", "denoiser.hidden=[1,2",
+                                  "denoiser.hidden=1,,2"])
+def test_bad_axis_syntax_exits_2_naming_the_axis(matrix_recipe, axis, capsys):
+    assert cli.main(["sweep", str(matrix_recipe), "--axis", axis, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"axis '{axis}'" in err and "Traceback" not in err
+
+
+def test_run_resume_and_rerun_of_an_unfinished_cell(matrix_recipe):
+    plan = run_sweep(plan_sweep(matrix_recipe, FAST, seeds=2), console=quiet())
+    assert [c.status for c in plan.cells] == ["ran"] * 8
+    folders = [plan.cell_dir(c) for c in plan.cells]
+    assert all((f / "summary.json").exists() and (f / "recipe.yaml").exists() for f in folders)
+    record = json.loads((plan.sweep_dir / "sweep.json").read_text())
+    assert [c["id"] for c in record["cells"]] == [c.id for c in plan.cells]
+    stamps = {f: (f / "summary.json").stat().st_mtime_ns for f in folders}
+
+    again = plan_sweep(matrix_recipe, FAST, seeds=2)
+    assert {c.status for c in again.cells} == {"done"}
+    run_sweep(again, console=quiet())
+    assert {c.status for c in again.cells} == {"done"}                  # nothing ran
+    assert stamps == {f: (f / "summary.json").stat().st_mtime_ns for f in folders}
+
+    broken = folders[3]
+    (broken / "summary.json").unlink()
+    third = plan_sweep(matrix_recipe, FAST, seeds=2)
+    assert [c.status for c in third.cells].count("to rerun") == 1 and third.cells[3].status == "to rerun"
+    run_sweep(third, console=quiet())
+    assert [c.status for c in third.cells] == ["done"] * 3 + ["ran"] + ["done"] * 4
+    aside = broken.with_name(f"{broken.name}.incomplete-1")
+    assert (aside / "metrics.jsonl").exists() and not (aside / "summary.json").exists()  # kept, not deleted
+    assert (broken / "summary.json").exists()
+    for f in folders[:3] + folders[4:]:
+        assert (f / "summary.json").stat().st_mtime_ns == stamps[f]
+
+
+class BrokenDenoiser:
+    """A throwaway plugin whose denoiser fails to build."""
+
+    @hookimpl
+    def register_denoisers(self, register):
+        def build(params, shape):
+            raise RuntimeError("boom")
+
+        register("broken", build)
+
+
+@pytest.fixture
+def registry_with_broken():
+    pm = new_plugin_manager()
+    loaded, failures = load_entry_points(pm)
+    pm.register(BrokenDenoiser(), name="broken-denoiser")
+    try:
+        yield collect(pm, loaded, failures)
+    finally:
+        pm.unregister(name="broken-denoiser")
+
+
+def test_invalid_and_failing_cells_are_recorded_and_the_rest_runs(tiny_recipe, registry_with_broken):
+    axes = [parse_axis("denoiser.name=mlp,broken"), parse_axis("sampler.name=ddim,nope")]
+    plan = plan_sweep(tiny_recipe, FAST, axes=axes, registry=registry_with_broken)
+    assert [c.status for c in plan.cells] == ["to run", "invalid", "to run", "invalid"]
+    assert "unknown sampler 'nope'" in plan.cells[1].error
+    console = Console(record=True, width=200)
+    console.print(plan_table(plan))
+    assert "invalid: recipe key 'sampler.name'" in console.export_text()
+
+    run_sweep(plan, console=quiet(), registry=registry_with_broken)
+    ran, invalid, failed, _ = plan.cells
+    assert (ran.status, invalid.status, failed.status) == ("ran", "invalid", "failed")
+    error = json.loads((plan.cell_dir(failed) / "error.json").read_text())
+    assert "boom" in error["message"] and "RuntimeError" in error["traceback"]
+    assert (plan.cell_dir(ran) / "summary.json").exists()
+    assert not (plan.sweep_dir / "cells" / invalid.id).exists()
+
+    from sandbox.summary import summarize
+
+    summary = summarize(plan.sweep_dir, console=quiet())
+    statuses = {g.name: [c.status for c in g.cells] for g in summary.groups}
+    assert statuses == {"mlp / ddim": ["done"], "mlp / nope": ["invalid"], "broken / ddim": ["failed"],
+                        "broken / nope": ["invalid"]}
+    assert "boom" in (plan.sweep_dir / "summary.md").read_text()
+
+
+def test_jobs_2_runs_cells_in_separate_processes(tiny_recipe):
+    plan = plan_sweep(tiny_recipe, FAST, axes=[parse_axis("denoiser.hidden=8,16")])
+    run_sweep(plan, jobs=2, console=quiet())
+    assert [c.status for c in plan.cells] == ["ran", "ran"]
+    assert all((plan.cell_dir(c) / "summary.json").exists() for c in plan.cells)
+
+
+def test_gpu_assignment_is_round_robin_for_auto_and_cuda_only():
+    assert [gpu_for(i, "auto", 3) for i in range(4)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+    assert gpu_for(1, "cuda", 2) == "cuda:1"
+    assert gpu_for(1, "cpu", 2) is None and gpu_for(1, "cuda:0", 2) is None
+    assert gpu_for(1, "auto", 1) is None and gpu_for(1, "auto", 0) is None
+
+
+def test_matrix_must_map_keys_to_lists(tiny_recipe):
+    with tiny_recipe.open("a") as handle:
+        handle.write("matrix:\n  denoiser.hidden: 16\n")
+    with pytest.raises(RecipeError, match="matrix.denoiser.hidden"):
+        plan_sweep(tiny_recipe)
+
+
+def test_a_single_run_ignores_the_matrix(matrix_recipe):
+    from sandbox.recipe import load_recipe
+
+    assert load_recipe(matrix_recipe).components["denoiser"][1].hidden == 32
