@@ -29,3 +29,14 @@ run: {{device: cpu, seed: 0, output: {tmp_path / 'runs'}}}
 """
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Thousands of tiny ops: one thread is faster and immune to a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -49,15 +49,6 @@ def per_item(value: float, b: int, ndim: int = 2) -> torch.Tensor:
     return torch.full((b,) + (1,) * (ndim - 1), value, dtype=torch.float64)
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """Thousands of tiny ops: one thread is faster and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 UNEVEN = dict(components=3, means=[[1.0, 0.0], [-0.5, 0.8], [0.2, -1.1]], stds=[0.1, 0.3, 0.05],
               weights=[0.5, 0.3, 0.2])
 

@@ -1,0 +1,84 @@
+"""Loss weightings against their published closed forms, for every prediction target.
+
+A network whose denoised estimate is off by ``delta`` has, on every target, a
+loss of ``w_x0(t) * mean(delta^2)`` where ``w_x0`` is the weighting stated on
+the x0 error: ``SNR(t)`` for epsilon-MSE ("L_simple" of Ho et al. 2020 in x0
+terms), ``min(SNR, gamma)`` for min-SNR-gamma (Hang et al. 2023, eq. 9), and
+``lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2`` for EDM
+(Karras et al. 2022, table 1).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sandbox.loss import DiffusionLoss
+from sandbox.registry import get_registry
+from sandbox.targets import TARGETS, Parameterization
+
+REGISTRY = get_registry()
+N, D = 64, 3
+
+
+class OffBy(torch.nn.Module):
+    """A closed-form denoiser whose x0 estimate is the true x0 plus a fixed error."""
+
+    is_analytic = True
+
+    def __init__(self, x0: torch.Tensor, delta: torch.Tensor):
+        super().__init__()
+        self.x0, self.delta = x0, delta
+
+    def exact_x0(self, x_t, alpha, sigma):
+        return (self.x0 + self.delta).to(x_t.dtype)
+
+
+def loss_and_scales(schedule_name: str, target: str, weighting: str, gamma: float = 5.0):
+    schedule = REGISTRY.get("schedule", schedule_name).build()
+    x0 = torch.randn(N, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    delta = 0.1 * torch.randn(N, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    loss = DiffusionLoss(schedule, Parameterization(target, sigma_data=0.5), weighting, min_snr_gamma=gamma)
+    values = loss(OffBy(x0, delta), x0, torch.Generator().manual_seed(7))
+    t = schedule.sample_t(N, torch.Generator().manual_seed(7))  # the draws the loss made
+    alpha, sigma = (v.double() for v in schedule.alpha_sigma(t))
+    return values.double(), alpha, sigma, delta.pow(2).mean(1)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine", "edm"])
+def test_min_snr_is_min_snr_gamma_on_the_x0_error(schedule_name, target):
+    values, alpha, sigma, d2 = loss_and_scales(schedule_name, target, "min_snr", gamma=5.0)
+    snr = (alpha / sigma) ** 2
+    assert torch.allclose(values, snr.clamp(max=5.0) * d2, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("schedule_name", ["cosine", "edm"])
+def test_edm_weighting_is_karras_lambda_on_the_x0_error(schedule_name, target):
+    values, alpha, sigma, d2 = loss_and_scales(schedule_name, target, "edm")
+    s2 = (sigma / alpha) ** 2
+    lam = (s2 + 0.25) / (s2 * 0.25)
+    assert torch.allclose(values, lam * d2, rtol=1e-4, atol=1e-9)
+
+
+def test_uniform_epsilon_is_snr_times_the_x0_error_and_min_snr_on_epsilon_is_min_over_snr():
+    """On epsilon, uniform weighting is L_simple (SNR x x0 error); min-SNR's weight is min(SNR, gamma) / SNR."""
+    values, alpha, sigma, d2 = loss_and_scales("cosine", "epsilon", "uniform")
+    snr = (alpha / sigma) ** 2
+    assert torch.allclose(values, snr * d2, rtol=1e-4)
+    loss = DiffusionLoss(None, "epsilon", "min_snr", min_snr_gamma=5.0)
+    assert torch.allclose(loss.weight(alpha, sigma), snr.clamp(max=5.0) / snr, rtol=1e-9)
+    v_loss = DiffusionLoss(None, "v", "min_snr", min_snr_gamma=5.0)  # Hang et al.: min(SNR, gamma) / (SNR + 1)
+    vp = (alpha**2 + sigma**2 - 1).abs().max() < 1e-6
+    assert vp and torch.allclose(v_loss.weight(alpha, sigma), snr.clamp(max=5.0) / (snr + 1), rtol=1e-6)
+
+
+def test_edm_weighting_on_the_edm_target_is_one():
+    values, alpha, sigma, _ = loss_and_scales("edm", "edm", "edm")
+    assert torch.allclose(DiffusionLoss(None, "edm", "edm").weight(alpha, sigma), torch.ones_like(alpha), rtol=1e-9)
+
+
+def test_unknown_weighting_names_the_choices():
+    with pytest.raises(ValueError, match="uniform, min_snr, edm"):
+        DiffusionLoss(None, "epsilon", "snr")
