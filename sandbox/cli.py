@@ -115,7 +115,7 @@ def cmd_sweep(args) -> int:
                       out=args.out)
     if args.dry_run:
         console.print(plan_table(plan))
-        return 0
+        return 2 if any(cell.status == "invalid" for cell in plan.cells) else 0
     from sandbox.summary import summarize
     from sandbox.sweep import run_sweep  # imports torch
 

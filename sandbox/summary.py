@@ -3,8 +3,12 @@
 Cells with the same axis values (all seeds) form a group. For each group and
 metric the table gives the mean, the sample standard deviation across seeds
 and the number of finished cells. Metrics are dotted keys of the cells'
-``summary.json``; by default ``train.final_val_loss_ema``,
-``train.images_per_s`` and every numeric ``sample_quality.generated.*``.
+``summary.json``; by default every numeric ``sample_quality.generated.*``
+(the dataset's own score of the samples), then ``train.final_val_loss_ema``
+and ``train.images_per_s``. Sample quality comes first, and so ranks,
+because it is comparable across any axis; the validation loss is not
+comparable across schedules, targets or weightings (each draws other noise
+levels, or weighs them otherwise), only within one.
 A metric whose name contains ``loss``, ``distance``, ``error``, ``swd``,
 ``w2`` or ``fid`` is better lower, any other better higher; ``key:min`` or
 ``key:max`` says so explicitly. Groups are ranked by the first metric, and
@@ -182,8 +186,8 @@ def _resolve_metrics(requested: list[str] | None, cells: list[CellResult]) -> li
     for cell in cells:
         available += [k for k in cell.values if k not in available]
     if not requested:
-        keys = [k for k in DEFAULT_METRICS if k in available or not available]
-        keys += [k for k in available if k.startswith(GENERATED)]
+        generated = [k for k in available if k.startswith(GENERATED)]
+        keys = generated + [k for k in DEFAULT_METRICS if k in available or not available]
         return [Metric(k, lower_is_better(k)) for k in keys]
     metrics = []
     for text in requested:

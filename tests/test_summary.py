@@ -71,8 +71,8 @@ def by_name(summary):
 
 def test_mean_std_over_seeds_and_default_metrics(sweep_dir):
     summary = summarize(sweep_dir, console=quiet(), write=False)
-    assert [m.key for m in summary.metrics] == [LOSS, "train.images_per_s", SHARE,
-                                                "sample_quality.generated.class_coverage"]
+    assert [m.key for m in summary.metrics] == [SHARE, "sample_quality.generated.class_coverage", LOSS,
+                                                "train.images_per_s"]   # sample quality ranks by default
     groups = by_name(summary)
     mean, std, n = groups["unet / linear"].stats[LOSS]
     assert (mean, n) == (2.0, 2) and std == pytest.approx(math.sqrt(2.0))   # sample std, n - 1
@@ -84,7 +84,7 @@ def test_mean_std_over_seeds_and_default_metrics(sweep_dir):
 
 
 def test_ranking_follows_each_metrics_direction(sweep_dir):
-    loss_first = summarize(sweep_dir, console=quiet(), write=False)
+    loss_first = summarize(sweep_dir, metrics=[LOSS], console=quiet(), write=False)
     assert [g.name for g in loss_first.ranked][:3] == ["resnet / linear", "unet / linear", "unet / cosine"]
     assert loss_first.ranked[3].rank is None                                # nothing finished: unranked, last
     share_first = summarize(sweep_dir, metrics=["confident_share", LOSS], console=quiet(), write=False)
@@ -121,7 +121,7 @@ def test_difference_to_the_baseline_group(sweep_dir):
 
 def test_csv_markdown_and_plot_are_written(sweep_dir):
     console = quiet()
-    summary = summarize(sweep_dir, console=console)
+    summary = summarize(sweep_dir, metrics=[LOSS, SHARE], console=console)
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
     assert [r["denoiser"] + "/" + r["schedule.name"] for r in rows][0] == "resnet/linear"
     first = rows[0]

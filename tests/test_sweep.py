@@ -75,6 +75,12 @@ def test_dry_run_prints_the_plan_and_runs_nothing(matrix_recipe, capsys):
     assert not plan.sweep_dir.exists()
 
 
+def test_dry_run_with_an_invalid_cell_marks_it_and_exits_2(matrix_recipe, capsys):
+    assert cli.main(["sweep", str(matrix_recipe), *FAST, "--axis", "train.lr=1e-3,fast", "--dry-run"]) == 2
+    out = capsys.readouterr().out
+    assert "4 to run, 4 invalid" in out and "train.lr" in out
+
+
 @pytest.mark.parametrize("axis", ["denoiser.hidden", "=1,2", "denoiser.hidden=", "denoiser.hidden=[1,2",
                                   "denoiser.hidden=1,,2"])
 def test_bad_axis_syntax_exits_2_naming_the_axis(matrix_recipe, axis, capsys):
