@@ -62,6 +62,7 @@ from sandbox.data import DataSplits
 from sandbox.plugins import load_entry_points, new_plugin_manager
 from sandbox.registry import Registry, collect, get_registry
 from sandbox.sampling import CountingDenoiser
+from sandbox.training import first_tensor
 
 CALLBACK_KEYS = frozenset({"x", "i", "t", "denoised"})
 GAUSSIAN_MEAN = (1.0, -0.5)  # the target N(mu, s^2 I) samplers must recover with its exact denoiser
@@ -340,10 +341,6 @@ def check_denoiser(denoiser: Any, shape: Sequence[int], params: Any = None, *, r
 # ---------------------------------------------------------------- datasets
 
 
-def _item(value: Any) -> Any:
-    return value[0] if isinstance(value, (tuple, list)) else value
-
-
 def check_dataset(dataset: Any, params: Any = None, *, registry: Registry | None = None, items: int = 4,
                   evaluate: bool = True) -> DataSplits:
     """Check a dataset (a registered name or built :class:`DataSplits`); ``evaluate=False`` skips scoring."""
@@ -357,12 +354,12 @@ def check_dataset(dataset: Any, params: Any = None, *, registry: Registry | None
         split = getattr(splits, split_name)
         _expect(len(split) > 0, label, f"the {split_name} split is empty")
         for i in range(min(items, len(split))):
-            item = _item(split[i])
+            item = first_tensor(split[i])
             _expect(isinstance(item, torch.Tensor) and item.is_floating_point(), label,
                     f"{split_name}[{i}] is {type(item).__name__}; expected a float tensor (or a tuple starting with one)")
             _expect(tuple(item.shape) == shape, label, f"{split_name}[{i}] has shape {tuple(item.shape)}; expected {shape}")
             _expect(bool(torch.isfinite(item).all()), label, f"{split_name}[{i}] is not finite")
-    batch = torch.stack([_item(splits.val[i]) for i in range(min(64, len(splits.val)))]).float()
+    batch = torch.stack([first_tensor(splits.val[i]) for i in range(min(64, len(splits.val)))]).float()
     if splits.render is not None:
         picture = splits.render(batch[:16])
         _expect(isinstance(picture, torch.Tensor) and picture.ndim == 3 and picture.shape[0] == 3, label,

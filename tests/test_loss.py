@@ -75,7 +75,8 @@ def test_uniform_epsilon_is_snr_times_the_x0_error_and_min_snr_on_epsilon_is_min
 
 
 def test_edm_weighting_on_the_edm_target_is_one():
-    values, alpha, sigma, _ = loss_and_scales("edm", "edm", "edm")
+    """Karras et al. choose lambda(sigma) = 1 / c_out^2, so the preconditioned target is unweighted."""
+    alpha, sigma = REGISTRY.get("schedule", "edm").build().alpha_sigma(torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
     assert torch.allclose(DiffusionLoss(None, "edm", "edm").weight(alpha, sigma), torch.ones_like(alpha), rtol=1e-9)
 
 

@@ -18,6 +18,7 @@ from sandbox.loss import WEIGHTINGS, DiffusionLoss
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoiser
 from sandbox.targets import TARGETS, Denoiser, Parameterization
+from sandbox.training import first_tensor
 
 REGISTRY = get_registry()
 STEPS = 60
@@ -29,9 +30,7 @@ def toy():
     params = component.default_params()
     params.n_train, params.n_val = 1024, 256
     data = component.build(params)
-    stack = lambda split: torch.stack([split[i] if torch.is_tensor(split[i]) else split[i][0]  # noqa: E731
-                                       for i in range(len(split))])
-    return stack(data.train), stack(data.val)
+    return tuple(torch.stack([first_tensor(split[i]) for i in range(len(split))]) for split in (data.train, data.val))
 
 
 def small_mlp():
