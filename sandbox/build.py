@@ -1,56 +1,69 @@
-"""Turn a validated recipe into live components, through the registry only."""
+"""Turn a validated recipe into live components, through the registry only, and check each against its protocol."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
-from sandbox.data import DataSplits
-from sandbox.errors import RecipeError, SandboxError
+from sandbox.contract import PROBLEMS
+from sandbox.errors import ContractError, ParameterError, RecipeError, SandboxError
+from sandbox.protocols import AnalyticDenoiser, DataSplits, ExactX0, Sampler, Schedule
 from sandbox.recipe import Recipe
 from sandbox.registry import Component, Registry
 
 
 @dataclass
 class Parts:
-    """Everything a run needs, built from a recipe."""
+    """Everything a run needs, built from a recipe: a network to train, or an exact denoiser."""
 
     data: DataSplits
-    schedule: Any
-    net: torch.nn.Module
-    sampler: Any
+    schedule: Schedule
+    net: Optional[torch.nn.Module]      # the denoiser network to train; None for an analytic denoiser
+    exact_x0: Optional[ExactX0]         # the analytic denoiser's exact E[x0 | x_t]; None for a network
+    sampler: Sampler
     components: dict[str, Component]
 
 
-def _build(component: Component, params: Any, *args: Any) -> Any:
+def build_component(component: Component, params: Any, *args: Any) -> Any:
+    """``component.build(params, *args)``, checked against its kind's protocol; errors name the plugin."""
+    where = f"{component.kind} '{component.name}' from {component.provider}"
     try:
-        return component.build(params, *args)
+        built = component.build(params, *args)
     except SandboxError:
         raise
+    except ParameterError as exc:  # a check that needs the data (an item shape) failed at build time
+        raise RecipeError(f"{exc.in_section(component.kind)} ({where})") from exc
     except Exception as exc:  # a plugin's own error: say which plugin, keep the reason
-        raise SandboxError(
-            f"{component.kind} '{component.name}' from {component.plugin} failed to build "
-            f"with {asdict(params) if params is not None else {}}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise SandboxError(f"{where} failed to build with {asdict(params) if params is not None else {}}: "
+                           f"{type(exc).__name__}: {exc}") from exc
+    problems = PROBLEMS[component.kind](built)
+    if problems:
+        raise ContractError(f"{where} does not follow the {component.kind} protocol (sandbox.protocols): "
+                            + "; ".join(problems))
+    return built
 
 
-def build_parts(recipe: Recipe, registry: Registry) -> Parts:
+def build_parts(recipe: Recipe, registry: Optional[Registry] = None) -> Parts:
+    """Build the recipe's dataset, schedule, denoiser and sampler (``registry``: the recipe's own by default)."""
+    registry = registry or recipe.registry
+    if registry is None:
+        raise SandboxError("the recipe carries no registry: load it with sandbox.recipe.load_recipe")
     comps = {kind: registry.get(kind, name, key=f"{kind}.name") for kind, (name, _) in recipe.components.items()}
     params = {kind: p for kind, (_, p) in recipe.components.items()}
-    data = _build(comps["dataset"], params["dataset"])
-    if not isinstance(data, DataSplits):
-        raise SandboxError(f"dataset '{comps['dataset'].name}' returned {type(data).__name__}; expected sandbox.data.DataSplits")
-    if len(data.train) == 0 or len(data.val) == 0:
-        raise RecipeError(f"recipe key 'dataset': '{comps['dataset'].name}' has an empty train or validation split")
-    schedule = _build(comps["schedule"], params["schedule"])
-    net = _build(comps["denoiser"], params["denoiser"], tuple(data.shape))
-    if hasattr(net, "bind_data"):  # analytic denoisers read the data's closed form
-        net.bind_data(data)
-    sampler = _build(comps["sampler"], params["sampler"])
-    return Parts(data=data, schedule=schedule, net=net, sampler=sampler, components=comps)
+    data = build_component(comps["dataset"], params["dataset"])
+    schedule = build_component(comps["schedule"], params["schedule"])
+    denoiser = build_component(comps["denoiser"], params["denoiser"], tuple(data.shape))
+    exact_x0 = None
+    if isinstance(denoiser, AnalyticDenoiser) and not isinstance(denoiser, torch.nn.Module):
+        try:
+            exact_x0, denoiser = denoiser.bind(data), None
+        except ParameterError as exc:
+            raise RecipeError(f"{exc.in_section('denoiser')} ({comps['denoiser'].provider})") from exc
+    sampler = build_component(comps["sampler"], params["sampler"])
+    return Parts(data=data, schedule=schedule, net=denoiser, exact_x0=exact_x0, sampler=sampler, components=comps)
 
 
-def count_parameters(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def count_parameters(module: Optional[torch.nn.Module]) -> int:
+    return sum(p.numel() for p in module.parameters()) if module is not None else 0

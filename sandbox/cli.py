@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     for kind in ("sampler", "schedule", "target"):
         doctor.add_argument(f"--{kind}", action="append", default=None, metavar="NAME",
                             help=f"check only this {kind} (repeatable)")
+    doctor.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                        help="also load this local plugin, as a recipe's plugins: list does (repeatable)")
     sweep = sub.add_parser("sweep", help="run the cartesian product of a recipe's matrix axes (resumable)")
     sweep.add_argument("recipe", help="path of a YAML recipe, usually with a top-level matrix: mapping")
     sweep.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides applied to every cell")
@@ -74,23 +76,36 @@ def cmd_list(args) -> int:
 
     registry = get_registry()
     for kind in KINDS:
-        rows = [[c.name, c.provider, c.description] for c in (registry.components[kind][n] for n in registry.names(kind))]
+        rows = []
+        for name in sorted(set(registry.components[kind]) | set(registry.clashes[kind])):
+            component = registry.components[kind].get(name)
+            clash = registry.clash(kind, name)
+            if component is None:
+                rows.append([name, " + ".join(c.provider for c in clash), "[red]disabled: registered by "
+                             f"{len(clash)} plugins (set SANDBOX_PREFER to choose one)[/]"])
+                continue
+            others = [c.provider for c in clash if c is not component]
+            note = f" [yellow](preferred over {', '.join(others)})[/]" if others else ""
+            rows.append([name, component.provider, component.description + note])
         console.print(table(f"{kind}s", ["name", "provider", "description"], rows))
-    _report_failures(registry)
+    _report_problems(registry)
     return 0
 
 
 def cmd_plugins(args) -> int:
     from sandbox.console import console, table
-    from sandbox.registry import get_registry
+    from sandbox.registry import KINDS, get_registry
 
     registry = get_registry()
     rows = []
     for plugin in registry.plugins:
         provided = [f"{c.kind} {c.name}" for c in registry if c.plugin == plugin.name]
+        provided += [f"{kind} {name} (clash)" for kind in KINDS for name, comps in registry.clashes[kind].items()
+                     if registry.components[kind].get(name) not in comps and
+                     any(c.plugin == plugin.name for c in comps)]
         rows.append([plugin.name, plugin.distribution or "-", plugin.version or "-", ", ".join(provided)])
     console.print(table("plugins", ["plugin", "distribution", "version", "provides"], rows))
-    _report_failures(registry)
+    _report_problems(registry)
     return 0
 
 
@@ -135,15 +150,27 @@ def cmd_doctor(args) -> int:
     from sandbox.doctor import doctor_command  # imports torch
 
     return doctor_command(samples=args.samples, json_path=args.json, samplers=args.sampler,
-                          schedules=args.schedule, targets=args.target)
+                          schedules=args.schedule, targets=args.target, plugins=args.plugin)
 
 
-def _report_failures(registry) -> None:
+def _report_problems(registry) -> None:
+    """Plugins that failed to load, loader warnings and name clashes, on stderr."""
+    from rich.markup import escape
+
     from sandbox.console import error_console
 
     for failure in registry.failures:
-        error_console.print(f"[yellow]plugin from {failure.distribution} ({failure.entry_point}) failed to load:[/] "
-                            f"{failure.reason}")
+        error_console.print(f"[yellow]plugin from {escape(failure.distribution)} ({escape(failure.entry_point)}) "
+                            f"failed to load:[/] {escape(failure.reason)}", soft_wrap=True)
+    for warning in registry.warnings:
+        error_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    for kind, clashes in registry.clashes.items():
+        for name, comps in clashes.items():
+            chosen = registry.components[kind].get(name)
+            providers = " and ".join(f"{c.plugin} ({c.provider})" for c in comps)
+            outcome = f"using {chosen.provider} (SANDBOX_PREFER)" if chosen else "the name is disabled"
+            error_console.print(f"[yellow]warning:[/] {kind} '{name}' is registered by {escape(providers)}; "
+                                f"{escape(outcome)}", soft_wrap=True)
 
 
 COMMANDS = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "plugins": cmd_plugins, "sweep": cmd_sweep,
@@ -152,7 +179,12 @@ COMMANDS = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "plugins": cmd_p
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if item.startswith("-") or "=" not in item]
+    if extra and (stray or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]  # key=value overrides may also follow the options
     if args.command is None:
         parser.print_help()
         return 0

@@ -4,7 +4,7 @@ The network is taken out of the question: the ``oracle`` denoiser returns the
 exact ``E[x_0 | x_t]`` of a fixed 2-D ``gaussian_mixture``, so whatever
 distance remains between the samples and the mixture is the sampler's and
 the schedule's own discretisation error (plus the target conversion of
-:class:`sandbox.targets.Denoiser` and the finite-sample noise floor). Each
+:func:`sandbox.precond.exact_denoise` and the finite-sample noise floor). Each
 combination runs at a few budgets of network evaluations (NFE); a cell fails
 when it raises, returns non-finite values, lands farther from the mixture
 than :data:`DIVERGED_SWD`, or, at the largest budget, is not below
@@ -34,9 +34,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sandbox.errors import SandboxError
-from sandbox.registry import Component, Registry, get_registry
+from sandbox.plugins import LOCAL_PREFIX, is_path
+from sandbox.registry import Component, Registry, get_registry, with_local
 from sandbox.sampling import CountingDenoiser
-from sandbox.targets import TARGETS, Denoiser, Parameterization
+from sandbox.precond import exact_denoise
+from sandbox.targets import TARGETS
 
 DATASET = "gaussian_mixture"
 DENOISER = "oracle"
@@ -227,8 +229,7 @@ def _run(registry: Registry, samples: int, budgets: tuple[int, ...], seed: int, 
     data_component = registry.get("dataset", DATASET)
     data = data_component.build(_with(data_component, **{**MIXTURE, "n_val": samples}))
     oracle_component = registry.get("denoiser", DENOISER)
-    oracle = oracle_component.build(oracle_component.default_params(), tuple(data.shape))
-    oracle.bind_data(data)
+    exact_x0 = oracle_component.build(oracle_component.default_params(), tuple(data.shape)).bind(data)
 
     sampler_names = _selected(registry.names("sampler"), samplers, "sampler", registry)
     schedule_names = _selected(registry.names("schedule"), schedules, "schedule", registry)
@@ -255,7 +256,7 @@ def _run(registry: Registry, samples: int, budgets: tuple[int, ...], seed: int, 
                 schedule, schedule_error = None, f"schedule failed to build: {type(exc).__name__}: {exc}"
             for sampler_name in sampler_names:
                 component = registry.get("sampler", sampler_name)
-                plan = _plan(component, schedule, budgets, Denoiser(oracle, schedule, "x0"), tuple(data.shape)) \
+                plan = _plan(component, schedule, budgets, exact_denoise(exact_x0, schedule), tuple(data.shape)) \
                     if schedule is not None else {}
                 for target in target_names:
                     cells = [Cell(budget=b) for b in budgets]
@@ -267,7 +268,7 @@ def _run(registry: Registry, samples: int, budgets: tuple[int, ...], seed: int, 
                             cell.status, cell.error = FAILED, schedule_error or str(plan)
                         bar.advance(task, len(cells))
                         continue
-                    denoiser = Denoiser(oracle, schedule, Parameterization(target))
+                    denoiser = exact_denoise(exact_x0, schedule, target)
                     last = max(plan)
                     for i, steps in plan.items():
                         cells[i].steps = steps
@@ -346,12 +347,22 @@ def summary_line(report: Report) -> str:
 
 def doctor_command(*, samples: int = SAMPLES, json_path: str | None = None, samplers: Sequence[str] | None = None,
                    schedules: Sequence[str] | None = None, targets: Sequence[str] | None = None,
-                   budgets: Sequence[int] = BUDGETS, console: Console | None = None) -> int:
-    """``sandbox doctor``: run, print the table, the failures and a summary; return the exit status."""
+                   budgets: Sequence[int] = BUDGETS, console: Console | None = None,
+                   plugins: Sequence[str] = ()) -> int:
+    """``sandbox doctor``: run, print the table, the failures and a summary; return the exit status.
+
+    ``plugins`` are local plugin modules or files, loaded as a recipe's ``plugins:`` list is.
+    """
     from sandbox.console import console as default_console
 
     console = console or default_console
-    report = run_doctor(samples=samples, budgets=budgets, samplers=samplers, schedules=schedules,
+    registry = get_registry()
+    if plugins:
+        registry = with_local(registry, [str(Path(p).resolve()) if is_path(p) else p for p in plugins])
+        for failure in registry.failures:
+            if failure.distribution.startswith(LOCAL_PREFIX):
+                raise SandboxError(f"--plugin {failure.entry_point}: failed to load as a plugin: {failure.reason}")
+    report = run_doctor(registry, samples=samples, budgets=budgets, samplers=samplers, schedules=schedules,
                         targets=targets, console=console)
     console.print(render(report))
     for row in report.rows:

@@ -1,5 +1,9 @@
 """Errors the command line reports as one clear message and a non-zero exit."""
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class SandboxError(Exception):
     """A user-facing error: the CLI prints the message, not a traceback."""
@@ -14,6 +18,37 @@ class RecipeError(SandboxError):
 
 
 class RegistryError(SandboxError):
-    """A plugin registered something invalid, or a name is unknown or taken."""
+    """A plugin registered something invalid, or a name is unknown."""
 
     exit_code = 2
+
+
+class DuplicateComponentError(RegistryError):
+    """Two plugins registered one name in one kind; that name is unusable until one is preferred or removed."""
+
+
+class ParameterError(ValueError):
+    """A parameter value out of its range, raised by a params dataclass's ``__post_init__``.
+
+    ``key`` is the field's name (or a dotted path inside it); the engine adds
+    the recipe section, so a plugin never spells ``'sampler.steps'``::
+
+        raise ParameterError("steps", self.steps, "an integer >= 1")
+
+    Several keys that are only wrong together are joined by commas:
+    ``ParameterError("beta_start, beta_end", (1e-2, 1e-4), "beta_start <= beta_end")``.
+    """
+
+    def __init__(self, key: str, value: Any, expected: str):
+        self.key, self.value, self.expected = key, value, expected
+        super().__init__(f"{key}: {value!r}; expected {expected}")
+
+    def in_section(self, section: str) -> str:
+        """The message with each key prefixed by the recipe section: ``recipe key 'sampler.steps': 0; ...``."""
+        keys = [f"{section}.{k.strip()}" for k in self.key.split(",")]
+        label = "recipe key" if len(keys) == 1 else "recipe keys"
+        return f"{label} {', '.join(repr(k) for k in keys)}: {self.value!r}; expected {self.expected}"
+
+
+class ContractError(SandboxError):
+    """A plugin's built component does not follow its kind's protocol (:mod:`sandbox.protocols`)."""

@@ -1,31 +1,35 @@
-"""The public plugin contract: four hooks, each handed a ``register`` callable.
+"""The hooks a plugin implements: one per kind, each handed a :class:`sandbox.protocols.Register`.
 
-``register(name, build, *, params=None, description=None)`` records one
-component. ``build`` is a callable or a lazy ``"module:attr"`` path;
-``params`` is a dataclass of the component's typed parameters (see
-:mod:`sandbox.registry` for the calling convention of each kind).
+What each kind's ``build`` receives and returns is in :mod:`sandbox.protocols`.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:
+    from sandbox.protocols import Register
 
 hookspec = pluggy.HookspecMarker("sandbox")
 
 
 @hookspec
-def register_datasets(register):
-    """Register datasets: ``build(params) -> sandbox.data.DataSplits``."""
+def register_datasets(register: Register) -> None:
+    """Register datasets: ``build(params) -> DataSplits``."""
 
 
 @hookspec
-def register_schedules(register):
-    """Register noise schedules: ``build(params) -> sandbox.schedule.Schedule``."""
+def register_schedules(register: Register) -> None:
+    """Register noise schedules: ``build(params) -> Schedule``."""
 
 
 @hookspec
-def register_denoisers(register):
-    """Register denoiser networks: ``build(params, shape) -> torch.nn.Module`` with ``forward(x, c_noise)``."""
+def register_denoisers(register: Register) -> None:
+    """Register denoisers: ``build(params, shape) -> DenoiserNetwork | AnalyticDenoiser``."""
 
 
 @hookspec
-def register_samplers(register):
-    """Register samplers: ``build(params) -> callable(denoise, x_T, schedule, *, generator, callback)``."""
+def register_samplers(register: Register) -> None:
+    """Register samplers: ``build(params) -> Sampler``, called with unit-variance noise, not x_T."""

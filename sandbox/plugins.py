@@ -7,7 +7,16 @@ Environment switches (as in llm and datasette):
     loads every installed plugin; the empty string loads none. The
     sandbox's own built-ins always load.
 ``SANDBOX_TRACE``
-    Any non-empty value prints every hook call and its result.
+    Any non-empty value prints every hook call and its result, and each
+    loader warning as it happens.
+``SANDBOX_PREFER``
+    Comma-separated distribution or plugin names whose components win a
+    name clash (to override a built-in on purpose); see :mod:`sandbox.registry`.
+
+Loading records, and never raises, a plugin that fails to import (any
+exception, ``sys.exit`` included) and warns about a plugin module with no
+hook implementation (a forgotten ``@hookimpl``) and a ``SANDBOX_PLUGINS``
+name that matches no installed distribution.
 
 A recipe may also name *local* plugins (``plugins: [my_module, ./my_plugin.py]``):
 modules imported by name or from a file path, registered under the plugin
@@ -24,7 +33,7 @@ import importlib.util
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Iterable
@@ -56,6 +65,41 @@ class PluginInfo:
     version: str | None
 
 
+@dataclass
+class Loaded:
+    """What a loader did: the plugins it registered, those that failed, and warnings."""
+
+    plugins: list[PluginInfo] = field(default_factory=list)
+    failures: list[PluginFailure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        if os.environ.get("SANDBOX_TRACE"):
+            print(f"sandbox: warning: {message}", file=sys.stderr)
+
+    def register(self, pm: pluggy.PluginManager, module: object, info: PluginInfo, source: str, what: str) -> None:
+        """Register ``module`` as ``info.name``; a failure is recorded under ``source`` (a distribution or path)."""
+        try:
+            pm.register(module, name=info.name)
+            pm.check_pending()  # a misspelled hook implementation fails loudly
+        except Exception as exc:  # noqa: BLE001 - any registration error is reported
+            if pm.get_plugin(info.name) is not None:
+                pm.unregister(name=info.name)
+            self.failures.append(PluginFailure(source, what, f"{type(exc).__name__}: {exc}"))
+            return
+        if not pm.get_hookcallers(module):
+            self.warn(f"plugin '{info.name}' ({what}) implements no hook: mark its register_* functions with "
+                      "@sandbox.hookimpl")
+        self.plugins.append(info)
+
+
+def _import_failure(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r}) while loading"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def new_plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
@@ -65,29 +109,27 @@ def new_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def _allowed(distribution: str) -> bool:
-    if distribution == SELF_DISTRIBUTION:
-        return True
+def _selection() -> set[str] | None:
+    """``SANDBOX_PLUGINS`` as lower-case distribution names; None when unset (load everything)."""
     selection = os.environ.get("SANDBOX_PLUGINS")
     if selection is None:
-        return True
-    names = {part.strip().lower() for part in selection.split(",") if part.strip()}
-    return distribution.lower() in names
+        return None
+    return {part.strip().lower() for part in selection.split(",") if part.strip()}
 
 
-def load_entry_points(pm: pluggy.PluginManager) -> tuple[list[PluginInfo], list[PluginFailure]]:
-    """Load every allowed ``sandbox`` entry point into ``pm``.
-
-    A plugin that fails to import is recorded, not raised, so the rest of
-    the sandbox keeps working.
-    """
-    loaded: list[PluginInfo] = []
-    failures: list[PluginFailure] = []
+def load_entry_points(pm: pluggy.PluginManager) -> Loaded:
+    """Load every allowed ``sandbox`` entry point into ``pm``; failures are recorded, not raised."""
+    loaded = Loaded()
+    selection = _selection()
     seen: set[str] = set()
+    installed: set[str] = set()
     for dist in importlib.metadata.distributions():
         dist_name = dist.metadata["Name"] or "?"
         for ep in dist.entry_points:
-            if ep.group != GROUP or not _allowed(dist_name):
+            if ep.group != GROUP:
+                continue
+            installed.add(dist_name.lower())
+            if dist_name != SELF_DISTRIBUTION and selection is not None and dist_name.lower() not in selection:
                 continue
             plugin_name = ep.name if dist_name == SELF_DISTRIBUTION else f"{dist_name}:{ep.name}"
             if plugin_name in seen or pm.get_plugin(plugin_name) is not None:
@@ -95,15 +137,14 @@ def load_entry_points(pm: pluggy.PluginManager) -> tuple[list[PluginInfo], list[
             seen.add(plugin_name)
             try:
                 module = ep.load()
-                pm.register(module, name=plugin_name)
-                pm.check_pending()  # a misspelled hook implementation fails loudly
-            except Exception as exc:  # noqa: BLE001 - any import error is reported
-                if pm.get_plugin(plugin_name) is not None:
-                    pm.unregister(name=plugin_name)
-                failures.append(PluginFailure(dist_name, ep.value, f"{type(exc).__name__}: {exc}"))
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin never stops the sandbox
+                loaded.failures.append(PluginFailure(dist_name, ep.value, _import_failure(exc)))
                 continue
-            loaded.append(PluginInfo(plugin_name, dist_name, dist.version))
-    return loaded, failures
+            loaded.register(pm, module, PluginInfo(plugin_name, dist_name, dist.version), dist_name, ep.value)
+    for name in sorted((selection or set()) - installed):
+        loaded.warn(f"SANDBOX_PLUGINS names '{name}', but no installed distribution has sandbox entry points "
+                    f"(installed: {', '.join(sorted(installed)) or 'none'})")
+    return loaded
 
 
 def is_path(spec: str) -> bool:
@@ -144,27 +185,22 @@ def import_local(spec: str) -> ModuleType:
     return module
 
 
-def load_local_plugins(pm: pluggy.PluginManager, specs: Iterable[str]) -> tuple[list[PluginInfo], list[PluginFailure]]:
+def load_local_plugins(pm: pluggy.PluginManager, specs: Iterable[str]) -> Loaded:
     """Import and register local plugin modules into ``pm`` as ``local:<spec>``.
 
     As with entry points, a plugin that fails is recorded with its reason,
     not raised; :func:`sandbox.recipe.load_recipe` turns that into an error
     naming the recipe key.
     """
-    loaded: list[PluginInfo] = []
-    failures: list[PluginFailure] = []
+    loaded = Loaded()
     for spec in specs:
         plugin_name = LOCAL_PREFIX + spec
         if pm.get_plugin(plugin_name) is not None:
             continue
         try:
             module = import_local(spec)
-            pm.register(module, name=plugin_name)
-            pm.check_pending()
-        except Exception as exc:  # noqa: BLE001 - any import error is reported
-            if pm.get_plugin(plugin_name) is not None:
-                pm.unregister(name=plugin_name)
-            failures.append(PluginFailure(plugin_name, spec, f"{type(exc).__name__}: {exc}"))
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any import error is reported
+            loaded.failures.append(PluginFailure(plugin_name, spec, _import_failure(exc)))
             continue
-        loaded.append(PluginInfo(plugin_name, None, None))
-    return loaded, failures
+        loaded.register(pm, module, PluginInfo(plugin_name, None, None), plugin_name, spec)
+    return loaded

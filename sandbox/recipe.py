@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -28,12 +27,12 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sandbox.errors import RecipeError, RegistryError
+from sandbox.errors import ParameterError, RecipeError
+from sandbox.params import at_least, between, one_of, positive
 from sandbox.plugins import LOCAL_PREFIX, is_path
 from sandbox.registry import KINDS, Registry
+from sandbox.targets import TARGETS, WEIGHTINGS
 
-TARGETS = ("epsilon", "x0", "v", "edm")  # see sandbox.targets (kept here so loading a recipe needs no torch)
-WEIGHTINGS = ("uniform", "min_snr", "edm")  # see sandbox.loss
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
 
@@ -56,6 +55,18 @@ class TrainConfig:
     sample_every: int = 0          # steps between sample grids; 0: only at the end
     checkpoint_every: int = 0      # steps between checkpoints; 0: only at the end
 
+    def __post_init__(self) -> None:
+        one_of(self, "target", TARGETS)
+        one_of(self, "weighting", WEIGHTINGS)
+        positive(self, "lr", "min_snr_gamma", "sigma_data")
+        for key in ("steps", "warmup_steps", "val_every", "sample_every", "checkpoint_every"):
+            at_least(self, key, 0)
+        at_least(self, "batch_size", 1)
+        at_least(self, "log_every", 1)
+        at_least(self, "weight_decay", 0.0)
+        at_least(self, "grad_clip", 0.0)
+        between(self, "ema_decay", 0.0, 1.0, high_open=True)
+
 
 @dataclass
 class EvalConfig:
@@ -63,6 +74,11 @@ class EvalConfig:
     num_samples: int = 64          # samples generated at the end of the run
     sample_batch: int = 256        # samples per sampler call
     grid_samples: int = 64         # samples drawn in each intermediate grid
+
+    def __post_init__(self) -> None:
+        at_least(self, "val_batches", 0)
+        for key in ("num_samples", "sample_batch", "grid_samples"):
+            at_least(self, key, 1)
 
 
 @dataclass
@@ -73,6 +89,14 @@ class RunConfig:
     workers: int = 0               # DataLoader worker processes
     precision: str = "fp32"        # fp32, or bf16 autocast on CUDA
     threads: int = 0               # CPU threads for torch; 0 leaves torch's default
+
+    def __post_init__(self) -> None:
+        base, _, index = self.device.partition(":")
+        if base not in DEVICES or (index and not (base == "cuda" and index.isdigit())):
+            raise ParameterError("device", self.device, f"one of {', '.join(DEVICES)} or cuda:N")
+        one_of(self, "precision", PRECISIONS)
+        at_least(self, "workers", 0)
+        at_least(self, "threads", 0)
 
 
 @dataclass
@@ -172,14 +196,12 @@ def _plugin_specs(value: Any, folder: Path, where: str = "") -> list[str]:
 
 def _local_registry(specs: list[str], registry: Registry | None) -> Registry:
     """The registry plus the recipe's local plugins; a plugin that fails stops with its recipe key."""
-    from sandbox.registry import get_registry, registry_with
+    from sandbox.registry import get_registry, with_local
 
+    base = registry if registry is not None else get_registry()
     if not specs:
-        return registry if registry is not None else get_registry()
-    try:
-        extended = registry_with(specs, base=registry)
-    except RegistryError as exc:  # a local plugin reuses a registered name
-        raise RecipeError(f"recipe key 'plugins': {exc}") from exc
+        return base
+    extended = with_local(base, specs)
     for i, spec in enumerate(specs):
         for failure in extended.failures:
             if failure.distribution == LOCAL_PREFIX + spec:
@@ -203,40 +225,15 @@ def _explain(exc: OmegaConfBaseException, prefix: str = "") -> RecipeError:
     return RecipeError(f"recipe key '{key}': {message}")
 
 
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        close = difflib.get_close_matches(value, choices, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise RecipeError(f"recipe key '{key}': {value!r} is not one of {', '.join(choices)}.{hint}")
-
-
-def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        expected = "a number >= 0" if allow_zero else "a number > 0"
-        raise RecipeError(f"recipe key '{key}': {value!r}; expected {expected}")
-
-
-def _check_sections(train: TrainConfig, eval_: EvalConfig, run: RunConfig) -> None:
-    _choice("train.target", train.target, TARGETS)
-    _choice("train.weighting", train.weighting, WEIGHTINGS)
-    _positive("train.min_snr_gamma", train.min_snr_gamma)
-    _positive("train.sigma_data", train.sigma_data)
-    base_device = run.device.split(":")[0]
-    _choice("run.device", run.device if base_device != "cuda" else "cuda", DEVICES)
-    _choice("run.precision", run.precision, PRECISIONS)
-    for key in ("batch_size", "log_every"):
-        _positive(f"train.{key}", getattr(train, key))
-    _positive("train.steps", train.steps, allow_zero=True)
-    _positive("train.lr", train.lr)
-    for key in ("warmup_steps", "weight_decay", "grad_clip", "val_every", "sample_every", "checkpoint_every"):
-        _positive(f"train.{key}", getattr(train, key), allow_zero=True)
-    if not 0 <= train.ema_decay < 1:
-        raise RecipeError(f"recipe key 'train.ema_decay': {train.ema_decay!r}; expected a value in [0, 1)")
-    for key in ("num_samples", "sample_batch", "grid_samples"):
-        _positive(f"eval.{key}", getattr(eval_, key))
-    _positive("eval.val_batches", eval_.val_batches, allow_zero=True)
-    _positive("run.workers", run.workers, allow_zero=True)
-    _positive("run.threads", run.threads, allow_zero=True)
+def _typed(schema: type, values: Any, section: str, owner: str = "") -> Any:
+    """``values`` over the dataclass ``schema``'s defaults, typed and range-checked by the dataclass itself."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+    except OmegaConfBaseException as exc:
+        error = _explain(exc, prefix=f"{section}." if section else "")
+        raise RecipeError(f"{error}{owner}") from exc
+    except ParameterError as exc:
+        raise RecipeError(exc.in_section(section) + owner) from exc
 
 
 def _component(registry: Registry, kind: str, section: Any):
@@ -256,13 +253,7 @@ def _component(registry: Registry, kind: str, section: Any):
         if section:
             raise RecipeError(f"recipe key '{kind}.{next(iter(section))}': {kind} '{name}' takes no parameters")
         return name, None
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(component.params), section)
-        params = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        error = _explain(exc, prefix=f"{kind}.")
-        raise RecipeError(f"{error} (parameters of {kind} '{name}' from {component.provider})") from exc
-    return name, params
+    return name, _typed(component.params, section, kind, f" (parameters of {kind} '{name}' from {component.provider})")
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *,
@@ -281,12 +272,10 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     registry = _local_registry(plugins, registry)
     data.pop("matrix", None)  # sweep axes, read by sandbox.sweep; one run is the recipe without them
     components = {kind: data.pop(kind, None) for kind in KINDS}
-    try:
-        schema = OmegaConf.merge(OmegaConf.structured(RecipeSchema), data)
-        typed: RecipeSchema = OmegaConf.to_object(schema)
-    except OmegaConfBaseException as exc:
-        raise _explain(exc) from exc
-    _check_sections(typed.train, typed.eval, typed.run)
+    sections = {key: data.pop(key, None) or {} for key in ("train", "eval", "run")}
+    typed: RecipeSchema = _typed(RecipeSchema, data, "")
+    typed.train, typed.eval, typed.run = (_typed(schema, sections[key], key) for key, schema in
+                                          (("train", TrainConfig), ("eval", EvalConfig), ("run", RunConfig)))
     resolved = {kind: _component(registry, kind, components[kind]) for kind in KINDS}
     name = typed.name or (Path(path).stem if path is not None else "run")
     return Recipe(name=name, components=resolved, train=typed.train, eval=typed.eval, run=typed.run,

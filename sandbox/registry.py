@@ -1,32 +1,42 @@
 """The component registry: which plugin provided which dataset, schedule, denoiser, sampler.
 
-Calling convention of ``build`` for each kind (one per kind):
+What each kind's ``build`` receives and returns is stated once, in
+:mod:`sandbox.protocols`.
 
-===========  ====================================================================
-kind         ``build`` call and result
-===========  ====================================================================
-dataset      ``build(params) -> sandbox.data.DataSplits``
-schedule     ``build(params) -> sandbox.schedule.Schedule``
-denoiser     ``build(params, shape) -> torch.nn.Module``; ``forward(x, c_noise)``
-sampler      ``build(params) -> sandbox.sampling.Sampler``
-===========  ====================================================================
+A name means one thing. When two plugins register one name in one kind,
+that name is disabled (listed by ``sandbox list`` and ``sandbox plugins``
+with both providers; a recipe naming it stops with
+:class:`sandbox.errors.DuplicateComponentError`) and everything else keeps
+working. To override a component on purpose, name the provider to prefer in
+``SANDBOX_PREFER`` (a distribution name, a plugin name, or a local plugin's
+file name), e.g. ``SANDBOX_PREFER=my-schedules``.
 
-``params`` is an instance of the dataclass given at registration (or
-``None`` when the component takes no parameters).
+The registry in use is :func:`get_registry`: the installed plugins', built
+once, unless a block runs under :func:`use_registry` (one context variable,
+which the test helpers of :mod:`sandbox.testing` set).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import difflib
 import importlib
+import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional
 
-from sandbox.errors import RegistryError
-from sandbox.plugins import (PluginFailure, PluginInfo, load_entry_points, load_local_plugins,
-                             new_plugin_manager)
+import pluggy
+
+from sandbox.errors import DuplicateComponentError, RegistryError
+from sandbox.plugins import LOCAL_PREFIX, Loaded, PluginFailure, PluginInfo, load_entry_points, load_local_plugins
+from sandbox.plugins import new_plugin_manager
+
+if TYPE_CHECKING:
+    from sandbox.protocols import Build, Register
 
 KINDS = ("dataset", "schedule", "denoiser", "sampler")
 HOOKS = {kind: f"register_{kind}s" for kind in KINDS}
@@ -88,32 +98,57 @@ def _describe(build: Any, params: type | None, description: str | None) -> str:
     return ""
 
 
+def preferred() -> tuple[str, ...]:
+    """``SANDBOX_PREFER`` as lower-case provider names."""
+    return tuple(p.strip().lower() for p in os.environ.get("SANDBOX_PREFER", "").split(",") if p.strip())
+
+
+def _matches(component: Component, names: tuple[str, ...]) -> bool:
+    keys = {component.plugin.lower(), (component.distribution or "").lower()}
+    if component.plugin.startswith(LOCAL_PREFIX):
+        path = Path(component.plugin[len(LOCAL_PREFIX):])
+        keys |= {path.name.lower(), path.stem.lower()}
+    return bool(keys & set(names))
+
+
 @dataclass
 class Registry:
-    """Every registered component, by kind and name."""
+    """Every registered component, by kind and name; clashing names are kept aside, not usable."""
 
     components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
     plugins: list[PluginInfo] = field(default_factory=list)
     failures: list[PluginFailure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    clashes: dict[str, dict[str, list[Component]]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    prefer: tuple[str, ...] = field(default_factory=preferred)
 
     def add(self, component: Component) -> None:
-        table = self.components[component.kind]
-        if component.name in table:
-            other = table[component.name]
-            raise RegistryError(
-                f"two {component.kind}s are named '{component.name}': one from "
-                f"{other.plugin} ({other.provider}) and one from {component.plugin} "
-                f"({component.provider}); a name must mean one thing, so uninstall or "
-                "rename one of them"
-            )
-        table[component.name] = component
+        """Record ``component``; a second component of the same kind and name starts a clash."""
+        table, clashes = self.components[component.kind], self.clashes[component.kind]
+        name = component.name
+        if name not in clashes and name not in table:
+            table[name] = component
+            return
+        clashes.setdefault(name, [table[name]] if name in table else []).append(component)
+        winners = [c for c in clashes[name] if _matches(c, self.prefer)]
+        if len(winners) == 1:
+            table[name] = winners[0]
+        else:
+            table.pop(name, None)
 
-    def copy(self) -> "Registry":
-        """A registry with the same components, plugins and failures, safe to extend."""
-        return Registry({kind: dict(table) for kind, table in self.components.items()},
-                        list(self.plugins), list(self.failures))
+    def clash(self, kind: str, name: str) -> list[Component]:
+        """The components that registered ``name`` in ``kind`` when more than one did (else empty)."""
+        return list(self.clashes[kind].get(name, []))
+
+    def copy(self) -> Registry:
+        """A registry with the same contents, safe to extend."""
+        return Registry({kind: dict(table) for kind, table in self.components.items()}, list(self.plugins),
+                        list(self.failures), list(self.warnings),
+                        {kind: {n: list(c) for n, c in table.items()} for kind, table in self.clashes.items()},
+                        self.prefer)
 
     def names(self, kind: str) -> list[str]:
+        """The usable names of ``kind`` (a clash without a preferred provider is not usable)."""
         return sorted(self.components[kind])
 
     def get(self, kind: str, name: str, *, key: str | None = None) -> Component:
@@ -121,6 +156,12 @@ class Registry:
         if name in table:
             return table[name]
         where = f"recipe key '{key}': " if key else ""
+        if name in self.clashes[kind]:
+            providers = " and ".join(f"{c.plugin} ({c.provider})" for c in self.clashes[kind][name])
+            raise DuplicateComponentError(
+                f"{where}two {kind}s are named '{name}': from {providers}. A name must mean one thing: "
+                "uninstall or rename one, or set SANDBOX_PREFER to the provider to use"
+            )
         close = difflib.get_close_matches(str(name), list(table), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         known = ", ".join(self.names(kind)) or "none"
@@ -133,21 +174,16 @@ class Registry:
             f"{where}unknown {kind} '{name}'. Registered {kind}s: {known}.{hint}{broken}"
         )
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Component]:
         for kind in KINDS:
             yield from (self.components[kind][n] for n in self.names(kind))
 
 
-def make_register(registry: Registry, kind: str, plugin: PluginInfo) -> Callable[..., None]:
-    """The ``register`` callable handed to one plugin's hook for one kind."""
+def make_register(registry: Registry, kind: str, plugin: PluginInfo) -> Register:
+    """The ``register`` callable (:class:`sandbox.protocols.Register`) handed to one plugin's hook for one kind."""
 
-    def register(
-        name: str,
-        build: Callable[..., Any] | str,
-        *,
-        params: type | None = None,
-        description: str | None = None,
-    ) -> None:
+    def register(name: str, build: Build, *, params: Optional[type] = None,
+                 description: Optional[str] = None) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise RegistryError(
                 f"plugin '{plugin.name}' registered a {kind} named {name!r}: a name must be "
@@ -179,8 +215,7 @@ def make_register(registry: Registry, kind: str, plugin: PluginInfo) -> Callable
     return register
 
 
-def collect(pm, plugins: list[PluginInfo] | None = None, failures: list[PluginFailure] | None = None, *,
-            into: Registry | None = None) -> Registry:
+def collect(pm: pluggy.PluginManager, loaded: Optional[Loaded] = None, *, into: Optional[Registry] = None) -> Registry:
     """Call every plugin's hooks, one plugin at a time, so each record names its provider.
 
     A plugin whose hook raises (an invalid registration or any other error)
@@ -188,8 +223,10 @@ def collect(pm, plugins: list[PluginInfo] | None = None, failures: list[PluginFa
     keeps working. ``into`` extends an existing registry instead of a new one.
     """
     registry = into if into is not None else Registry()
-    registry.plugins.extend(plugins or [])
-    registry.failures.extend(failures or [])
+    loaded = loaded or Loaded()
+    registry.plugins.extend(loaded.plugins)
+    registry.failures.extend(loaded.failures)
+    registry.warnings.extend(loaded.warnings)
     info = {p.name: p for p in registry.plugins}
     for plugin_name, plugin in sorted(pm.list_name_plugin(), key=lambda item: str(item[0])):
         if plugin is None:
@@ -198,46 +235,66 @@ def collect(pm, plugins: list[PluginInfo] | None = None, failures: list[PluginFa
         if plugin_name not in info:
             registry.plugins.append(plugin_info)
         others = [p for p in pm.get_plugins() if p is not plugin]
-        before = {kind: set(registry.components[kind]) for kind in KINDS}
+        trial = registry.copy()
         try:
             for kind in KINDS:
                 caller = pm.subset_hook_caller(HOOKS[kind], remove_plugins=others)
-                caller(register=make_register(registry, kind, plugin_info))
+                caller(register=make_register(trial, kind, plugin_info))
         except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, the rest keeps working
-            if isinstance(exc, RegistryError) and str(exc).startswith("two "):
-                raise  # a duplicate name is an error for the whole sandbox
-            for kind in KINDS:  # drop what the broken plugin managed to register
-                for name in set(registry.components[kind]) - before[kind]:
-                    del registry.components[kind][name]
             reason = str(exc) if isinstance(exc, RegistryError) else f"{type(exc).__name__}: {exc}"
             registry.failures.append(
                 PluginFailure(plugin_info.distribution or plugin_info.name, plugin_info.name, reason)
             )
+            continue
+        registry.components, registry.clashes = trial.components, trial.clashes  # keep what it registered
     return registry
 
 
-def registry_with(specs: Iterable[str], base: Registry | None = None) -> Registry:
-    """``base`` (default: :func:`get_registry`) plus local plugin modules, each registered as ``local:<spec>``.
+def load_registry(extra: Mapping[str, object] | None = None, local: Iterable[str] = ()) -> Registry:
+    """A new registry: the installed plugins (as ``SANDBOX_PLUGINS`` allows), plugin objects ``extra``
+    registered under their given names, and local plugin modules or files ``local``."""
+    pm = new_plugin_manager()
+    loaded = load_entry_points(pm)
+    for name, plugin in (extra or {}).items():
+        pm.register(plugin, name=name)
+    pm.check_pending()
+    registry = collect(pm, loaded)
+    return with_local(registry, local) if local else registry
+
+
+def with_local(base: Registry, specs: Iterable[str]) -> Registry:
+    """``base`` plus local plugin modules, each registered as ``local:<spec>``; ``base`` is left unchanged.
 
     ``specs`` are module names or absolute file paths (see
-    :func:`sandbox.plugins.import_local`). ``base`` is left unchanged; a
-    local plugin that fails to import or register is in the result's
-    ``failures`` under its plugin name.
+    :func:`sandbox.plugins.import_local`); a local plugin that fails to
+    import or register is in the result's ``failures`` under its plugin name.
     """
-    registry = (base if base is not None else get_registry()).copy()
     pm = new_plugin_manager()
-    loaded, failures = load_local_plugins(pm, specs)
-    return collect(pm, loaded, failures, into=registry)
+    registry = base.copy()
+    registry.prefer = preferred()  # read now: a clash with a local plugin is resolved as the environment says
+    return collect(pm, load_local_plugins(pm, specs), into=registry)
 
 
-_REGISTRY: Registry | None = None
+_INSTALLED: Optional[Registry] = None
+_ACTIVE: contextvars.ContextVar[Optional[Registry]] = contextvars.ContextVar("sandbox_registry", default=None)
 
 
 def get_registry(*, reload: bool = False) -> Registry:
-    """The process-wide registry, built once from the installed plugins."""
-    global _REGISTRY
-    if _REGISTRY is None or reload:
-        pm = new_plugin_manager()
-        loaded, failures = load_entry_points(pm)
-        _REGISTRY = collect(pm, loaded, failures)
-    return _REGISTRY
+    """The registry in use: the one :func:`use_registry` set, else the installed plugins', built once."""
+    global _INSTALLED
+    active = _ACTIVE.get()
+    if active is not None:
+        return active
+    if _INSTALLED is None or reload:
+        _INSTALLED = load_registry()
+    return _INSTALLED
+
+
+@contextlib.contextmanager
+def use_registry(registry: Registry) -> Iterator[Registry]:
+    """Make ``registry`` the one :func:`get_registry` returns inside the block."""
+    token = _ACTIVE.set(registry)
+    try:
+        yield registry
+    finally:
+        _ACTIVE.reset(token)

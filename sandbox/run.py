@@ -6,7 +6,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from rich.console import Console
@@ -16,12 +16,13 @@ from sandbox.console import console as default_console
 from sandbox.console import fmt, progress, table
 from sandbox.device import pick_device
 from sandbox.images import grid, save_png
+from sandbox.precond import exact_denoise
+from sandbox.protocols import Denoise
 from sandbox.recipe import Recipe
-from sandbox.registry import KINDS, Registry, get_registry
+from sandbox.registry import KINDS
 from sandbox.rundir import new_run_dir, write_json
 from sandbox.sampling import CountingDenoiser
-from sandbox.targets import Denoiser, Parameterization
-from sandbox.training import Trainer, first_tensor
+from sandbox.training import Trainer, TrainState, first_tensor
 
 
 def render(parts: Parts, samples: torch.Tensor) -> torch.Tensor | None:
@@ -34,12 +35,12 @@ def render(parts: Parts, samples: torch.Tensor) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def generate(recipe: Recipe, parts: Parts, model: torch.nn.Module, device: torch.device, n: int,
+def generate(recipe: Recipe, parts: Parts, denoise: Denoise, device: torch.device, n: int,
              seed: int) -> tuple[torch.Tensor, int, float]:
-    """``n`` samples from the sampler with ``model``; returns (samples, NFE per batch, seconds)."""
-    was_training = model.training
-    model.eval()
-    denoiser = Denoiser(model, parts.schedule, Parameterization(recipe.train.target, recipe.train.sigma_data))
+    """``n`` samples from the recipe's sampler; returns (samples, NFE per sample, seconds)."""
+    training = isinstance(denoise, torch.nn.Module) and denoise.training
+    if isinstance(denoise, torch.nn.Module):
+        denoise.eval()
     noise_gen = torch.Generator().manual_seed(seed)
     step_gen = torch.Generator(device=device).manual_seed(seed)
     out, nfe = [], 0
@@ -47,10 +48,11 @@ def generate(recipe: Recipe, parts: Parts, model: torch.nn.Module, device: torch
     for offset in range(0, n, recipe.eval.sample_batch):
         b = min(recipe.eval.sample_batch, n - offset)
         noise = torch.randn((b, *parts.data.shape), generator=noise_gen).to(device)
-        counter = CountingDenoiser(denoiser)
+        counter = CountingDenoiser(denoise)
         out.append(parts.sampler(counter, noise, parts.schedule, generator=step_gen).float().cpu())
         nfe = counter.nfe
-    model.train(was_training)
+    if isinstance(denoise, torch.nn.Module):
+        denoise.train(training)
     return torch.cat(out), nfe, time.perf_counter() - start
 
 
@@ -64,26 +66,23 @@ def component_rows(recipe: Recipe, parts: Parts) -> list[list[Any]]:
     for kind in KINDS:
         name, params = recipe.components[kind]
         comp = parts.components[kind]
-        size = fmt(count_parameters(parts.net)) if kind == "denoiser" else ""
+        size = fmt(count_parameters(parts.net)) if kind == "denoiser" and parts.net is not None else ""
         settings = ", ".join(f"{k}={fmt(v)}" for k, v in (dataclasses.asdict(params) if params else {}).items())
         rows.append([kind, name, comp.provider, size, settings])
     return rows
 
 
-def run_recipe(recipe: Recipe, *, registry: Registry | None = None, console: Console | None = None,
-               run_dir: Path | None = None) -> Path:
-    """Run a validated recipe end to end and return its run folder.
+def prepare(recipe: Recipe, run_dir: Optional[Path]) -> tuple[torch.device, Parts, Path]:
+    """Seed, pick the device, build and check every part, then open a new run folder with the resolved recipe.
 
     The folder is new under ``run.output`` unless ``run_dir`` (which must not
     exist yet, as a sweep's cell folder) is given.
     """
-    console = console or default_console
-    registry = registry or recipe.registry or get_registry()  # the plugins the recipe was validated with
     torch.manual_seed(recipe.run.seed)
     if recipe.run.threads:
         torch.set_num_threads(recipe.run.threads)
     device = pick_device(recipe.run.device)
-    parts = build_parts(recipe, registry)  # validates component parameters before any work
+    parts = build_parts(recipe)  # every part is checked against its protocol before any work
     if run_dir is None:
         run_dir = new_run_dir(recipe.run.output, recipe.name)
     else:
@@ -91,13 +90,15 @@ def run_recipe(recipe: Recipe, *, registry: Registry | None = None, console: Con
         run_dir.mkdir(parents=True, exist_ok=False)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
     (run_dir / "samples").mkdir()
-    console.print(table(f"Recipe '{recipe.name}' on {device}", ["kind", "name", "provider", "parameters", "settings"],
-                        component_rows(recipe, parts)))
-    console.print(f"data: {len(parts.data.train):,} train, {len(parts.data.val):,} validation, shape "
-                  f"{tuple(parts.data.shape)}; run folder [bold]{run_dir}[/]")
+    return device, parts, run_dir
 
-    def sample_grid(step: int, model: torch.nn.Module) -> None:
-        samples, _, _ = generate(recipe, parts, model, device, recipe.eval.grid_samples, recipe.run.seed + 2)
+
+def train(recipe: Recipe, parts: Parts, device: torch.device, run_dir: Path,
+          console: Console) -> tuple[TrainState, Denoise]:
+    """Train the denoiser network; returns the final state and the EMA weights' denoise function."""
+
+    def sample_grid(step: int, denoise: Denoise) -> None:
+        samples, _, _ = generate(recipe, parts, denoise, device, recipe.eval.grid_samples, recipe.run.seed + 2)
         picture = render(parts, samples)
         if picture is not None:
             save_png(picture, run_dir / "samples" / f"step_{step:06d}.png")
@@ -110,22 +111,50 @@ def run_recipe(recipe: Recipe, *, registry: Registry | None = None, console: Con
         task = bar.add_task("train", total=trainer.steps, loss="-", speed="-")
         state = trainer.fit(bar, task)
     trainer.checkpoint(run_dir / "checkpoints" / "final.pt")
+    return state, trainer.ema_denoiser
 
-    console.print(f"sampling {recipe.eval.num_samples} with {recipe.components['sampler'][0]} (EMA weights)...")
-    samples, nfe, sample_s = generate(recipe, parts, trainer.ema.model, device, recipe.eval.num_samples,
-                                      recipe.run.seed + 3)
+
+def score(parts: Parts, samples: torch.Tensor) -> dict[str, Any]:
+    """The dataset's quality figures for the samples and for as many held-out real items."""
+    if parts.data.evaluate is None:
+        return {}
+    return {"generated": parts.data.evaluate(samples),
+            "real_heldout": parts.data.evaluate(real_heldout(parts, len(samples)))}
+
+
+def run_recipe(recipe: Recipe, *, console: Console | None = None, run_dir: Path | None = None) -> Path:
+    """Run a validated recipe end to end (with the plugins that validated it) and return its run folder."""
+    console = console or default_console
+    device, parts, run_dir = prepare(recipe, run_dir)
+    console.print(table(f"Recipe '{recipe.name}' on {device}", ["kind", "name", "provider", "parameters", "settings"],
+                        component_rows(recipe, parts)))
+    console.print(f"data: {len(parts.data.train):,} train, {len(parts.data.val):,} validation, shape "
+                  f"{tuple(parts.data.shape)}; run folder [bold]{run_dir}[/]")
+    if parts.exact_x0 is not None:  # an analytic denoiser: nothing to train
+        state = TrainState()
+        denoise = exact_denoise(parts.exact_x0, parts.schedule, recipe.train.target, recipe.train.sigma_data)
+        console.print("analytic denoiser: nothing to train")
+    else:
+        state, denoise = train(recipe, parts, device, run_dir, console)
+    console.print(f"sampling {recipe.eval.num_samples} with {recipe.components['sampler'][0]}...")
+    samples, nfe, sample_s = generate(recipe, parts, denoise, device, recipe.eval.num_samples, recipe.run.seed + 3)
     picture = render(parts, samples)
-    grid_path = None
     if picture is not None:
-        grid_path = run_dir / "samples" / "final.png"
-        save_png(picture, grid_path)
+        save_png(picture, run_dir / "samples" / "final.png")
     torch.save(samples, run_dir / "samples" / "final.pt")
-    quality: dict[str, Any] = {}
-    if parts.data.evaluate is not None:
-        quality = {"generated": parts.data.evaluate(samples),
-                   "real_heldout": parts.data.evaluate(real_heldout(parts, len(samples)))}
+    summary = summarize_run(recipe, parts, device, run_dir, state, score(parts, samples),
+                            {"nfe_per_sample": nfe, "seconds": sample_s, "num_samples": len(samples)},
+                            grid=picture is not None)
+    write_json(run_dir / "summary.json", _finite(summary))
+    console.print(summary_table(recipe, summary))
+    return run_dir
 
-    summary = {
+
+def summarize_run(recipe: Recipe, parts: Parts, device: torch.device, run_dir: Path, state: TrainState,
+                  quality: dict[str, Any], sampling: dict[str, Any], *, grid: bool) -> dict[str, Any]:
+    """The contents of ``summary.json``."""
+    trained = parts.net is not None
+    return {
         "name": recipe.name,
         "run_dir": str(run_dir),
         "device": str(device),
@@ -139,24 +168,27 @@ def run_recipe(recipe: Recipe, *, registry: Registry | None = None, console: Con
         "train": {"steps": state.step, "final_train_loss": state.train_loss, "final_val_loss": state.val_loss,
                   "final_val_loss_ema": state.val_loss_ema, "best_val_loss_ema": state.best_val_loss,
                   "images_per_s": state.images_per_s, "wall_s": state.wall_s},
-        "sampling": {"sampler": recipe.components["sampler"][0], "num_samples": len(samples),
-                     "nfe_per_sample": nfe, "seconds": sample_s},
+        "sampling": {"sampler": recipe.components["sampler"][0], **sampling},
         "sample_quality": quality,
-        "outputs": {"recipe": "recipe.yaml", "metrics": "metrics.jsonl", "checkpoint": "checkpoints/final.pt",
-                    "samples": "samples/final.pt", "grid": "samples/final.png" if grid_path else None},
+        "outputs": {"recipe": "recipe.yaml", "metrics": "metrics.jsonl" if trained else None,
+                    "checkpoint": "checkpoints/final.pt" if trained else None,
+                    "samples": "samples/final.pt", "grid": "samples/final.png" if grid else None},
     }
-    write_json(run_dir / "summary.json", _finite(summary))
-    rows = [["final train loss", state.train_loss], ["final validation loss (EMA)", state.val_loss_ema],
-            ["images/s (train)", state.images_per_s], ["training time (s)", state.wall_s],
-            ["sampler NFE per sample", nfe], ["sampling time (s)", sample_s]]
+
+
+def summary_table(recipe: Recipe, summary: dict[str, Any]) -> Any:
+    """The table printed at the end of a run."""
+    train, sampling, quality = summary["train"], summary["sampling"], summary["sample_quality"]
+    rows = [["final train loss", train["final_train_loss"]], ["final validation loss (EMA)", train["final_val_loss_ema"]],
+            ["images/s (train)", train["images_per_s"]], ["training time (s)", train["wall_s"]],
+            ["sampler NFE per sample", sampling["nfe_per_sample"]], ["sampling time (s)", sampling["seconds"]]]
     for metric, value in quality.get("generated", {}).items():
         rows.append([f"{metric}: generated / real held-out",
                      f"{fmt(value)} / {fmt(quality['real_heldout'].get(metric))}"])
-    rows.append(["run folder", str(run_dir)])
-    if grid_path:
-        rows.append(["sample grid", str(grid_path)])
-    console.print(table(f"Summary of '{recipe.name}'", ["", "value"], rows))
-    return run_dir
+    rows.append(["run folder", summary["run_dir"]])
+    if summary["outputs"]["grid"]:
+        rows.append(["sample grid", str(Path(summary["run_dir"]) / summary["outputs"]["grid"])])
+    return table(f"Summary of '{recipe.name}'", ["", "value"], rows)
 
 
 def _finite(value: Any) -> Any:

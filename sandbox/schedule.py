@@ -1,66 +1,18 @@
-"""The schedule protocol: a Gaussian forward process over continuous time.
+"""Schedules given by a table of betas; the schedule protocol itself is :class:`sandbox.protocols.Schedule`.
 
-A schedule defines ``x_t = alpha(t) * x_0 + sigma(t) * eps`` for t in [0, 1]
-(notation of Kingma et al. 2021, "Variational Diffusion Models"). Training
-draws t with :meth:`Schedule.sample_t`; samplers step along
-:meth:`Schedule.timesteps` and read ``alpha``, ``sigma`` there, so any
-schedule works with any sampler. A sampler that moves to a noise level off
-the grid (Heun's churn, Karras et al. 2022, Algorithm 2) finds its time with
-:meth:`Schedule.t_from_log_snr`, the inverse of :meth:`Schedule.log_snr`.
+``Schedule`` is re-exported here as the base class to subclass: it supplies
+every method but ``alpha_sigma``.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
+from sandbox.protocols import Schedule
 
-class Schedule:
-    """Base class of noise schedules. Subclasses implement :meth:`alpha_sigma`."""
-
-    #: number of points of a discrete schedule's grid (DDPM's T), or None
-    num_steps: int | None = None
-
-    def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Signal and noise scales ``(alpha(t), sigma(t))`` at times ``t``."""
-        raise NotImplementedError
-
-    def log_snr(self, t: torch.Tensor) -> torch.Tensor:
-        """``lambda(t) = log(alpha^2 / sigma^2)``, decreasing in t."""
-        alpha, sigma = self.alpha_sigma(t)
-        return 2.0 * (torch.log(alpha) - torch.log(sigma))
-
-    def t_from_log_snr(self, lambda_: torch.Tensor) -> torch.Tensor:
-        """The time ``t`` in [0, 1] with ``log_snr(t) = lambda_`` (float64, ``lambda_``'s shape).
-
-        The default inverts the monotone :meth:`log_snr` by vectorised
-        bisection on [0, 1]: 64 halvings, so the answer is exact to float64
-        resolution. A ``lambda_`` above ``log_snr(0)`` gives 0, one below
-        ``log_snr(1)`` gives 1; on a flat stretch of ``log_snr`` any time of
-        the stretch may come back. Schedules with a closed-form inverse
-        override this.
-        """
-        lambda_ = torch.as_tensor(lambda_, dtype=torch.float64)
-        lo = torch.zeros_like(lambda_)
-        hi = torch.ones_like(lambda_)
-        for _ in range(64):
-            mid = 0.5 * (lo + hi)
-            above = self.log_snr(mid).to(torch.float64) > lambda_  # log_snr decreases: the root is later
-            lo = torch.where(above, mid, lo)
-            hi = torch.where(above, hi, mid)
-        return hi
-
-    def c_noise(self, t: torch.Tensor) -> torch.Tensor:
-        """The conditioning the network sees: ``1000 t`` (DDPM's timestep scale)."""
-        return 1000.0 * t
-
-    def timesteps(self, steps: int) -> torch.Tensor:
-        """``steps + 1`` descending times from 1 to 0 for a sampler taking ``steps`` steps."""
-        return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-
-    def sample_t(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """Training times, uniform on (0, 1]."""
-        u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device if generator else None)
-        return (1.0 - u).to(device=device, dtype=torch.float32)
+__all__ = ["DiscreteSchedule", "Schedule"]
 
 
 class DiscreteSchedule(Schedule):
@@ -121,7 +73,8 @@ class DiscreteSchedule(Schedule):
         t = torch.where((pos - nearest).abs() < 1e-6, nearest, pos) / self.num_steps
         return torch.where(lambda_ > table[0], torch.zeros_like(t), t)  # above the table: clean data, t = 0
 
-    def sample_t(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    def sample_t(self, n: int, generator: Optional[torch.Generator] = None,
+                 device: Optional[torch.device] = None) -> torch.Tensor:
         """Grid points ``n / T`` with n uniform on 1..T, as in Algorithm 1 of Ho et al. (2020)."""
         idx = torch.randint(1, self.num_steps + 1, (n,), generator=generator,
                             device=generator.device if generator else None)

@@ -354,7 +354,7 @@ def run_cell(task: dict[str, Any], registry: Registry | None = None) -> dict[str
     try:
         overrides = list(task["overrides"]) + ([f"run.device={task['device']}"] if task.get("device") else [])
         recipe = load_recipe(task["recipe"], overrides, registry=registry)
-        run_module.run_recipe(recipe, registry=registry, console=log, run_dir=folder)
+        run_module.run_recipe(recipe, console=log, run_dir=folder)
         summary = json.loads((folder / "summary.json").read_text())
         result: dict[str, Any] = {"status": "ran", "val_loss": summary["train"].get("final_val_loss_ema")}
     except Exception as exc:

@@ -1,134 +1,142 @@
-"""Prediction targets and preconditioning: what the network outputs, and how that becomes x0.
+"""Prediction targets and loss weightings: one table each, in the notation of Karras et al. (2022).
 
-With ``x_t = alpha x_0 + sigma eps``, written in the scale-free form of
-Karras et al. (2022) as ``x_t / alpha = x_0 + sigma~ eps`` with
-``sigma~ = sigma / alpha``:
+Every target is one row of scalings for ``x_t = alpha x_0 + sigma eps``
+(Karras et al. 2022, eq. 7 and table 1, written for any schedule by
+dividing through by alpha, ``sigma~ = sigma / alpha``)::
 
-* ``epsilon``: the noise (Ho et al. 2020); ``x_0 = (x_t - sigma eps) / alpha``.
-* ``x0``: the clean data directly.
-* ``v``: ``v = alpha eps - sigma x_0`` (Salimans & Ho 2022);
-  ``x_0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2)``.
-* ``edm``: EDM preconditioning (Karras et al. 2022, table 1):
-  ``D(x; sigma~) = c_skip x~ + c_out F(c_in x~, c_noise)`` with
-  ``c_skip = sigma_data^2 / (sigma~^2 + sigma_data^2)``,
-  ``c_out = sigma~ sigma_data / sqrt(sigma~^2 + sigma_data^2)``,
-  ``c_in = 1 / sqrt(sigma~^2 + sigma_data^2)``, and the network ``F`` regresses
-  ``(x_0 - c_skip x~) / c_out``.
+    D(x_t, t) = c_skip x_t + c_out F(c_in x_t, c_noise)
 
-All conversion between targets lives here; samplers only ever see ``x_0``.
+so the network ``F`` regresses ``F* = (x_0 - c_skip x_t) / c_out``, and an
+error on ``F`` is ``c_out`` times an error on ``x_0``:
+
+=========  ========================  ===========================  ======================  ====================
+target     c_skip                    c_out                        c_in                    c_noise
+=========  ========================  ===========================  ======================  ====================
+epsilon    1 / alpha                 -sigma / alpha               1                       schedule (1000 t)
+x0         0                         1                            1                       schedule (1000 t)
+v          alpha / (alpha^2+sigma^2)  -sigma / (alpha^2+sigma^2)   1                       schedule (1000 t)
+edm        s_d^2 / (alpha (s~^2+s_d^2))  s~ s_d / sqrt(s~^2+s_d^2)  1 / (alpha sqrt(s~^2+s_d^2))  ln(s~) / 4
+=========  ========================  ===========================  ======================  ====================
+
+(``s_d`` is ``sigma_data``.) These give ``F* = eps`` for epsilon (Ho et al.
+2020), ``F* = x_0``, ``F* = v = alpha eps - sigma x_0`` (Salimans & Ho 2022)
+and EDM's preconditioned target. A row's own loss weight, the x0-space
+weight under which the MSE on ``F`` is unweighted, is ``1 / c_out^2``; for
+edm that is EDM's ``lambda(sigma)``.
+
+A weighting is the weight ``lambda`` on the x0 error; the loss puts
+``lambda c_out^2`` on the network's error. ``uniform`` keeps each target's
+own weight (DDPM's "L_simple", Ho et al. 2020, eq. 14, on whatever the
+network predicts); ``min_snr`` is ``min(SNR, gamma)`` (Hang et al. 2023);
+``edm`` is ``(sigma~^2 + s_d^2) / (sigma~ s_d)^2`` (Karras et al. 2022).
+
+Adding a target or a weighting is one entry in :data:`TARGETS` or
+:data:`WEIGHTINGS`; recipes, the loss, sampling and the doctor read these
+tables. This module does not import torch (recipes validate against it).
 """
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
-TARGETS = ("epsilon", "x0", "v", "edm")
+if TYPE_CHECKING:
+    from torch import Tensor
 
-
-def expand(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-sample (B,) tensor so it broadcasts against ``like`` (B, ...)."""
-    value = torch.as_tensor(value, device=like.device)
-    return value.reshape(value.shape + (1,) * (like.ndim - value.ndim)).to(like.dtype)
+    from sandbox.protocols import Schedule
 
 
-class Parameterization:
-    """One prediction target: the network's input scale, its regression target, and the way back to x0."""
+class Scalings(NamedTuple):
+    """One target's scalings at a batch of times, one value per item (shape ``(B,)``, float64)."""
 
-    def __init__(self, target: str = "epsilon", sigma_data: float = 0.5):
-        if target not in TARGETS:
-            raise ValueError(f"unknown prediction target {target!r}; expected one of {', '.join(TARGETS)}")
-        self.target = target
-        self.sigma_data = sigma_data
-
-    def _edm(self, alpha, sigma):
-        s = sigma / alpha
-        d2 = self.sigma_data**2
-        c_skip = d2 / (s**2 + d2)
-        c_out = s * self.sigma_data / (s**2 + d2).sqrt()
-        c_in = 1.0 / (s**2 + d2).sqrt()
-        return c_skip, c_out, c_in
-
-    def c_in(self, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """Scale applied to ``x_t`` before the network (1 except for ``edm``: ``c_in / alpha``)."""
-        if self.target == "edm":
-            return self._edm(alpha, sigma)[2] / alpha
-        return torch.ones_like(alpha)
-
-    def target_of(self, x0: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """The regression target for the network output."""
-        if self.target == "epsilon":
-            return eps
-        if self.target == "x0":
-            return x0
-        if self.target == "v":
-            return alpha * eps - sigma * x0
-        c_skip, c_out, _ = self._edm(alpha, sigma)
-        x_scaled = x0 + (sigma / alpha) * eps
-        return (x0 - c_skip * x_scaled) / c_out
-
-    def output_for(self, x0: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """What a perfect network outputs when the true denoised value is ``x0``."""
-        eps = (x_t - alpha * x0) / sigma
-        return self.target_of(x0, eps, alpha, sigma)
-
-    def to_x0(self, output: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """The denoised estimate ``x_0`` implied by a network output."""
-        if self.target == "epsilon":
-            return (x_t - sigma * output) / alpha
-        if self.target == "x0":
-            return output
-        if self.target == "v":
-            return (alpha * x_t - sigma * output) / (alpha**2 + sigma**2)
-        c_skip, c_out, _ = self._edm(alpha, sigma)
-        return c_skip * (x_t / alpha) + c_out * output
-
-    def x0_error_scale(self, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """``||x0 error||^2 / ||output error||^2``: converts this target's MSE to an MSE on x0."""
-        if self.target == "epsilon":
-            return (sigma / alpha) ** 2
-        if self.target == "x0":
-            return torch.ones_like(alpha)
-        if self.target == "v":
-            return (sigma / (alpha**2 + sigma**2)) ** 2
-        return self._edm(alpha, sigma)[1] ** 2
+    alpha: Tensor
+    sigma: Tensor
+    c_skip: Tensor
+    c_out: Tensor
+    c_in: Tensor
+    c_noise: Tensor   #: the network's noise input
+    weight: Tensor    #: the row's own x0-space loss weight, ``1 / c_out^2``
 
 
-def training_target(target: str, x0, eps, alpha, sigma) -> torch.Tensor:
-    """The regression target for ``target`` (see :class:`Parameterization`)."""
-    return Parameterization(target).target_of(x0, eps, alpha, sigma)
+@dataclass(frozen=True)
+class Target:
+    """One row of the preconditioning table."""
+
+    #: ``(alpha, sigma, sigma_data) -> (c_skip, c_out, c_in)``
+    scalings: Callable[[Tensor, Tensor, float], tuple[Tensor, Tensor, Tensor]]
+    #: ``(alpha, sigma) -> c_noise``; None: the schedule's own ``c_noise(t)``
+    c_noise: Optional[Callable[[Tensor, Tensor], Tensor]] = None
+    description: str = ""
 
 
-def to_x0(target: str, output, x_t, alpha, sigma) -> torch.Tensor:
-    """The denoised estimate implied by a network output for ``target``."""
-    return Parameterization(target).to_x0(output, x_t, alpha, sigma)
+def _epsilon(alpha: Tensor, sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor]:
+    return 1.0 / alpha, -sigma / alpha, alpha.new_ones(())
 
 
-class Denoiser(torch.nn.Module):
-    """Wraps a network into ``D(x_t, t) -> x_0``, the one form every sampler uses.
+def _x0(alpha: Tensor, sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor]:
+    return alpha.new_zeros(()), alpha.new_ones(()), alpha.new_ones(())
 
-    A network with ``is_analytic = True`` (the closed-form oracle) provides
-    ``exact_x0(x_t, alpha, sigma)``; its answer still passes through the
-    target's output form and back, so the conversion is exercised too.
-    """
 
-    def __init__(self, net: torch.nn.Module, schedule, target: str | Parameterization = "epsilon"):
-        super().__init__()
-        self.net = net
-        self.schedule = schedule
-        self.param = target if isinstance(target, Parameterization) else Parameterization(target)
+def _v(alpha: Tensor, sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor]:
+    norm = alpha**2 + sigma**2
+    return alpha / norm, -sigma / norm, alpha.new_ones(())
 
-    @property
-    def target(self) -> str:
-        return self.param.target
 
-    def forward(self, x_t: torch.Tensor, t) -> torch.Tensor:
-        t = torch.as_tensor(t, device=x_t.device, dtype=torch.float32)
-        if t.ndim == 0:
-            t = t.expand(x_t.shape[0])
-        alpha, sigma = self.schedule.alpha_sigma(t)
-        alpha, sigma = expand(alpha, x_t), expand(sigma, x_t)
-        if getattr(self.net, "is_analytic", False):
-            output = self.param.output_for(self.net.exact_x0(x_t, alpha, sigma), x_t, alpha, sigma)
-        else:
-            output = self.net(self.param.c_in(alpha, sigma) * x_t, self.schedule.c_noise(t)).to(x_t.dtype)
-        return self.param.to_x0(output, x_t, alpha, sigma)
+def _edm(alpha: Tensor, sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor]:
+    s, d2 = sigma / alpha, sigma_data**2
+    root = (s**2 + d2).sqrt()
+    return d2 / (s**2 + d2) / alpha, s * sigma_data / root, 1.0 / (root * alpha)
+
+
+def _edm_c_noise(alpha: Tensor, sigma: Tensor) -> Tensor:
+    return (sigma / alpha).log() / 4.0
+
+
+TARGETS: dict[str, Target] = {
+    "epsilon": Target(_epsilon, description="the noise eps (Ho et al. 2020)"),
+    "x0": Target(_x0, description="the clean data x_0"),
+    "v": Target(_v, description="v = alpha eps - sigma x_0 (Salimans & Ho 2022)"),
+    "edm": Target(_edm, _edm_c_noise, description="EDM preconditioning (Karras et al. 2022, table 1)"),
+}
+
+
+@dataclass(frozen=True)
+class Weighting:
+    """One loss weighting: ``lambda(alpha, sigma, sigma_data, gamma)`` on the x0 error, or the target's own."""
+
+    x0_weight: Optional[Callable[[Tensor, Tensor, float, float], Tensor]]  #: None: the target's ``1 / c_out^2``
+    description: str = ""
+
+
+def _min_snr(alpha: Tensor, sigma: Tensor, sigma_data: float, gamma: float) -> Tensor:
+    return ((alpha / sigma) ** 2).clamp(max=gamma)
+
+
+def _edm_weight(alpha: Tensor, sigma: Tensor, sigma_data: float, gamma: float) -> Tensor:
+    s2, d2 = (sigma / alpha) ** 2, sigma_data**2
+    return (s2 + d2) / (s2 * d2)
+
+
+WEIGHTINGS: dict[str, Weighting] = {
+    "uniform": Weighting(None, "unweighted MSE on the target (L_simple of Ho et al. 2020)"),
+    "min_snr": Weighting(_min_snr, "min(SNR, gamma) on the x0 error (Hang et al. 2023)"),
+    "edm": Weighting(_edm_weight, "lambda(sigma) of Karras et al. (2022), table 1"),
+}
+
+
+def scalings(target: str, schedule: Schedule, t: Tensor, sigma_data: float = 0.5) -> Scalings:
+    """The scalings of ``target`` at times ``t`` (shape ``(B,)``), in float64, each of shape ``(B,)``."""
+    row = TARGETS[target]
+    alpha, sigma = schedule.alpha_sigma(t.double())
+    alpha, sigma = alpha.double(), sigma.double()
+    c_skip, c_out, c_in = (c.expand_as(alpha) for c in row.scalings(alpha, sigma, sigma_data))
+    c_noise = row.c_noise(alpha, sigma) if row.c_noise is not None else schedule.c_noise(t).double()
+    return Scalings(alpha, sigma, c_skip, c_out, c_in, c_noise, 1.0 / c_out**2)
+
+
+def loss_weight(weighting: str, s: Scalings, sigma_data: float, gamma: float) -> Tensor:
+    """The weight on the network's squared error: ``lambda c_out^2`` (1 for ``uniform``)."""
+    row = WEIGHTINGS[weighting]
+    if row.x0_weight is None:
+        return s.c_out.new_ones(s.c_out.shape)
+    return row.x0_weight(s.alpha, s.sigma, sigma_data, gamma) * s.c_out**2

@@ -10,8 +10,10 @@ an object you built yourself::
         check_schedule("loglinear")
         check_schedule("loglinear", LogLinearParams(lambda_min=-12.0))
 
-Each ``check_*`` raises :class:`AssertionError` naming the component and the
-broken contract, and returns the built component when it conforms:
+The contracts themselves are stated in :mod:`sandbox.protocols`. Each
+``check_*`` raises :class:`AssertionError` naming the component, the broken
+rule, and the step count and tolerance it used, and returns the built
+component when it conforms:
 
 ==================  ==========================================================
 check               contract
@@ -22,19 +24,21 @@ check               contract
                     ``2 log(alpha / sigma)``; ``timesteps(n)`` descends from 1
                     to exactly 0 in at most n + 1 points; ``sample_t`` in
                     (0, 1] and seeded by its generator; ``t_from_log_snr``
-                    inverts ``log_snr``; every registered sampler recovers a
+                    inverts ``log_snr``; every built-in sampler recovers a
                     Gaussian with its exact denoiser.
-``check_sampler``   ``sampler(denoise, noise, schedule, *, generator,
+``check_sampler``   the signature of :class:`sandbox.protocols.Sampler`;
+                    ``sampler(denoise, noise, schedule, *, generator,
                     callback)`` returns ``noise``'s shape, finite, leaves
                     ``noise`` alone; one callback dict ``{"x", "i", "t",
                     "denoised"}`` per step; same generator seed, same output
                     (whatever the global RNG); ``nfe(schedule)`` denoiser
-                    calls; recovers a Gaussian on every registered schedule.
+                    calls; recovers a Gaussian on every built-in schedule.
 ``check_denoiser``  ``forward(x, c_noise)`` keeps ``x``'s shape, finite;
                     gradients reach every parameter within a few steps; the
                     output depends on ``c_noise``. An analytic denoiser
-                    (``is_analytic``) instead gives a finite ``exact_x0``.
-``check_dataset``   ``build`` returns :class:`sandbox.data.DataSplits`;
+                    (:class:`sandbox.protocols.AnalyticDenoiser`) instead
+                    binds to ``data`` and gives a finite ``E[x_0 | x_t]``.
+``check_dataset``   ``build`` returns :class:`sandbox.protocols.DataSplits`;
                     non-empty splits of float items of ``shape``; ``render``
                     gives a [3, H, W] picture in [0, 1]; ``evaluate`` a dict
                     of finite floats.
@@ -50,7 +54,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import inspect
 import math
 import sys
 from types import ModuleType
@@ -58,9 +61,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from sandbox.data import DataSplits
-from sandbox.plugins import load_entry_points, new_plugin_manager
-from sandbox.registry import Registry, collect, get_registry
+from sandbox.contract import PROBLEMS
+from sandbox.plugins import SELF_DISTRIBUTION
+from sandbox.protocols import AnalyticDenoiser, DataSplits
+from sandbox.registry import Registry, get_registry, load_registry, use_registry
 from sandbox.sampling import CountingDenoiser
 from sandbox.training import first_tensor
 
@@ -85,14 +89,15 @@ def _built(kind: str, component: Any, params: Any, registry: Registry | None, *a
     return registered.build(params if params is not None else registered.default_params(), *args), label
 
 
-def _schedules(registry: Registry | None, names: Sequence[str] | None) -> list[tuple[str, Any]]:
-    registry = registry or get_registry()
-    return [(name, registry.get("schedule", name).build()) for name in (registry.names("schedule") if names is None else names)]
+def built_in(registry: Registry, kind: str) -> list[str]:
+    """The names of ``kind`` the sandbox itself provides (a plugin's tests check against these by default)."""
+    return [n for n in registry.names(kind) if registry.get(kind, n).distribution == SELF_DISTRIBUTION]
 
 
-def _samplers(registry: Registry | None, names: Sequence[str] | None) -> list[tuple[str, Any]]:
+def _built_all(kind: str, registry: Registry | None, names: Sequence[str] | None) -> list[tuple[str, Any]]:
     registry = registry or get_registry()
-    return [(name, registry.get("sampler", name).build()) for name in (registry.names("sampler") if names is None else names)]
+    chosen = built_in(registry, kind) if names is None else names
+    return [(name, registry.get(kind, name).build()) for name in chosen]
 
 
 # ---------------------------------------------------------------- helpers
@@ -114,6 +119,17 @@ def gaussian_denoiser(schedule: Any, mu: torch.Tensor, s: float) -> Callable[[to
         return (mu + gain * (x.to(torch.float64) - alpha * mu)).to(x.dtype)
 
     return denoise
+
+
+def _likely_cause(schedule: Any) -> str:
+    """A hint for a sampler that misses the Gaussian on ``schedule``, where the schedule itself explains it."""
+    ts = torch.as_tensor(schedule.timesteps(50), dtype=torch.float64)
+    alpha, sigma = (float(v) for v in schedule.alpha_sigma(ts[:1]))
+    if alpha > 0.1 * sigma:
+        return (f" Likely cause: the schedule never reaches pure noise: at its first time t = {float(ts[0]):g}, "
+                f"alpha = {alpha:.3g} against sigma = {sigma:.3g}, so samplers start far from the data's "
+                "marginal; alpha(1) should be near 0 (or sigma(1) >> 1 for a variance-exploding schedule).")
+    return ""
 
 
 def _gaussian_run(sampler: Any, schedule: Any, label: str, *, generator_seed: int = 1,
@@ -144,11 +160,12 @@ def _gaussian_run(sampler: Any, schedule: Any, label: str, *, generator_seed: in
     _expect(bool(torch.isfinite(out).all()), label, "returned non-finite samples")
     _expect(torch.equal(noise, original), label, "changed the noise tensor in place")
     mean, std = out.mean(0), out.std(0)
+    steps = f"{sampler.nfe(schedule)} denoiser calls" if callable(getattr(sampler, "nfe", None)) else "its defaults"
     _expect(torch.allclose(mean, mu, atol=GAUSSIAN_ATOL) and
             torch.allclose(std, torch.full_like(std, GAUSSIAN_STD), atol=GAUSSIAN_ATOL), label,
-            f"with the exact denoiser of N({list(GAUSSIAN_MEAN)}, {GAUSSIAN_STD}^2 I) the samples have mean "
-            f"{[round(v, 3) for v in mean.tolist()]} and std {[round(v, 3) for v in std.tolist()]} "
-            f"(tolerance {GAUSSIAN_ATOL})")
+            f"with the exact denoiser of N({list(GAUSSIAN_MEAN)}, {GAUSSIAN_STD}^2 I) and {steps}, "
+            f"{GAUSSIAN_SAMPLES} samples have mean {[round(v, 3) for v in mean.tolist()]} and std "
+            f"{[round(v, 3) for v in std.tolist()]} (tolerance {GAUSSIAN_ATOL} on each).{_likely_cause(schedule)}")
     return out, counter, seen
 
 
@@ -159,8 +176,9 @@ def check_schedule(schedule: Any, params: Any = None, *, registry: Registry | No
                    samplers: Sequence[str] | None = None) -> Any:
     """Check a schedule (a registered name or a built :class:`sandbox.schedule.Schedule`).
 
-    ``samplers`` names the registered samplers to sample with (default: all;
-    ``[]`` skips sampling).
+    ``samplers`` names the registered samplers to sample with (default: the
+    built-in ones, so an unrelated sampler plugin cannot fail a schedule's
+    tests; ``[]`` skips sampling).
     """
     schedule, label = _built("schedule", schedule, params, registry)
     for dtype in (torch.float32, torch.float64):
@@ -220,7 +238,7 @@ def check_schedule(schedule: Any, params: Any = None, *, registry: Registry | No
             _expect(torch.allclose(back[steep], inner[steep], atol=1e-4), label,
                     "t_from_log_snr(log_snr(t)) != t where log_snr is strictly decreasing")
 
-    for name, sampler in _samplers(registry, samplers):
+    for name, sampler in _built_all("sampler", registry, samplers):
         _gaussian_run(sampler, schedule, f"{label} with sampler '{name}'")
     return schedule
 
@@ -230,20 +248,11 @@ def check_schedule(schedule: Any, params: Any = None, *, registry: Registry | No
 
 def check_sampler(sampler: Any, params: Any = None, *, registry: Registry | None = None,
                   schedules: Sequence[str] | None = None) -> Any:
-    """Check a sampler (a registered name or a built callable) on registered schedules (default: all)."""
+    """Check a sampler (a registered name or a built callable) on registered schedules (default: the built-in ones)."""
     sampler, label = _built("sampler", sampler, params, registry)
-    _expect(callable(sampler), label, "build(params) must return a callable")
-    try:
-        signature = inspect.signature(sampler)
-    except (TypeError, ValueError):
-        signature = None
-    if signature is not None:
-        names = signature.parameters
-        keywords = any(p.kind is p.VAR_KEYWORD for p in names.values())
-        for keyword in ("generator", "callback"):
-            _expect(keyword in names or keywords, label,
-                    f"must accept the keyword '{keyword}': sampler(denoise, noise, schedule, *, generator, callback)")
-    runs = _schedules(registry, schedules)
+    problems = PROBLEMS["sampler"](sampler)
+    _expect(not problems, label, "; ".join(problems))
+    runs = _built_all("schedule", registry, schedules)
     _expect(runs, label, "no schedule to check against")
     for index, (schedule_name, schedule) in enumerate(runs):
         where = f"{label} on schedule '{schedule_name}'"
@@ -257,14 +266,8 @@ def check_sampler(sampler: Any, params: Any = None, *, registry: Registry | None
                     "callback's 'x' and 'denoised' must have the samples' shape")
         _expect([info["i"] for info in seen] == list(range(len(seen))), where,
                 f"callback steps 'i' must count 0, 1, 2, ...; got {[info['i'] for info in seen][:8]}")
-        if callable(getattr(sampler, "nfe", None)):
-            _expect(counter.nfe == sampler.nfe(schedule), where,
-                    f"made {counter.nfe} denoiser calls but nfe(schedule) says {sampler.nfe(schedule)}")
-        elif callable(getattr(sampler, "num_steps", None)):
-            steps = sampler.num_steps(schedule)
-            expected = {steps, len(schedule.timesteps(steps)) - 1}
-            _expect(counter.nfe in expected, where,
-                    f"made {counter.nfe} denoiser calls for num_steps(schedule) = {steps}")
+        _expect(counter.nfe == sampler.nfe(schedule), where,
+                f"made {counter.nfe} denoiser calls but nfe(schedule) says {sampler.nfe(schedule)}")
         if index == 0:  # the generator, not the global RNG, drives every draw
             again, _, _ = _gaussian_run(sampler, schedule, where, global_seed=456)
             _expect(torch.allclose(out, again, rtol=0, atol=1e-6), where,
@@ -286,26 +289,25 @@ def check_sampler(sampler: Any, params: Any = None, *, registry: Registry | None
 
 def check_denoiser(denoiser: Any, shape: Sequence[int], params: Any = None, *, registry: Registry | None = None,
                    batch: int = 2, data: DataSplits | None = None, steps: int = 4) -> Any:
-    """Check a denoiser network (a registered name, built for ``shape``, or a built module).
+    """Check a denoiser (a registered name, built for ``shape``, or a built object).
 
-    An analytic denoiser (``is_analytic = True``) is checked through
-    ``exact_x0`` after ``bind_data(data)`` when ``data`` is given.
+    A network is trained a few steps; an analytic denoiser
+    (:class:`sandbox.protocols.AnalyticDenoiser`) is bound to ``data`` (when
+    given) and its exact ``E[x_0 | x_t]`` checked.
     """
     shape = tuple(int(s) for s in shape)
     net, label = _built("denoiser", denoiser, params, registry, shape)
-    _expect(isinstance(net, torch.nn.Module), label, f"build(params, shape) returned {type(net).__name__}; expected a torch.nn.Module")
+    problems = PROBLEMS["denoiser"](net)
+    _expect(not problems, label, "; ".join(problems))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         x = torch.randn(batch, *shape)
-        if getattr(net, "is_analytic", False):
-            _expect(callable(getattr(net, "exact_x0", None)), label, "an analytic denoiser needs exact_x0(x_t, alpha, sigma)")
+        if isinstance(net, AnalyticDenoiser) and not isinstance(net, torch.nn.Module):
             if data is not None:
-                if callable(getattr(net, "bind_data", None)):
-                    net.bind_data(data)
                 alpha = torch.full((batch,) + (1,) * len(shape), 0.8)
-                out = net.exact_x0(x, alpha, (1 - alpha**2).sqrt())
+                out = net.bind(data)(x, alpha, (1 - alpha**2).sqrt())
                 _expect(out.shape == x.shape and bool(torch.isfinite(out).all()), label,
-                        "exact_x0(x_t, alpha, sigma) must be finite and keep x_t's shape")
+                        "bind(data)(x_t, alpha, sigma) must be finite and keep x_t's shape")
             return net
         c_noise = torch.linspace(50.0, 800.0, batch)
         out = net(x, c_noise)
@@ -346,7 +348,7 @@ def check_dataset(dataset: Any, params: Any = None, *, registry: Registry | None
     """Check a dataset (a registered name or built :class:`DataSplits`); ``evaluate=False`` skips scoring."""
     splits, label = _built("dataset", dataset, params, registry)
     _expect(isinstance(splits, DataSplits), label,
-            f"build(params) returned {type(splits).__name__}; expected sandbox.data.DataSplits")
+            f"build(params) returned {type(splits).__name__}; expected sandbox.protocols.DataSplits")
     shape = splits.shape
     _expect(isinstance(shape, tuple) and shape and all(isinstance(s, int) and s > 0 for s in shape), label,
             f"shape {shape!r} must be a tuple of positive ints")
@@ -386,27 +388,15 @@ def check_dataset(dataset: Any, params: Any = None, *, registry: Registry | None
 def register_plugin(plugin: Any, name: str = "throwaway-plugin") -> Iterator[Registry]:
     """A registry of the installed plugins plus ``plugin`` (a module or an object with hook methods).
 
-    Inside the block :func:`sandbox.registry.get_registry` returns it too, so
-    code under test (``sandbox.cli.main``, ``load_recipe``) sees the plugin;
-    afterwards the plugin is unregistered and the global registry restored::
+    Inside the block :func:`sandbox.registry.get_registry` returns it too
+    (:func:`sandbox.registry.use_registry`), so code under test
+    (``sandbox.cli.main``, ``load_recipe``) sees the plugin; afterwards it is gone::
 
         with register_plugin(MyPlugin()) as registry:
             check_sampler("mine", registry=registry)
     """
-    import sandbox.registry as registry_module
-
-    pm = new_plugin_manager()
-    loaded, failures = load_entry_points(pm)
-    saved = registry_module._REGISTRY
-    pm.register(plugin, name=name)
-    try:
-        pm.check_pending()
-        registry = collect(pm, loaded, failures)
-        registry_module._REGISTRY = registry
+    with use_registry(load_registry({name: plugin})) as registry:
         yield registry
-    finally:
-        registry_module._REGISTRY = saved
-        pm.unregister(name=name)
 
 
 class _FakeDistribution:
@@ -424,28 +414,24 @@ def fake_distribution(name: str, version: str, entry_points: dict[str, str],
     """Pretend distribution ``name`` is installed, with ``sandbox`` entry points ``{entry name: module}``.
 
     ``modules`` are put in ``sys.modules`` for the block (an entry point may
-    also name a module that does not exist, to test a failing import). The
-    global registry is rebuilt on first use inside the block and restored after.
+    also name a module that does not exist, to test a failing import). Inside
+    the block :func:`sandbox.registry.get_registry` is the registry loaded with it.
     """
-    import sandbox.registry as registry_module
-
     eps = [importlib.metadata.EntryPoint(name=n, value=v, group="sandbox") for n, v in entry_points.items()]
     real = importlib.metadata.distributions
-    saved_registry = registry_module._REGISTRY
     saved_modules = {m: sys.modules.get(m) for m in (modules or {})}
 
-    def distributions(**kwargs: Any):
+    def distributions(**kwargs: Any) -> Iterator[Any]:
         yield from real(**kwargs)
         yield _FakeDistribution(name, version, eps)
 
-    importlib.metadata.distributions = distributions
+    importlib.metadata.distributions = distributions  # type: ignore[assignment]
     sys.modules.update(modules or {})
-    registry_module._REGISTRY = None
     try:
-        yield
+        with use_registry(load_registry()):
+            yield
     finally:
         importlib.metadata.distributions = real
-        registry_module._REGISTRY = saved_registry
         for module_name, module in saved_modules.items():
             if module is None:
                 sys.modules.pop(module_name, None)

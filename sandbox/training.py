@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 from sandbox.ema import EMA
 from sandbox.errors import SandboxError
 from sandbox.loss import DiffusionLoss
+from sandbox.precond import Preconditioned
 from sandbox.rundir import MetricsLog
-from sandbox.targets import Parameterization
 
 
 def first_tensor(item: Any) -> torch.Tensor:
@@ -36,21 +36,21 @@ def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
 
 
 @torch.no_grad()
-def validation_loss(net: torch.nn.Module, loss_fn: DiffusionLoss, loader: DataLoader, device: torch.device,
+def validation_loss(denoiser: Preconditioned, loss_fn: DiffusionLoss, loader: DataLoader, device: torch.device,
                     max_batches: int, seed: int) -> float:
     """Mean loss on the held-out split with the same t and noise draws at every evaluation."""
-    was_training = net.training
-    net.eval()
+    was_training = denoiser.training
+    denoiser.eval()
     generator = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     for i, batch in enumerate(loader):
         if max_batches and i >= max_batches:
             break
         x0 = first_tensor(batch).to(device)
-        losses = loss_fn(net, x0, generator)
+        losses = loss_fn(denoiser, x0, generator)
         total += float(losses.sum())
         count += losses.numel()
-    net.train(was_training)
+    denoiser.train(was_training)
     return total / max(count, 1)
 
 
@@ -67,22 +67,22 @@ class TrainState:
 
 
 class Trainer:
-    """Runs ``train.steps`` optimizer steps and logs to ``metrics.jsonl``."""
+    """Runs ``train.steps`` optimizer steps of a denoiser network and logs to ``metrics.jsonl``."""
 
     def __init__(self, recipe, parts, device: torch.device, run_dir: Path, *,
-                 on_sample_grid: Callable[[int, torch.nn.Module], None] | None = None,
+                 on_sample_grid: Callable[[int, Preconditioned], None] | None = None,
                  on_checkpoint: Callable[["Trainer"], None] | None = None):
         cfg = recipe.train
         self.recipe, self.cfg, self.device, self.run_dir = recipe, cfg, device, run_dir
         self.net = parts.net.to(device).train()
-        self.param = Parameterization(cfg.target, cfg.sigma_data)
-        self.loss_fn = DiffusionLoss(parts.schedule, self.param, cfg.weighting, cfg.min_snr_gamma)
-        trainable = [p for p in self.net.parameters() if p.requires_grad]
-        self.steps = cfg.steps if trainable else 0  # an analytic denoiser has nothing to train
-        self.optimizer = torch.optim.AdamW(trainable or [torch.zeros(1, requires_grad=True)], lr=cfg.lr,
+        self.loss_fn = DiffusionLoss(cfg.weighting, cfg.min_snr_gamma)
+        self.steps = cfg.steps
+        self.optimizer = torch.optim.AdamW([p for p in self.net.parameters() if p.requires_grad], lr=cfg.lr,
                                            weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_lambda(cfg.warmup_steps))
         self.ema = EMA(self.net, cfg.ema_decay)
+        self.denoiser = Preconditioned(self.net, parts.schedule, cfg.target, cfg.sigma_data)
+        self.ema_denoiser = Preconditioned(self.ema.model, parts.schedule, cfg.target, cfg.sigma_data)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
         self.state = TrainState()
         self.on_sample_grid = on_sample_grid
@@ -104,13 +104,15 @@ class Trainer:
     def validate(self) -> tuple[float, float]:
         max_batches = self.recipe.eval.val_batches
         with self.autocast:
-            raw = validation_loss(self.net, self.loss_fn, self.val_loader, self.device, max_batches, self.val_seed)
-            ema = validation_loss(self.ema.model, self.loss_fn, self.val_loader, self.device, max_batches, self.val_seed)
+            raw = validation_loss(self.denoiser, self.loss_fn, self.val_loader, self.device, max_batches,
+                                  self.val_seed)
+            ema = validation_loss(self.ema_denoiser, self.loss_fn, self.val_loader, self.device, max_batches,
+                                  self.val_seed)
         return raw, ema
 
     def step(self, x0: torch.Tensor) -> float:
         with self.autocast:
-            loss = self.loss_fn(self.net, x0).mean()
+            loss = self.loss_fn(self.denoiser, x0).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
@@ -155,7 +157,7 @@ class Trainer:
                 record.update(val_loss=state.val_loss, val_loss_ema=state.val_loss_ema)
                 interval_start = time.perf_counter()  # keep validation out of images/s
             if cfg.sample_every and step % cfg.sample_every == 0 and step != self.steps and self.on_sample_grid:
-                self.on_sample_grid(step, self.ema.model)
+                self.on_sample_grid(step, self.ema_denoiser)
                 interval_start = time.perf_counter()
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != self.steps and self.on_checkpoint:
                 self.on_checkpoint(self)

@@ -11,8 +11,7 @@ from rich.console import Console
 
 from sandbox import cli, hookimpl
 from sandbox.doctor import BAD, DIVERGED, FAILED, INACCURATE, NONFINITE, NOT_RUN, OK, render, run_doctor
-from sandbox.plugins import load_entry_points, new_plugin_manager
-from sandbox.registry import collect, get_registry
+from sandbox.registry import get_registry, load_registry
 from sandbox.targets import TARGETS
 
 REGISTRY = get_registry()
@@ -89,13 +88,7 @@ class BrokenSamplers:
 
 @pytest.fixture
 def broken_registry():
-    pm = new_plugin_manager()
-    loaded, failures = load_entry_points(pm)
-    pm.register(BrokenSamplers(), name="broken-samplers")
-    try:
-        yield collect(pm, loaded, failures)
-    finally:
-        pm.unregister(name="broken-samplers")
+    return load_registry({"broken-samplers": BrokenSamplers()})
 
 
 def test_a_broken_sampler_is_marked_and_fails_the_doctor(broken_registry):

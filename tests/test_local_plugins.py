@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sandbox import cli, hookimpl
-from sandbox.errors import RecipeError
+from sandbox.errors import DuplicateComponentError, RecipeError
 from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry
 from sandbox.testing import fake_distribution
@@ -134,7 +134,6 @@ def test_module_name_and_command_line_path(tmp_path, monkeypatch):
     ("[typo.py]", "recipe key 'plugins[0]': '{tmp}/typo.py' failed to load as a plugin: PluginValidationError"),
     ("[invalid.py]", "recipe key 'plugins[0]': '{tmp}/invalid.py' failed to load as a plugin: plugin "
                      "'local:{tmp}/invalid.py' registered a schedule named 'Not A Name'"),
-    ("[clash.py]", "recipe key 'plugins': two schedules are named 'cosine'"),
     ("{{a: 1}}", "recipe key 'plugins' in {tmp}/bad.yaml: {{'a': 1}}; expected a list of module names"),
 ])
 def test_a_plugin_that_fails_stops_with_its_recipe_key(tmp_path, plugins, fragment, capsys):
@@ -199,3 +198,30 @@ def test_broken_installed_plugin_is_reported_by_the_cli_and_the_rest_works(modul
         assert reason in err
     assert not get_registry().failures, "the fake distribution is gone after the block"
     assert "sandbox_broken_nowhere" not in sys.modules
+
+
+CLASH = "from sandbox import hookimpl\n\n@hookimpl\ndef register_schedules(register):\n    register('cosine', 'x:y')\n"
+
+
+def test_a_local_plugin_reusing_a_name_disables_only_that_name(tmp_path, capsys, monkeypatch):
+    (tmp_path / "clash.py").write_text(CLASH)
+    (tmp_path / "my_plugin.py").write_text(PLUGIN)
+    uses = tmp_path / "uses.yaml"
+    uses.write_text("plugins: [clash.py, my_plugin.py]\n" + TINY.format(output=tmp_path / "runs")
+                    .replace("{name: symmetric, top: 5}", "{name: cosine}"))
+    with pytest.raises(DuplicateComponentError) as info:
+        load_recipe(uses)
+    message = str(info.value)
+    assert "recipe key 'schedule.name': two schedules are named 'cosine'" in message
+    assert "diffusion-sandbox" in message and "clash.py" in message and "SANDBOX_PREFER" in message
+    assert cli.main(["show", str(uses)]) == 2
+    assert "two schedules are named 'cosine'" in " ".join(capsys.readouterr().err.split())
+
+    other = tmp_path / "other.yaml"  # the clash does not concern a recipe that never names 'cosine'
+    other.write_text("plugins: [clash.py, my_plugin.py]\n" + TINY.format(output=tmp_path / "runs"))
+    recipe = load_recipe(other)
+    assert recipe.registry.clash("schedule", "cosine") and "cosine" not in recipe.registry.names("schedule")
+
+    monkeypatch.setenv("SANDBOX_PREFER", "clash.py")  # the user asks for the local one explicitly
+    preferred = load_recipe(uses)
+    assert preferred.registry.get("schedule", "cosine").plugin == f"local:{tmp_path / 'clash.py'}"

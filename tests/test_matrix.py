@@ -14,10 +14,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sandbox.loss import WEIGHTINGS, DiffusionLoss
+from sandbox.loss import DiffusionLoss
+from sandbox.precond import Preconditioned
+from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoiser
-from sandbox.targets import TARGETS, Denoiser, Parameterization
+from sandbox.targets import TARGETS, WEIGHTINGS, Target
 from sandbox.training import first_tensor
 
 REGISTRY = get_registry()
@@ -40,27 +42,25 @@ def small_mlp():
     return component.build(params, (2,))
 
 
-@pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("schedule_name", REGISTRY.names("schedule"))
-def test_every_schedule_and_target_trains_and_every_sampler_samples(schedule_name, target, toy, one_thread):
+def trains_and_samples(schedule_name: str, target: str, toy) -> None:
     train, val = toy
     schedule = REGISTRY.get("schedule", schedule_name).build()
-    param = Parameterization(target)
     for weighting in WEIGHTINGS:
         torch.manual_seed(0)
         net = small_mlp()
-        loss_fn = DiffusionLoss(schedule, param, weighting)
+        denoiser = Preconditioned(net, schedule, target)
+        loss_fn = DiffusionLoss(weighting)
 
         def val_loss():
             with torch.no_grad():
-                return float(loss_fn(net, val, torch.Generator().manual_seed(5)).mean())
+                return float(loss_fn(denoiser, val, torch.Generator().manual_seed(5)).mean())
 
         before = val_loss()
         opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
         batches = torch.Generator().manual_seed(1)
         for _ in range(STEPS):
             batch = train[torch.randint(len(train), (128,), generator=batches)]
-            loss = loss_fn(net, batch).mean()
+            loss = loss_fn(denoiser, batch).mean()
             assert torch.isfinite(loss), (weighting, float(loss))
             opt.zero_grad()
             loss.backward()
@@ -69,7 +69,7 @@ def test_every_schedule_and_target_trains_and_every_sampler_samples(schedule_nam
         after = val_loss()
         assert after < before, f"{schedule_name} / {target} / {weighting}: validation loss {before:.4g} -> {after:.4g}"
 
-    denoise = Denoiser(net.eval(), schedule, param)
+    denoise = denoiser.eval()
     noise = torch.randn(256, 2, generator=torch.Generator().manual_seed(2))
     for sampler_name in REGISTRY.names("sampler"):
         component = REGISTRY.get("sampler", sampler_name)
@@ -83,3 +83,23 @@ def test_every_schedule_and_target_trains_and_every_sampler_samples(schedule_nam
         assert out.shape == noise.shape, sampler_name
         assert bool(torch.isfinite(out).all()), f"{sampler_name} on {schedule_name} / {target}: non-finite samples"
         assert counter.nfe == sampler.nfe(schedule), sampler_name
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+@pytest.mark.parametrize("schedule_name", REGISTRY.names("schedule"))
+def test_every_schedule_and_target_trains_and_every_sampler_samples(schedule_name, target, toy, one_thread):
+    trains_and_samples(schedule_name, target, toy)
+
+
+def _flow(alpha, sigma, sigma_data):
+    """Flow matching's velocity u = eps - x_0 (Lipman et al. 2023): x_0 = (x_t - sigma u) / (alpha + sigma)."""
+    return 1.0 / (alpha + sigma), -sigma / (alpha + sigma), 1.0 / (alpha**2 + sigma**2).sqrt()
+
+
+@pytest.mark.parametrize("schedule_name", ["cosine", "edm"])
+def test_a_target_added_as_one_table_entry_trains_and_samples_with_every_sampler(schedule_name, toy, one_thread,
+                                                                                 monkeypatch):
+    monkeypatch.setitem(TARGETS, "flow", Target(_flow, description="u = eps - x0"))
+    assert load_recipe(None, ["dataset.name=toy2d", "schedule.name=cosine", "denoiser.name=mlp",
+                              "sampler.name=euler", "train.target=flow"]).train.target == "flow"
+    trains_and_samples(schedule_name, "flow", toy)

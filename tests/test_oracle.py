@@ -23,7 +23,9 @@ from sandbox.errors import RecipeError, SandboxError
 from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoiser
-from sandbox.targets import TARGETS, Denoiser, Parameterization
+from sandbox.precond import exact_denoise
+from sandbox.protocols import AnalyticDenoiser
+from sandbox.targets import TARGETS
 from sandbox_plugins.datasets.gaussian_mixture import Reference, gaussian_w2, mixture
 from sandbox_plugins.datasets.metrics import sliced_wasserstein
 
@@ -155,27 +157,26 @@ def test_invalid_parameters_name_the_recipe_key(overrides, key):
 def test_oracle_needs_a_dataset_with_a_closed_form(tmp_path):
     recipe = load_recipe(None, ["dataset.name=toy2d", "schedule.name=cosine", "denoiser.name=oracle",
                                 "sampler.name=ddim", "train.steps=0"])
-    with pytest.raises(RecipeError, match="recipe key 'denoiser.name': 'oracle' needs a dataset with a closed-form"):
+    with pytest.raises(RecipeError, match="recipe key 'denoiser.name': 'oracle'; expected a dataset with a closed-form"):
         build_parts(recipe, REGISTRY)
 
 
-def test_oracle_is_parameter_free_and_refuses_a_network_call():
+def test_oracle_is_an_analytic_denoiser_outside_the_network_path():
     oracle = REGISTRY.get("denoiser", "oracle").build(None, (2,))
-    assert oracle.is_analytic and sum(p.numel() for p in oracle.parameters()) == 0
-    with pytest.raises(SandboxError, match="bind_data"):
-        oracle.exact_x0(torch.zeros(1, 2), torch.ones(1, 1), torch.ones(1, 1))
-    oracle.bind_data(build())
-    with pytest.raises(SandboxError, match="analytic"):
-        oracle(torch.zeros(1, 2), torch.zeros(1))
+    assert isinstance(oracle, AnalyticDenoiser) and not isinstance(oracle, torch.nn.Module)
+    data = build()
+    x, alpha, sigma = torch.randn(3, 2), torch.full((3, 1), 0.8), torch.full((3, 1), 0.6)
+    assert torch.equal(oracle.bind(data)(x, alpha, sigma), data.exact_x0(x, alpha, sigma))
+    parts = build_parts(load_recipe(RECIPES / "oracle_mixture.yaml"))
+    assert parts.net is None and parts.exact_x0 is not None
 
 
 @pytest.fixture(scope="module")
 def oracle_setup():
     data = build()
-    oracle = REGISTRY.get("denoiser", "oracle").build(None, tuple(data.shape))
-    oracle.bind_data(data)
+    exact_x0 = REGISTRY.get("denoiser", "oracle").build(None, tuple(data.shape)).bind(data)
     noise = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0))
-    return data, oracle, noise
+    return data, exact_x0, noise
 
 
 def sample(oracle, noise, sampler_name, schedule_name, target):
@@ -183,8 +184,8 @@ def sample(oracle, noise, sampler_name, schedule_name, target):
     component = REGISTRY.get("sampler", sampler_name)
     params = component.default_params()
     if params is not None and hasattr(params, "steps"):
-        params.steps = steps_for_budget(component, schedule, SAMPLE_NFE, Denoiser(oracle, schedule, "x0"), (2,))
-    counter = CountingDenoiser(Denoiser(oracle, schedule, Parameterization(target)))
+        params.steps = steps_for_budget(component, schedule, SAMPLE_NFE, exact_denoise(oracle, schedule), (2,))
+    counter = CountingDenoiser(exact_denoise(oracle, schedule, target))
     out = component.build(params)(counter, noise, schedule, generator=torch.Generator().manual_seed(1))
     return out, counter.nfe
 
@@ -203,9 +204,10 @@ def test_every_sampler_and_schedule_samples_the_mixture_with_the_oracle(sampler_
         assert swd < SAMPLE_SWD, f"{sampler_name} / {schedule_name} / {target}: SWD {swd:.3f} at {nfe} NFE"
         outputs[target] = out
     # the oracle's x0 passes through each target's output form and back: the samples barely move
-    for target in TARGETS[1:]:
-        gap = float((outputs[target] - outputs[TARGETS[0]]).abs().max())
-        assert gap < 0.05, f"{target} differs from {TARGETS[0]} by {gap:.3g}"
+    first, *others = TARGETS
+    for target in others:
+        gap = float((outputs[target] - outputs[first]).abs().max())
+        assert gap < 0.05, f"{target} differs from {first} by {gap:.3g}"
 
 
 def test_recipe_runs_end_to_end_with_nothing_to_train(tmp_path, one_thread):

@@ -10,9 +10,8 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from sandbox.plugins import load_entry_points, new_plugin_manager
 from sandbox.recipe import load_recipe
-from sandbox.registry import collect
+from sandbox.registry import load_registry
 from sandbox.run import run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +26,7 @@ def test_readme_schedule_plugin_registers_trains_and_samples(monkeypatch, tiny_r
     module = types.ModuleType("sandbox_loglinear")
     monkeypatch.setitem(sys.modules, "sandbox_loglinear", module)
     exec(compile(python_blocks()[0], "README.md", "exec"), module.__dict__)
-    pm = new_plugin_manager()
-    loaded, failures = load_entry_points(pm)
-    pm.register(module, name="sandbox-loglinear")
-    registry = collect(pm, loaded, failures)
+    registry = load_registry({"sandbox-loglinear": module})
     component = registry.get("schedule", "loglinear")
     assert component.description == "Log-SNR linear in t."
 
@@ -43,7 +39,7 @@ def test_readme_schedule_plugin_registers_trains_and_samples(monkeypatch, tiny_r
         recipe = load_recipe(tiny_recipe, ["schedule.name=loglinear", "schedule.lambda_min=-12",
                                            f"sampler.name={sampler}", "sampler.steps=8", "train.steps=10",
                                            "train.sample_every=0"], registry=registry)
-        run = run_recipe(recipe, registry=registry, console=Console(record=True))
+        run = run_recipe(recipe, console=Console(record=True))
         samples = torch.load(run / "samples" / "final.pt")
         assert bool(torch.isfinite(samples).all())
 

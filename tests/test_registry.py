@@ -11,9 +11,10 @@ import pluggy
 import pytest
 
 from sandbox import hookimpl
-from sandbox.errors import RegistryError
-from sandbox.plugins import load_entry_points, new_plugin_manager
-from sandbox.registry import KINDS, collect, get_registry
+from sandbox import cli
+from sandbox.errors import DuplicateComponentError, RegistryError
+from sandbox.plugins import new_plugin_manager
+from sandbox.registry import KINDS, collect, get_registry, load_registry, use_registry
 
 
 @dataclass
@@ -64,9 +65,7 @@ def third_party(monkeypatch):
 
 
 def fresh_registry():
-    pm = new_plugin_manager()
-    loaded, failures = load_entry_points(pm)
-    return collect(pm, loaded, failures)
+    return load_registry()
 
 
 def test_builtins_register_through_entry_points():
@@ -131,17 +130,29 @@ class DuplicateCosine:
         register("cosine", build_half, params=HalfParams)
 
 
-def test_duplicate_name_is_an_error_naming_both_providers():
-    pm = new_plugin_manager()
-    loaded, failures = load_entry_points(pm)
-    pm.register(DuplicateCosine(), name="duplicate-cosine")
-    try:
-        with pytest.raises(RegistryError) as info:
-            collect(pm, loaded, failures)
-    finally:
-        pm.unregister(name="duplicate-cosine")
+def test_duplicate_name_disables_only_that_name_and_names_both_providers(capsys):
+    registry = load_registry({"duplicate-cosine": DuplicateCosine()})
+    assert "cosine" not in registry.names("schedule") and "linear" in registry.names("schedule")
+    assert sorted(c.plugin for c in registry.clash("schedule", "cosine")) == ["duplicate-cosine", "schedules"]
+    with pytest.raises(DuplicateComponentError) as info:
+        registry.get("schedule", "cosine", key="schedule.name")
     message = str(info.value)
-    assert "cosine" in message and "duplicate-cosine" in message and "diffusion-sandbox" in message
+    assert message.startswith("recipe key 'schedule.name': two schedules are named 'cosine'")
+    assert "duplicate-cosine" in message and "diffusion-sandbox" in message and "SANDBOX_PREFER" in message
+    with use_registry(registry):  # every command still works; list and plugins show the clash
+        assert cli.main(["list"]) == 0
+        out, err = capsys.readouterr()
+        assert "disabled" in out and "schedule 'cosine' is registered by" in " ".join(err.split())
+        assert cli.main(["plugins"]) == 0
+        assert "schedule cosine (clash)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_sandbox_prefer_overrides_a_builtin_on_purpose(monkeypatch):
+    monkeypatch.setenv("SANDBOX_PREFER", "duplicate-cosine")
+    registry = load_registry({"duplicate-cosine": DuplicateCosine()})
+    assert registry.get("schedule", "cosine").plugin == "duplicate-cosine"
+    assert registry.get("schedule", "cosine").build(None) == ("half", 0.5)
+    assert len(registry.clash("schedule", "cosine")) == 2  # still reported
 
 
 class BadRegistration:
@@ -152,13 +163,7 @@ class BadRegistration:
 
 
 def test_invalid_registration_is_recorded_as_a_failure_of_that_plugin():
-    pm = new_plugin_manager()
-    loaded, failures = load_entry_points(pm)
-    pm.register(BadRegistration(), name="bad-registration")
-    try:
-        registry = collect(pm, loaded, failures)
-    finally:
-        pm.unregister(name="bad-registration")
+    registry = load_registry({"bad-registration": BadRegistration()})
     assert "fine" not in registry.names("sampler"), "a broken plugin's partial registrations are dropped"
     assert "ddim" in registry.names("sampler")
     assert any("Not A Name" in f.reason for f in registry.failures)
@@ -210,3 +215,39 @@ def test_trace_switch_prints_hook_calls(monkeypatch, capsys):
     monkeypatch.setenv("SANDBOX_TRACE", "1")
     fresh_registry()
     assert "register_schedules" in capsys.readouterr().err
+
+
+def test_plugin_calling_sys_exit_while_loading_is_a_broken_plugin(monkeypatch):
+    class Exits(types.ModuleType):
+        def __getattr__(self, name):
+            raise SystemExit(3)
+
+    real = list(importlib.metadata.distributions())
+    dists = real + [FakeDist("sandbox-exits", "0.1", [ep("exits", "sandbox_exits:attr")])]
+    monkeypatch.setitem(sys.modules, "sandbox_exits", Exits("sandbox_exits"))
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: iter(dists))
+    registry = fresh_registry()
+    assert [(f.distribution, f.reason) for f in registry.failures] == [("sandbox-exits",
+                                                                          "called sys.exit(3) while loading")]
+    assert "cosine" in registry.names("schedule")
+
+
+def test_module_without_hook_implementations_and_unknown_selection_warn(monkeypatch, capsys):
+    def register_schedules(register):  # the forgotten @hookimpl
+        register("forgotten", build_half)
+
+    fake_module(monkeypatch, "sandbox_forgot", register_schedules=register_schedules)
+    real = list(importlib.metadata.distributions())
+    dists = real + [FakeDist("sandbox-forgot", "0.1", [ep("forgot", "sandbox_forgot")])]
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: iter(dists))
+    monkeypatch.setenv("SANDBOX_PLUGINS", "sandbox-forgot,sandbox-typo-in-name")
+    monkeypatch.setenv("SANDBOX_TRACE", "1")
+    registry = fresh_registry()
+    assert any("sandbox-forgot:forgot" in w and "@sandbox.hookimpl" in w for w in registry.warnings)
+    assert any("'sandbox-typo-in-name'" in w and "no installed distribution" in w for w in registry.warnings)
+    assert "@sandbox.hookimpl" in capsys.readouterr().err  # SANDBOX_TRACE prints them as they happen
+    monkeypatch.delenv("SANDBOX_TRACE")
+    with use_registry(registry):
+        assert cli.main(["plugins"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "implements no hook" in err and "sandbox-typo-in-name" in err

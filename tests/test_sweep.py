@@ -10,8 +10,7 @@ from rich.console import Console
 
 from sandbox import cli, hookimpl
 from sandbox.errors import RecipeError
-from sandbox.plugins import load_entry_points, new_plugin_manager
-from sandbox.registry import collect
+from sandbox.registry import load_registry
 from sandbox.sweep import gpu_for, merge_axes, parse_axis, plan_sweep, plan_table, run_sweep
 
 FAST = ["train.steps=10", "train.val_every=5", "train.sample_every=0", "eval.num_samples=32"]
@@ -130,13 +129,7 @@ class BrokenDenoiser:
 
 @pytest.fixture
 def registry_with_broken():
-    pm = new_plugin_manager()
-    loaded, failures = load_entry_points(pm)
-    pm.register(BrokenDenoiser(), name="broken-denoiser")
-    try:
-        yield collect(pm, loaded, failures)
-    finally:
-        pm.unregister(name="broken-denoiser")
+    return load_registry({"broken-denoiser": BrokenDenoiser()})
 
 
 def test_invalid_and_failing_cells_are_recorded_and_the_rest_runs(tiny_recipe, registry_with_broken):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sandbox import hookimpl
-from sandbox.data import DataSplits
+from sandbox.protocols import DataSplits
 from sandbox.errors import RecipeError
 from sandbox.registry import get_registry
 from sandbox.sampling import prior
@@ -159,6 +159,35 @@ def test_reference_schedule_passes():
     check_schedule(VP(), samplers=["ddim", "ddpm"])
 
 
+class NeverPureNoise(VP):
+    """Log-SNR from 8 down to only 0: at t = 1 half the signal is left."""
+
+    def alpha_sigma(self, t):
+        lambda_ = 8.0 - 8.0 * torch.as_tensor(t)
+        return torch.sigmoid(lambda_).sqrt(), torch.sigmoid(-lambda_).sqrt()
+
+
+def test_a_schedule_that_never_reaches_noise_fails_with_its_likely_cause():
+    with pytest.raises(AssertionError) as info:
+        check_schedule(NeverPureNoise(), samplers=["ddim"])
+    message = str(info.value)
+    assert message.startswith("schedule NeverPureNoise with sampler 'ddim': with the exact denoiser")
+    assert "50 denoiser calls" in message and "tolerance 0.05" in message
+    assert "Likely cause: the schedule never reaches pure noise" in message and "alpha = 0.707" in message
+
+
+def test_checking_a_schedule_uses_only_the_builtin_samplers():
+    class Broken:
+        @hookimpl
+        def register_samplers(self, register):
+            register("broken-sampler", lambda params: ReturnsNoise())
+
+    with register_plugin(Broken()) as registry:
+        check_schedule(VP(), registry=registry)  # an unrelated, broken sampler plugin cannot fail it
+        with pytest.raises(AssertionError, match="with sampler 'broken-sampler'"):
+            check_schedule(VP(), registry=registry, samplers=["broken-sampler"])
+
+
 @pytest.mark.parametrize("schedule, message", [
     (RisingLogSNR(), r"log_snr\(t\) must not increase with t; it rises after t = \[0\.5"),
     (NotEndingAtZero(), r"timesteps\(1\) must run from 1 to exactly 0"),
@@ -244,8 +273,8 @@ def test_reference_sampler_passes():
     (IgnoresGenerator(), "does not honour its generator"),
     (ShortCallback(), r"callback got \['i', 'x'\]; expected a dict with keys \['denoised', 'i', 't', 'x'\]"),
     (WrongNFE(), r"made 50 denoiser calls but nfe\(schedule\) says 51"),
-    (ReturnsNoise(), r"samples have mean \[.*\] and std \[.*\] \(tolerance 0.05\)"),
-    (NoCallbackKeyword(), "must accept the keyword 'callback'"),
+    (ReturnsNoise(), r"and 50 denoiser calls, 4000 samples have mean \[.*\] and std \[.*\] \(tolerance 0.05 on each\)"),
+    (NoCallbackKeyword(), r"has no keyword 'callback'; expected sampler\(denoise, noise, schedule, \*, generator"),
     (InPlace(), "changed the noise tensor in place"),
 ], ids=lambda value: type(value).__name__ if isinstance(value, Reference) else "")
 def test_broken_sampler_fails_with_a_clear_message(sampler, message):
@@ -305,7 +334,7 @@ def _splits(**overrides) -> DataSplits:
 
 @pytest.mark.parametrize("splits, message", [
     (_splits(), None),
-    ({"train": [], "val": []}, r"returned dict; expected sandbox.data.DataSplits"),
+    ({"train": [], "val": []}, r"returned dict; expected sandbox.protocols.DataSplits"),
     (_splits(shape=(3,)), r"train\[0\] has shape \(2,\); expected \(3,\)"),
     (_splits(train=torch.zeros(0, 2)), r"the train split is empty"),
     (_splits(val=torch.arange(16).reshape(8, 2)), r"val\[0\] is Tensor; expected a float tensor"),

@@ -9,6 +9,7 @@ import torch
 
 from sandbox.ema import EMA
 from sandbox.loss import DiffusionLoss
+from sandbox.precond import Preconditioned
 from sandbox.registry import get_registry
 from sandbox.training import validation_loss, warmup_lambda
 
@@ -49,19 +50,20 @@ def test_loss_is_the_mse_of_the_epsilon_target():
     eps = torch.randn(x0.shape, generator=g)
     oracle = Oracle()
     oracle.eps = eps
-    loss = DiffusionLoss(schedule, "epsilon")(oracle, x0, torch.Generator().manual_seed(3))
+    denoiser = Preconditioned(oracle, schedule, "epsilon")
+    loss = DiffusionLoss()(denoiser, x0, torch.Generator().manual_seed(3))
     assert float(loss.max()) < 1e-10
     oracle.eps = torch.zeros_like(eps)
-    loss = DiffusionLoss(schedule, "epsilon")(oracle, x0, torch.Generator().manual_seed(3))
+    loss = DiffusionLoss()(denoiser, x0, torch.Generator().manual_seed(3))
     assert torch.allclose(loss, eps.pow(2).mean(1), atol=1e-6)
     assert t.shape == (16,)
 
 
 def test_validation_loss_uses_the_same_draws_each_time():
     schedule = get_registry().get("schedule", "cosine").build()
-    zero = _Wrap(lambda x, c: torch.zeros_like(x))
+    zero = Preconditioned(_Wrap(lambda x, c: torch.zeros_like(x)), schedule, "epsilon")
     data = torch.utils.data.DataLoader(torch.randn(40, 2), batch_size=16)
-    loss_fn = DiffusionLoss(schedule, "epsilon")
+    loss_fn = DiffusionLoss()
     values = [validation_loss(zero, loss_fn, data, torch.device("cpu"), 0, seed=1) for _ in range(2)]
     assert values[0] == values[1]
     assert math.isclose(values[0], 1.0, rel_tol=0.35)  # E||eps||^2 / d = 1 for a zero predictor

@@ -1,0 +1,230 @@
+"""The plugin contract, stated once: every type a plugin implements or receives.
+
+A plugin implements the hooks of :mod:`sandbox.hookspecs`; each hook is
+handed a :class:`Register` callable and records components with it. The
+``build`` of each kind is called one way:
+
+===========  =======================  ==============================================================
+kind         ``build`` call           returns
+===========  =======================  ==============================================================
+dataset      ``build(params)``        :class:`DataSplits`
+schedule     ``build(params)``        a :class:`Schedule`
+denoiser     ``build(params, shape)``  a :class:`DenoiserNetwork` (trained), or an
+                                      :class:`AnalyticDenoiser` (exact, nothing to train)
+sampler      ``build(params)``        a :class:`Sampler`
+===========  =======================  ==============================================================
+
+``params`` is an instance of the dataclass given at registration (``None``
+when the component registered none). A params dataclass checks its own
+ranges in ``__post_init__`` and raises :class:`sandbox.errors.ParameterError`
+with the field's name; the engine adds the recipe section, so ``sandbox show``
+and ``sandbox sweep --dry-run`` reject a bad value before anything is built.
+
+Three things take part in denoising, with three names:
+
+* the **denoiser network** ``F`` (:class:`DenoiserNetwork`), the trainable
+  module a recipe's ``denoiser:`` section chooses, sees only
+  ``F(c_in x_t, c_noise)``;
+* the **preconditioned denoiser** ``D`` (:class:`sandbox.precond.Preconditioned`)
+  wraps it with a prediction target's scalings,
+  ``D(x_t, t) = c_skip x_t + c_out F(c_in x_t, c_noise)`` (Karras et al. 2022, eq. 7);
+* the **denoise function** (:class:`Denoise`) is what a sampler calls:
+  ``denoise(x_t, t)`` returns the estimate of ``x_0``.
+
+This module imports torch; ``import sandbox`` does not (the names are
+re-exported from :mod:`sandbox` lazily).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol, TypedDict, Union, runtime_checkable
+
+import torch
+
+#: what ``build`` may be given as: the callable itself, or a lazy ``"module:attr"`` path
+Build = Union[Callable[..., Any], str]
+
+
+class Register(Protocol):
+    """The callable each ``register_*`` hook receives: ``register(name, build, *, params=None, description=None)``.
+
+    ``name`` is lower-case letters, digits, ``_`` or ``-``, starting with a
+    letter, and must be unique within its kind. ``build`` is a callable or a
+    ``"module:attr"`` string imported only when the component is used (so
+    ``sandbox list`` stays fast and torch-free). ``params`` is a dataclass
+    type of the component's typed parameters, against which recipe values
+    are validated; its docstring's first line is the default ``description``.
+    """
+
+    def __call__(self, name: str, build: Build, *, params: Optional[type] = None,
+                 description: Optional[str] = None) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+
+#: ``exact_x0(x_t, alpha, sigma) -> E[x_0 | x_t]`` for ``x_t = alpha x_0 + sigma eps``;
+#: ``alpha`` and ``sigma`` broadcast against ``x_t`` (one value per item).
+ExactX0 = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class DataSplits:
+    """What a dataset's ``build(params)`` returns.
+
+    ``train`` and ``val`` are ``torch.utils.data.Dataset`` objects whose items
+    are float tensors of ``shape`` (or tuples whose first element is one),
+    scaled so the data has roughly unit scale: images in [-1, 1].
+    """
+
+    train: Any                                   #: training split (a torch Dataset)
+    val: Any                                     #: held-out split: validation loss and real-data scores
+    shape: tuple[int, ...]                       #: shape of one item, e.g. (3, 32, 32) or (2,)
+    render: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    """``render(samples) -> Tensor[3, H, W]`` in [0, 1]: one picture of a batch; images get a grid by default."""
+    evaluate: Optional[Callable[[torch.Tensor], dict[str, float]]] = None
+    """``evaluate(samples) -> {metric: value}``; the engine scores generated samples and as many held-out
+    real items, so every quality figure is reported next to the real data's."""
+    description: str = ""                        #: one line shown in the run's header
+    exact_x0: Optional[ExactX0] = None
+    """The data's exact denoiser in closed form, where one is known (read by analytic denoisers)."""
+
+
+# ------------------------------------------------------------------------------------------------ schedules
+
+
+@runtime_checkable
+class Schedule(Protocol):
+    """A Gaussian forward process ``x_t = alpha(t) x_0 + sigma(t) eps`` over t in [0, 1].
+
+    Notation of Kingma et al. (2021), "Variational Diffusion Models"; t = 0
+    is clean data, t = 1 (nearly) pure noise. Only :meth:`alpha_sigma` is
+    required: subclass :class:`Schedule` explicitly to inherit the defaults
+    below (the base class :class:`sandbox.schedule.Schedule` is this one).
+    Training draws t with :meth:`sample_t`; every sampler steps on
+    :meth:`timesteps` and reads ``alpha``, ``sigma`` there, so any schedule
+    works with any sampler. A sampler that moves to a noise level off the
+    grid (Heun's churn, Karras et al. 2022, Algorithm 2) finds its time with
+    :meth:`t_from_log_snr`.
+    """
+
+    #: number of points of a discrete schedule's grid (DDPM's T), or None for a continuous one
+    num_steps: Optional[int] = None
+
+    def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Signal and noise scales ``(alpha(t), sigma(t))``, each of ``t``'s shape, dtype and device."""
+        ...
+
+    def log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        """``lambda(t) = log(alpha^2 / sigma^2)``, non-increasing in t."""
+        alpha, sigma = self.alpha_sigma(t)
+        return 2.0 * (torch.log(alpha) - torch.log(sigma))
+
+    def t_from_log_snr(self, lambda_: torch.Tensor) -> torch.Tensor:
+        """The time ``t`` in [0, 1] with ``log_snr(t) = lambda_`` (float64, ``lambda_``'s shape).
+
+        The default inverts the monotone :meth:`log_snr` by vectorised
+        bisection on [0, 1]: 64 halvings, exact to float64 resolution. A
+        ``lambda_`` above ``log_snr(0)`` gives 0, one below ``log_snr(1)``
+        gives 1; on a flat stretch any time of the stretch may come back.
+        """
+        lambda_ = torch.as_tensor(lambda_, dtype=torch.float64)
+        lo, hi = torch.zeros_like(lambda_), torch.ones_like(lambda_)
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            above = self.log_snr(mid).to(torch.float64) > lambda_  # log_snr decreases: the root is later
+            lo = torch.where(above, mid, lo)
+            hi = torch.where(above, hi, mid)
+        return hi
+
+    def c_noise(self, t: torch.Tensor) -> torch.Tensor:
+        """The noise-level input of the network for targets that use the schedule's: ``1000 t`` (DDPM's scale)."""
+        return 1000.0 * t
+
+    def timesteps(self, steps: int) -> torch.Tensor:
+        """At most ``steps + 1`` strictly descending float64 times from 1 to exactly 0."""
+        return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+
+    def sample_t(self, n: int, generator: Optional[torch.Generator] = None,
+                 device: Optional[torch.device] = None) -> torch.Tensor:
+        """``n`` training times in (0, 1] (float32 on ``device``), drawn with ``generator``: uniform by default."""
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device if generator else None)
+        return (1.0 - u).to(device=device, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------------------------------ denoisers
+
+
+@runtime_checkable
+class DenoiserNetwork(Protocol):
+    """The trainable network ``F`` a recipe's ``denoiser:`` section chooses: a ``torch.nn.Module``.
+
+    ``build(params, shape)`` gets the data's item shape. ``forward(x, c_noise)``
+    receives ``x = c_in x_t`` of shape ``(B, *shape)`` and ``c_noise`` of shape
+    ``(B,)``, both float32 (or the autocast dtype), and returns a tensor of
+    ``x``'s shape and dtype. ``c_noise`` is the prediction target's noise
+    input (:data:`sandbox.targets.TARGETS`): ``1000 t`` for epsilon, x0 and v
+    (so in [0, 1000]), ``ln(sigma / alpha) / 4`` for EDM (about -1.6 to 1.1);
+    embed it with sinusoidal features, not as a table index.
+    """
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class AnalyticDenoiser(Protocol):
+    """A denoiser with nothing to train: the data's exact ``E[x_0 | x_t]``.
+
+    The engine trains nothing for it and samples with the exact answer; the
+    network path (loss, optimizer, preconditioning) never sees it.
+    ``bind(data)`` returns the exact denoiser of that data, or raises
+    :class:`sandbox.errors.RecipeError` when the data has no closed form.
+    """
+
+    def bind(self, data: DataSplits) -> ExactX0: ...
+
+
+class Denoise(Protocol):
+    """What a sampler calls: ``denoise(x_t, t)`` returns the estimate of ``x_0`` (``x_t``'s shape and dtype).
+
+    ``t`` is a Python float (one time for the batch) or a tensor of one time
+    per item, in [0, 1]. Samplers receive a counting wrapper: every call is
+    one network evaluation (NFE).
+    """
+
+    def __call__(self, x_t: torch.Tensor, t: Union[float, torch.Tensor]) -> torch.Tensor: ...
+
+
+# ------------------------------------------------------------------------------------------------ samplers
+
+
+class StepInfo(TypedDict):
+    """The one dict a sampler passes to ``callback`` per step (after k-diffusion's samplers)."""
+
+    x: torch.Tensor          #: the current state x_t, before the step
+    i: int                   #: step index, 0, 1, 2, ...
+    t: float                 #: the time of x
+    denoised: torch.Tensor   #: the denoise function's estimate of x_0 at (x, t)
+
+
+Callback = Callable[[StepInfo], None]
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """``sampler(denoise, noise, schedule, *, generator=None, callback=None) -> x_0`` and ``nfe(schedule)``.
+
+    ``noise`` is standard Gaussian noise of the output shape (unit variance,
+    not x_T): the sampler scales it to the marginal at its first time with
+    :func:`sandbox.sampling.prior`, and must not change it in place.
+    Every random draw uses ``generator`` (``torch.randn(..., generator=generator)``),
+    so one seed gives one result whatever the global RNG. ``callback``, when
+    given, gets one :class:`StepInfo` per step. The result has ``noise``'s
+    shape. Both methods are required: ``nfe(schedule)`` is the exact number
+    of ``denoise`` calls one ``__call__`` makes on that schedule.
+    """
+
+    def __call__(self, denoise: Denoise, noise: torch.Tensor, schedule: Schedule, *,
+                 generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None) -> torch.Tensor: ...
+
+    def nfe(self, schedule: Schedule) -> int: ...
