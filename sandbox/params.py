@@ -43,6 +43,12 @@ def at_least(obj: Any, key: str, minimum: float, *, optional: bool = False) -> N
         raise ParameterError(key, value, f"{'an integer' if integer else 'a number'} >= {minimum:g}")
 
 
+def finite(obj: Any, *keys: str) -> None:
+    """Each ``obj.<key>`` is a finite number."""
+    for key in keys:
+        _number(obj, key, False)
+
+
 def positive(obj: Any, *keys: str) -> None:
     """Each ``obj.<key>`` is a finite number > 0."""
     for key in keys:

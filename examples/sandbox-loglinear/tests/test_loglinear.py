@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from sandbox.errors import RecipeError
+from sandbox.errors import ParameterError, RecipeError
+from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry
 from sandbox.testing import check_schedule
 from sandbox_loglinear import LogLinearParams
@@ -24,7 +25,7 @@ def test_registered_through_its_entry_point():
 @pytest.mark.parametrize("params", [LogLinearParams(), LogLinearParams(lambda_max=6.0, lambda_min=-14.0)],
                          ids=["default", "shifted"])
 def test_conforms_to_the_schedule_contract(params):
-    """Shapes, monotone log-SNR, time grid, training times, inverse, and every registered sampler."""
+    """Shapes, monotone log-SNR, time grid, training times, inverse, and every built-in sampler."""
     check_schedule("loglinear", params)
 
 
@@ -51,8 +52,11 @@ def test_float32_times_keep_their_dtype_and_stay_accurate():
 
 
 def test_bounds_in_the_wrong_order_name_the_recipe_key():
-    with pytest.raises(RecipeError, match="schedule.lambda_max"):
-        build(LogLinearParams(lambda_max=-1.0, lambda_min=1.0))
+    with pytest.raises(ParameterError, match="lambda_min"):
+        LogLinearParams(lambda_max=-1.0, lambda_min=1.0)
+    with pytest.raises(RecipeError, match=r"recipe key 'schedule.lambda_min': 12.0; expected a log-SNR below"):
+        load_recipe(None, ["dataset.name=toy2d", "schedule.name=loglinear", "schedule.lambda_min=12",
+                           "denoiser.name=mlp", "sampler.name=ddim"])
 
 
 def test_importing_the_plugin_does_not_import_torch():

@@ -8,6 +8,8 @@ recipe uses it.
 from dataclasses import dataclass
 
 from sandbox import hookimpl
+from sandbox.errors import ParameterError
+from sandbox.params import finite
 
 __version__ = "0.1.0"
 
@@ -18,6 +20,12 @@ class LogLinearParams:
 
     lambda_max: float = 10.0   # log-SNR at t = 0 (almost clean data)
     lambda_min: float = -10.0  # log-SNR at t = 1 (almost pure noise)
+
+    def __post_init__(self) -> None:
+        """Checked when the recipe is loaded, so ``sandbox show`` already rejects a bad pair."""
+        finite(self, "lambda_max", "lambda_min")
+        if not self.lambda_min < self.lambda_max:
+            raise ParameterError("lambda_min", self.lambda_min, f"a log-SNR below lambda_max ({self.lambda_max})")
 
 
 @hookimpl

@@ -10,17 +10,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sandbox.errors import RecipeError
-from sandbox.schedule import Schedule
+from sandbox import Schedule
 
 
 class LogLinearSchedule(Schedule):
     """``lambda(t)`` falls linearly from ``lambda_max`` at t = 0 to ``lambda_min`` at t = 1."""
 
     def __init__(self, lambda_max: float = 10.0, lambda_min: float = -10.0):
-        if not lambda_max > lambda_min:
-            raise RecipeError(f"recipe key 'schedule.lambda_max': {lambda_max}; expected a value above "
-                              f"schedule.lambda_min ({lambda_min}), as the log-SNR must fall with t")
         self.lambda_max = float(lambda_max)
         self.lambda_min = float(lambda_min)
 
