@@ -314,7 +314,7 @@ def render(report: Report, *, title: str | None = None) -> Table:
 def worse_than_prior(report: Report) -> int:
     """Passing cells that score worse than the starting noise."""
     prior = report.prior.get("swd", math.inf)
-    return sum(1 for row in report.rows for c in row.cells if c.status == OK and c.swd > prior)
+    return sum(1 for row in report.rows for c in row.cells if c.status == OK and c.swd is not None and c.swd > prior)
 
 
 def _cell_text(cell: Cell, prior: float = math.inf) -> str:
@@ -325,9 +325,10 @@ def _cell_text(cell: Cell, prior: float = math.inf) -> str:
         return f"[bold red]failed[/]{nfe}"
     if cell.status == NONFINITE:
         return f"[bold red]nan[/]{nfe}"
-    text = f"{cell.swd:.3f}{nfe}"
+    swd = cell.swd if cell.swd is not None else math.nan
+    text = f"{swd:.3f}{nfe}"
     if cell.status == OK:
-        return f"[yellow]{text}[/]" if cell.swd > prior else text
+        return f"[yellow]{text}[/]" if swd > prior else text
     return f"[bold red]{text} {cell.status}[/]"
 
 

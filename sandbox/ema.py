@@ -23,7 +23,7 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        ema = [p for p in self.model.parameters()]
+        ema: list[torch.Tensor] = list(self.model.parameters())
         src = [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(ema, src, 1.0 - d)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):

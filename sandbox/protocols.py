@@ -192,7 +192,7 @@ class Denoise(Protocol):
     one network evaluation (NFE).
     """
 
-    def __call__(self, x_t: torch.Tensor, t: Union[float, torch.Tensor]) -> torch.Tensor: ...
+    def __call__(self, x_t: torch.Tensor, t: Union[float, torch.Tensor], /) -> torch.Tensor: ...
 
 
 # ------------------------------------------------------------------------------------------------ samplers
@@ -224,7 +224,7 @@ class Sampler(Protocol):
     of ``denoise`` calls one ``__call__`` makes on that schedule.
     """
 
-    def __call__(self, denoise: Denoise, noise: torch.Tensor, schedule: Schedule, *,
+    def __call__(self, denoise: Denoise, noise: torch.Tensor, schedule: Schedule, /, *,
                  generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None) -> torch.Tensor: ...
 
     def nfe(self, schedule: Schedule) -> int: ...

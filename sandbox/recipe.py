@@ -209,14 +209,15 @@ def _local_registry(specs: list[str], registry: Registry | None) -> Registry:
     return extended
 
 
-def _parse_overrides(overrides: list[str]) -> dict:
+def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise RecipeError(f"override '{item}': expected key=value, for example train.steps=200")
     try:
-        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)
     except OmegaConfBaseException as exc:
         raise RecipeError(f"overrides {' '.join(overrides)}: {str(exc).splitlines()[0]}") from exc
+    return {str(k): v for k, v in parsed.items()} if isinstance(parsed, dict) else {}
 
 
 def _explain(exc: OmegaConfBaseException, prefix: str = "") -> RecipeError:

@@ -24,6 +24,8 @@ class DiscreteSchedule(Schedule):
     points the log-SNR is interpolated linearly.
     """
 
+    num_steps: int
+
     def __init__(self, betas: torch.Tensor):
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or not bool(((betas > 0) & (betas < 1)).all()):

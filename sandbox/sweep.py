@@ -129,9 +129,11 @@ def split_list(text: str) -> list[str]:
 def parse_value(text: str) -> Any:
     """A value as a dot-list override reads it: ints, floats, bools, null, lists, mappings, else a string."""
     try:
-        return OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))
     except OmegaConfBaseException as exc:
         raise ValueError(str(exc).splitlines()[0]) from exc
+    assert isinstance(parsed, dict)
+    return parsed["v"]
 
 
 def parse_axis(text: str) -> Axis:

@@ -425,7 +425,7 @@ def fake_distribution(name: str, version: str, entry_points: dict[str, str],
         yield from real(**kwargs)
         yield _FakeDistribution(name, version, eps)
 
-    importlib.metadata.distributions = distributions  # type: ignore[assignment]
+    importlib.metadata.distributions = distributions
     sys.modules.update(modules or {})
     try:
         with use_registry(load_registry()):
