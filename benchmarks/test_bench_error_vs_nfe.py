@@ -26,7 +26,7 @@ import torch
 from sandbox.doctor import MIXTURE, steps_for_budget
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoiser
-from sandbox.targets import Denoiser
+from sandbox.precond import exact_denoise
 
 REGISTRY = get_registry()
 SCHEDULE = "cosine"
@@ -45,8 +45,7 @@ def setup():
     for key, value in {**MIXTURE, "n_val": SAMPLES}.items():
         setattr(params, key, value)
     data = component.build(params)
-    oracle = REGISTRY.get("denoiser", "oracle").build(None, tuple(data.shape))
-    oracle.bind_data(data)
+    oracle = REGISTRY.get("denoiser", "oracle").build(None, tuple(data.shape)).bind(data)  # the exact E[x0 | x_t]
     schedule = REGISTRY.get("schedule", SCHEDULE).build(None)
     noise = torch.randn(SAMPLES, *data.shape, generator=torch.Generator().manual_seed(0))
     floor = data.evaluate(torch.stack([data.val[i] for i in range(len(data.val))]))
@@ -101,7 +100,7 @@ def test_error_against_nfe(benchmark, setup, name):
     data, oracle, schedule, noise, results = setup
     component = REGISTRY.get("sampler", name)
     fields = component.params.__dataclass_fields__ if component.params is not None else {}
-    plan = [steps_for_budget(component, schedule, b, Denoiser(oracle, schedule, "x0"), tuple(data.shape))
+    plan = [steps_for_budget(component, schedule, b, exact_denoise(oracle, schedule), tuple(data.shape))
             for b in BUDGETS] if "steps" in fields else [None]
 
     def run():
@@ -110,7 +109,7 @@ def test_error_against_nfe(benchmark, setup, name):
             params = component.default_params()
             if steps is not None:
                 params.steps = steps
-            counter = CountingDenoiser(Denoiser(oracle, schedule, TARGET))
+            counter = CountingDenoiser(exact_denoise(oracle, schedule, TARGET))
             out = component.build(params)(counter, noise, schedule, generator=torch.Generator().manual_seed(1))
             scores = data.evaluate(out)
             points.append((counter.nfe, scores["swd"], scores["gauss_w2"]))

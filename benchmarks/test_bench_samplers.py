@@ -14,7 +14,7 @@ import torch
 
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoiser
-from sandbox.targets import Denoiser
+from sandbox.precond import Preconditioned
 
 REGISTRY = get_registry()
 STEPS = 50
@@ -30,7 +30,7 @@ def denoiser():
     params.attention_resolutions, params.groups, params.dropout = [4], 8, 0.0
     net = unet.build(params, (1, 8, 8)).eval()
     schedule = REGISTRY.get("schedule", "cosine").build()
-    return Denoiser(net, schedule, "epsilon"), schedule
+    return Preconditioned(net, schedule, "epsilon"), schedule
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("sampler"))
