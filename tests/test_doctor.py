@@ -129,3 +129,26 @@ def test_cli_writes_json_and_exits_zero(tmp_path, capsys):
 def test_cli_unknown_sampler_is_a_clear_error(capsys):
     assert cli.main(["doctor", "--sampler", "ddin"]) == 2
     assert "unknown sampler 'ddin'" in capsys.readouterr().err
+
+
+LOCAL_SAMPLER = """
+from sandbox import hookimpl
+from sandbox_plugins.samplers.ddim import build
+from sandbox_plugins.samplers.params import DDIMParams
+
+
+@hookimpl
+def register_samplers(register):
+    register("my-ddim", build, params=DDIMParams)
+"""
+
+
+def test_cli_checks_local_plugin_files_as_run_does(tmp_path, capsys):
+    (tmp_path / "my_sampler.py").write_text(LOCAL_SAMPLER)
+    (tmp_path / "broken.py").write_text("import no_such_dependency\n")
+    code = cli.main(["doctor", "--plugin", str(tmp_path / "my_sampler.py"), "--sampler", "my-ddim",
+                     "--schedule", "cosine", "--target", "x0", "--samples", "500"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0 and "my-ddim" in out and "3 ok" in out
+    assert cli.main(["doctor", "--plugin", str(tmp_path / "broken.py")]) == 1
+    assert "broken.py: failed to load as a plugin: ModuleNotFoundError" in " ".join(capsys.readouterr().err.split())
