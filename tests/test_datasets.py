@@ -15,11 +15,11 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from sandbox.errors import RecipeError
+from sandbox.errors import ParameterError
 from sandbox.registry import get_registry
 from sandbox_plugins.datasets import digits_classifier
 from sandbox_plugins.datasets.metrics import sliced_wasserstein
-from sandbox_plugins.datasets.params import Cifar10Params, DigitsParams, Toy2DParams
+from sandbox_plugins.datasets.params import TOY_SHAPES, Cifar10Params, DigitsParams, Toy2DParams
 from sandbox_plugins.datasets.toy2d import SHAPES
 
 PER_BATCH = 20  # images per fake CIFAR-10 batch file
@@ -177,14 +177,21 @@ def test_cifar_flip_applies_to_train_only(fake_cifar):
             assert mirrored.any() and unchanged.any()
 
 
+def _refusal(params: Cifar10Params) -> str:
+    """The message the engine shows when building cifar10 with ``params`` fails on a field."""
+    with pytest.raises(ParameterError) as info:
+        get_registry().get("dataset", "cifar10").build(params)
+    return info.value.in_section("dataset")
+
+
 def test_cifar_missing_root_names_the_key(tmp_path):
-    with pytest.raises(RecipeError, match=r"dataset\.root.*download=true"):
-        get_registry().get("dataset", "cifar10").build(Cifar10Params(root=str(tmp_path / "nowhere")))
+    message = _refusal(Cifar10Params(root=str(tmp_path / "nowhere")))
+    assert message.startswith("recipe key 'dataset.root'") and "set download=true" in message
 
 
 def test_cifar_verify_rejects_unofficial_files(fake_cifar):
-    with pytest.raises(RecipeError, match=r"dataset\.verify.*integrity"):
-        get_registry().get("dataset", "cifar10").build(_cifar_params(fake_cifar[0], verify=True))
+    message = _refusal(_cifar_params(fake_cifar[0], verify=True))
+    assert message.startswith("recipe key 'dataset.verify'") and "integrity" in message
 
 
 def test_cifar_failed_download_names_the_key(tmp_path, monkeypatch):
@@ -194,13 +201,19 @@ def test_cifar_failed_download_names_the_key(tmp_path, monkeypatch):
         raise URLError("no network")
 
     monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
-    with pytest.raises(RecipeError, match=r"dataset\.download.*no network"):
-        get_registry().get("dataset", "cifar10").build(Cifar10Params(root=str(tmp_path), download=True))
+    message = _refusal(Cifar10Params(root=str(tmp_path), download=True))
+    assert message.startswith("recipe key 'dataset.download'") and "no network" in message
 
 
-def test_cifar_bad_val_size(fake_cifar):
-    with pytest.raises(RecipeError, match=r"dataset\.val_size"):
-        get_registry().get("dataset", "cifar10").build(_cifar_params(fake_cifar[0], val_size=100))
+def test_cifar_val_size_is_checked_against_the_files_read(fake_cifar):
+    """100 is a valid size for CIFAR-10's 50,000 images, but the local copy holds only 5 x 20."""
+    message = _refusal(_cifar_params(fake_cifar[0], val_size=100))
+    assert message.startswith("recipe key 'dataset.val_size': 100; expected an integer from 1 to 99")
+
+
+def test_cifar_val_size_is_checked_against_the_official_size():
+    with pytest.raises(ParameterError, match="val_size: 50000; expected an integer from 1 to 49999"):
+        Cifar10Params(val_size=50_000)
 
 
 # ---------------------------------------------------------------- digits
@@ -247,10 +260,13 @@ def test_digit_classifier_is_cached_on_disk(tmp_path, monkeypatch, digits):
     assert digits.evaluate(real) == first
 
 
-@pytest.mark.parametrize("overrides, key", [({"size": 1}, "dataset.size"), ({"val_size": 1797}, "dataset.val_size")])
+@pytest.mark.parametrize("overrides, key", [
+    ({"size": 1}, "size"), ({"size": 257}, "size"), ({"val_size": 1797}, "val_size"), ({"val_size": 0}, "val_size"),
+])
 def test_digits_bad_params(overrides, key):
-    with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
-        get_registry().get("dataset", "digits").build(DigitsParams(**overrides))
+    with pytest.raises(ParameterError) as info:
+        DigitsParams(**overrides)
+    assert info.value.key == key
 
 
 # ---------------------------------------------------------------- toy2d
@@ -276,8 +292,13 @@ def test_toy_shapes_generate_scaled_and_score(shape):
 
 
 def test_toy_bad_shape_lists_choices():
-    with pytest.raises(RecipeError, match=r"dataset\.shape.*moons, swissroll, checkerboard, gaussians8"):
+    with pytest.raises(ParameterError, match=r"shape.*moons, swissroll, checkerboard, gaussians8"):
         _toy(shape="spiral")
+
+
+def test_toy_shape_choices_are_the_generators():
+    """The torch-free list the params check against names exactly the shapes toy2d draws."""
+    assert tuple(SHAPES) == TOY_SHAPES
 
 
 def test_toy_generation_is_deterministic():

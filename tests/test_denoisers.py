@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sandbox.errors import RecipeError
+from sandbox.errors import ParameterError
 from sandbox.registry import get_registry
 from sandbox_plugins.denoisers.layers import timestep_embedding
 from sandbox_plugins.denoisers.params import MLPParams, ResNetParams, UNetParams
@@ -30,10 +31,10 @@ def n_params(net):
 
 
 def try_build(name, shape):
-    """The denoiser with its default parameters, or None when they refuse ``shape`` with a RecipeError."""
+    """The denoiser with its default parameters, or None when they refuse ``shape`` with a ParameterError."""
     try:
         return build(name, shape)
-    except RecipeError:
+    except ParameterError:
         return None
 
 
@@ -95,13 +96,15 @@ def test_contract(name, shape):
 
 
 @pytest.mark.parametrize("name", DENOISERS)
-def test_rejects_shapes_with_recipe_error(name):
-    """Every shape is either built or refused with a RecipeError (never an assertion or a torch error)."""
+def test_rejects_shapes_with_parameter_error(name):
+    """Every shape is built or refused with a ParameterError on a field (never an assertion or a torch error)."""
+    params = get_registry().get("denoiser", name).params
+    fields = {"name"} | {f.name for f in dataclasses.fields(params)} if params is not None else {"name"}
     for shape in SHAPES + [(3, 12, 12), (4,), (2, 3, 6, 6)]:
         try:
             build(name, shape)
-        except RecipeError as exc:
-            assert "recipe key" in str(exc) or "shape" in str(exc)
+        except ParameterError as exc:
+            assert exc.key in fields, exc
 
 
 # --- the DDPM UNet --------------------------------------------------------------------------
@@ -165,30 +168,58 @@ def test_unet_non_square():
     assert net(torch.randn(2, 2, 8, 12), torch.tensor([1.0, 2.0])).shape == (2, 2, 8, 12)
 
 
+SMALL_UNET = {"channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "groups": 8}
+
+
 @pytest.mark.parametrize(
     "name, shape, params, key, words",
     [
-        ("unet", (2,), UNetParams(), "denoiser.name", "(C, H, W)"),
-        ("resnet", (2,), ResNetParams(), "denoiser.name", "mlp"),
-        ("unet", (3, 8, 8), UNetParams(channel_mult=[1, 2, 2, 2, 2]), "denoiser.channel_mult", "divisible by 16"),
-        ("unet", (3, 12, 12), UNetParams(), "denoiser.channel_mult", "halves 12x12 images 3 times"),
-        ("unet", (3, 32, 32), UNetParams(channels=48), "denoiser.groups", "48 channels"),
-        ("unet", (3, 8, 8), UNetParams(), "denoiser.attention_resolutions", "[8, 4, 2, 1]"),
-        ("unet", (3, 32, 32), UNetParams(num_heads=3), "denoiser.num_heads", "3 does not divide"),
-        ("unet", (3, 32, 32), UNetParams(channel_mult=[]), "denoiser.channel_mult", "non-empty"),
-        ("unet", (3, 32, 32), UNetParams(dropout=1.5), "denoiser.dropout", "probability"),
-        ("resnet", (3, 8, 8), ResNetParams(channels=40), "denoiser.groups", "40 channels"),
-        ("resnet", (3, 8, 8), ResNetParams(num_blocks=0), "denoiser.num_blocks", ">= 1"),
-        ("resnet", (3, 8, 8), ResNetParams(attention=True, num_heads=5), "denoiser.num_heads", "5 does not divide"),
-        ("mlp", (2,), MLPParams(hidden=0), "denoiser.hidden", ">= 1"),
+        ("unet", (2,), UNetParams(), "name", "(C, H, W)"),
+        ("resnet", (2,), ResNetParams(), "name", "mlp"),
+        ("mlp", (), MLPParams(), "name", "non-empty shape"),
+        ("unet", (3, 8, 8), UNetParams(channel_mult=[1, 2, 2, 2, 2]), "channel_mult", "divisible by 16"),
+        ("unet", (3, 12, 12), UNetParams(), "channel_mult", "at most 3 entries for 12x12 images"),
+        ("unet", (3, 8, 8), UNetParams(), "attention_resolutions", "[8, 4, 2, 1]"),
+        ("unet", (3, 16, 16), UNetParams(**SMALL_UNET, attention_resolutions=[16], num_heads=32), "num_heads",
+         "16 channels of the attention at height 16"),
     ],
 )
-def test_bad_recipe_raises_recipe_error_naming_the_key(name, shape, params, key, words):
-    with pytest.raises(RecipeError) as info:
+def test_shape_dependent_checks_raise_parameter_error_at_build(name, shape, params, key, words):
+    """What needs the item shape is checked at build time, naming the bare field (the engine adds the section)."""
+    with pytest.raises(ParameterError) as info:
         build(name, shape, params)
-    message = str(info.value)
-    assert f"recipe key '{key}'" in message
-    assert words in message
+    assert info.value.key == key
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "cls, overrides, key, words",
+    [
+        (UNetParams, {"channels": 48}, "groups", "divisor of channels (48)"),
+        (UNetParams, {"num_heads": 3}, "num_heads", "256 channels of the middle attention"),
+        (UNetParams, {"channel_mult": []}, "channel_mult", "non-empty"),
+        (UNetParams, {"channel_mult": [1, 0]}, "channel_mult", "integers >= 1"),
+        (UNetParams, {"attention_resolutions": [0]}, "attention_resolutions", ">= 1"),
+        (UNetParams, {"dropout": 1.5}, "dropout", "[0, 1)"),
+        (UNetParams, {"dropout": float("nan")}, "dropout", "finite"),
+        (ResNetParams, {"channels": 40}, "groups", "divisor of channels (40)"),
+        (ResNetParams, {"num_blocks": 0}, "num_blocks", ">= 1"),
+        (ResNetParams, {"attention": True, "num_heads": 5}, "num_heads", "divisor of channels (64)"),
+        (MLPParams, {"hidden": 0}, "hidden", ">= 1"),
+        (MLPParams, {"layers": 0}, "layers", ">= 1"),
+    ],
+)
+def test_params_check_their_own_ranges(cls, overrides, key, words):
+    with pytest.raises(ParameterError) as info:
+        cls(**overrides)
+    assert info.value.key == key
+    assert words in str(info.value)
+
+
+def test_num_heads_only_needs_to_divide_the_attending_levels():
+    """32 heads do not divide level 0's 16 channels, but only level 1 (32 channels) and the middle attend."""
+    net = build("unet", (3, 16, 16), UNetParams(**SMALL_UNET, attention_resolutions=[8], num_heads=32))
+    assert net(torch.randn(1, 3, 16, 16), torch.tensor([1.0])).shape == (1, 3, 16, 16)
 
 
 # --- building blocks ------------------------------------------------------------------------

@@ -141,17 +141,21 @@ def test_gaussian_w2_closed_form():
     assert gaussian_w2(m1[:2], a, m1[:2], a) == pytest.approx(0.0, abs=1e-7)
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (dict(components=2, means=[[0.0, 0.0]]), "dataset.means"),
-    (dict(components=1, means=[[0.0, 0.0, 1.0]]), "dataset.means[0]"),
-    (dict(std=0.0), "dataset.std"),
-    (dict(weights=[1.0, 2.0]), "dataset.weights"),
-    (dict(components=2, weights=[0.0, 0.0]), "dataset.weights"),
-    (dict(components=0), "dataset.components"),
+@pytest.mark.parametrize("overrides, keys", [
+    (["components=2", "means=[[0.0,0.0]]"], "recipe keys 'dataset.means', 'dataset.components'"),
+    (["components=1", "means=[[0.0,0.0,1.0]]"], "recipe key 'dataset.means[0]'"),
+    (["std=0.0"], "recipe key 'dataset.std'"),
+    (["stds=[0.1,nan]", "components=2"], "recipe key 'dataset.stds[1]'"),
+    (["weights=[1.0,2.0]"], "recipe keys 'dataset.weights', 'dataset.components'"),
+    (["components=2", "weights=[0.0,0.0]"], "recipe key 'dataset.weights'"),
+    (["components=0"], "recipe key 'dataset.components'"),
+    (["image_shape=[1,0,8]"], "recipe key 'dataset.image_shape'"),
 ])
-def test_invalid_parameters_name_the_recipe_key(overrides, key):
-    with pytest.raises(RecipeError, match=re.escape(f"recipe key '{key}'")):
-        build(**overrides)
+def test_invalid_parameters_name_the_recipe_key(overrides, keys):
+    """The mixture's parameters check themselves when the recipe is loaded."""
+    with pytest.raises(RecipeError, match=re.escape(keys)):
+        load_recipe(None, ["dataset.name=gaussian_mixture", *(f"dataset.{o}" for o in overrides),
+                           "schedule.name=cosine", "denoiser.name=oracle", "sampler.name=ddim"])
 
 
 def test_oracle_needs_a_dataset_with_a_closed_form(tmp_path):

@@ -76,6 +76,9 @@ def test_base_loop_is_reported(tmp_path):
     (["run.device=gpu"], "run.device", "'gpu'"),
     (["train.lr=-1"], "train.lr", "-1"),
     (["train.ema_decay=1.5"], "train.ema_decay", "1.5"),
+    (["schedule.s=-1"], "schedule.s", "-1.0; expected a number >= 0"),
+    (["sampler.steps=0"], "sampler.steps", "0; expected an integer >= 1"),
+    (["denoiser.groups=5"], "denoiser.groups", "5; expected a divisor of channels (16)"),
 ])
 def test_bad_values_name_the_key_and_the_value(tmp_path, overrides, key, fragment):
     path = write(tmp_path / "r.yaml", BASE)

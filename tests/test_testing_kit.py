@@ -12,7 +12,7 @@ import torch
 
 from sandbox import hookimpl
 from sandbox.protocols import DataSplits
-from sandbox.errors import RecipeError
+from sandbox.errors import ParameterError
 from sandbox.registry import get_registry
 from sandbox.sampling import prior
 from sandbox.schedule import Schedule
@@ -63,7 +63,7 @@ def test_builtin_denoiser_conforms(name, exact_data):
     for shape in SHAPES:
         try:
             check_denoiser(name, shape, params, data=exact_data)
-        except RecipeError:  # these parameters refuse this shape: try the next
+        except ParameterError:  # these parameters refuse this shape: try the next
             continue
         return
     pytest.fail(f"denoiser '{name}' accepts none of {SHAPES}")

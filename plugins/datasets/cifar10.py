@@ -17,7 +17,7 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity
 
 from sandbox.data import DataSplits
-from sandbox.errors import RecipeError
+from sandbox.errors import ParameterError
 from sandbox_plugins.datasets.items import Uint8Images
 from sandbox_plugins.datasets.params import Cifar10Params
 from sandbox_plugins.datasets.split import carve_validation
@@ -47,24 +47,24 @@ def _expected_files() -> list[tuple[str, str]]:
 
 
 def _check_files(params: Cifar10Params) -> None:
-    """Raise a :class:`RecipeError` naming the recipe key when the files are missing or fail the md5."""
+    """Raise a :class:`ParameterError` naming the field when the files are missing or fail the md5."""
     folder = os.path.join(params.root, CIFAR10.base_folder)
     missing = [name for name, _ in _expected_files() if not os.path.isfile(os.path.join(folder, name))]
     if missing:
         found = "no CIFAR-10 files" if len(missing) == len(_expected_files()) else "incomplete CIFAR-10 files"
-        raise RecipeError(
-            f"recipe key 'dataset.root': {found} under '{params.root}' "
-            f"(expected {CIFAR10.base_folder}/data_batch_1..5, test_batch and batches.meta; "
-            f"missing: {', '.join(missing)}); set dataset.download=true to fetch them"
+        raise ParameterError(
+            "root", params.root,
+            f"a folder holding {CIFAR10.base_folder}/data_batch_1..5, test_batch and batches.meta, but it has "
+            f"{found} (missing: {', '.join(missing)}); set download=true to fetch them",
         )
     if params.verify:
         corrupt = [name for name, md5 in _expected_files() if not check_integrity(os.path.join(folder, name), md5)]
         if corrupt:
-            raise RecipeError(
-                f"recipe key 'dataset.verify': the CIFAR-10 files {', '.join(corrupt)} under "
-                f"'{folder}' fail torchvision's md5 integrity check (corrupted, truncated or not "
-                "the official files); delete them and set dataset.download=true to fetch fresh "
-                "copies, or set dataset.verify=false to load locally written files as they are"
+            raise ParameterError(
+                "verify", params.verify,
+                f"the official CIFAR-10 files, but {', '.join(corrupt)} under '{folder}' fail torchvision's "
+                "md5 integrity check (corrupted, truncated or not the official files); delete them and set "
+                "download=true to fetch fresh copies, or set verify=false to load locally written files as they are",
             )
 
 
@@ -73,10 +73,11 @@ def _download(params: Cifar10Params) -> None:
     try:
         _run_download(reader, params.root)
     except Exception as exc:  # network, disk or archive errors all mean the same to the user
-        raise RecipeError(
-            f"recipe key 'dataset.download': fetching CIFAR-10 into '{params.root}' failed "
+        raise ParameterError(
+            "download", params.download,
+            f"a download that succeeds, but fetching CIFAR-10 into '{params.root}' failed "
             f"({type(exc).__name__}: {exc}); download {CIFAR10.url} by hand and unpack it "
-            f"under '{params.root}', or check the network"
+            f"under '{params.root}', or check the network",
         ) from exc
 
 
@@ -96,10 +97,10 @@ def load_images(params: Cifar10Params) -> torch.Tensor:
     try:
         dataset = reader(root=params.root, train=True, download=False)
     except (RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        raise RecipeError(
-            f"recipe key 'dataset.root': the CIFAR-10 files under '{params.root}' cannot be read "
-            f"by torchvision's reader ({type(exc).__name__}: {exc}); they are not in the "
-            "official cifar-10-batches-py format"
+        raise ParameterError(
+            "root", params.root,
+            f"CIFAR-10 files in the official cifar-10-batches-py format, but torchvision's reader cannot "
+            f"read them ({type(exc).__name__}: {exc})",
         ) from exc
     return torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
 
@@ -107,7 +108,7 @@ def load_images(params: Cifar10Params) -> torch.Tensor:
 def build(params: Cifar10Params) -> DataSplits:
     """Train and validation splits of CIFAR-10's training images, scaled to [-1, 1]."""
     images = load_images(params)
-    train_idx, val_idx = carve_validation(len(images), params.val_size, params.split_seed, key="dataset.val_size")
+    train_idx, val_idx = carve_validation(len(images), params.val_size, params.split_seed)
     flip = ", random horizontal flips" if params.flip else ""
     return DataSplits(
         train=Uint8Images(images, train_idx, flip=params.flip),

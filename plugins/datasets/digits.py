@@ -16,14 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from sandbox.data import DataSplits
-from sandbox.errors import RecipeError
 from sandbox_plugins.datasets.digits_classifier import digit_scores, get_classifier
 from sandbox_plugins.datasets.items import TensorItems
 from sandbox_plugins.datasets.params import DigitsParams
 from sandbox_plugins.datasets.split import carve_validation
 
 NATIVE = 8      # side of the bundled images (pixels)
-MAX_SIZE = 256  # largest accepted `size` (pixels)
 
 
 def load_real_digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,10 +47,8 @@ def _evaluate(samples: torch.Tensor, *, train_images: torch.Tensor, train_labels
 
 def build(params: DigitsParams) -> DataSplits:
     """Train and validation splits of the 1,797 digits as ``[1, size, size]`` tensors in [-1, 1]."""
-    if not 2 <= params.size <= MAX_SIZE:
-        raise RecipeError(f"recipe key 'dataset.size': {params.size} pixels; expected 2 to {MAX_SIZE} (8 is native)")
     images, labels = load_real_digits()
-    train_idx, val_idx = carve_validation(len(images), params.val_size, params.split_seed, key="dataset.val_size")
+    train_idx, val_idx = carve_validation(len(images), params.val_size, params.split_seed)
     data = resize(images, params.size)
     evaluate = partial(
         _evaluate,

@@ -27,7 +27,6 @@ from typing import Sequence
 import torch
 
 from sandbox.data import DataSplits
-from sandbox.errors import RecipeError
 from sandbox_plugins.datasets.items import TensorItems
 from sandbox_plugins.datasets.metrics import random_directions, sliced_wasserstein
 from sandbox_plugins.datasets.params import GaussianMixtureParams
@@ -183,47 +182,10 @@ class Reference:
         return float(total.clamp(min=0) / self.quantiles.numel()) ** 0.5
 
 
-def _check(params: GaussianMixtureParams) -> tuple[tuple[int, ...], int]:
-    shape = tuple(params.image_shape) if params.image_shape else (params.dim,)
-    if any(s < 1 for s in shape):
-        key = "image_shape" if params.image_shape else "dim"
-        raise RecipeError(f"recipe key 'dataset.{key}': {list(shape)}; expected positive sizes")
-    k = params.components
-    if k < 1:
-        raise RecipeError(f"recipe key 'dataset.components': {k}; expected at least 1")
-    for key in ("n_train", "n_val"):
-        if getattr(params, key) < 1:
-            raise RecipeError(f"recipe key 'dataset.{key}': {getattr(params, key)} items; expected at least 1")
-    dim = math.prod(shape)
-    if params.means is not None:
-        if len(params.means) != k:
-            raise RecipeError(f"recipe key 'dataset.means': {len(params.means)} means but components is {k}; "
-                              f"give one mean per component (set components: {len(params.means)})")
-        for i, mean in enumerate(params.means):
-            if len(mean) != dim:
-                raise RecipeError(f"recipe key 'dataset.means[{i}]': {len(mean)} numbers; expected {dim} "
-                                  f"(an item of shape {list(shape)})")
-    if not (params.std > 0 and math.isfinite(params.std)):
-        raise RecipeError(f"recipe key 'dataset.std': {params.std}; expected a finite std > 0")
-    if not (params.radius >= 0 and math.isfinite(params.radius)):
-        raise RecipeError(f"recipe key 'dataset.radius': {params.radius}; expected a finite radius >= 0")
-    for key in ("stds", "weights"):
-        values = getattr(params, key)
-        if values is not None and len(values) != k:
-            raise RecipeError(f"recipe key 'dataset.{key}': {len(values)} numbers; expected one per component ({k})")
-    if params.stds is not None and not all(s > 0 and math.isfinite(s) for s in params.stds):
-        raise RecipeError(f"recipe key 'dataset.stds': {params.stds}; expected finite stds > 0")
-    if params.weights is not None and not (all(w >= 0 and math.isfinite(w) for w in params.weights)
-                                           and sum(params.weights) > 0):
-        raise RecipeError(f"recipe key 'dataset.weights': {params.weights}; expected finite weights >= 0, "
-                          "not all zero")
-    return shape, dim
-
-
 def mixture(params: GaussianMixtureParams) -> GaussianMixture:
-    """The mixture a recipe section describes (validated)."""
-    shape, dim = _check(params)
-    k = params.components
+    """The mixture a recipe section describes (``GaussianMixtureParams`` checked the lengths and ranges)."""
+    shape, k = params.shape, params.components
+    dim = math.prod(shape)
     if params.means is not None:
         means = torch.tensor(params.means, dtype=torch.float64)
     elif dim == 2:

@@ -1,14 +1,44 @@
 """Typed parameters of the built-in datasets (torch-free, so the CLI can list them cheaply).
 
-Recipe values are checked against these dataclasses with ``OmegaConf.structured``;
-each ``build`` then checks the ranges and raises :class:`sandbox.errors.RecipeError`
-naming the recipe key.
+Recipe values are checked against these dataclasses with ``OmegaConf.structured``,
+and each dataclass checks its own ranges in ``__post_init__`` (:mod:`sandbox.params`),
+so a bad value fails when the recipe is loaded. What needs the files on disk
+(CIFAR-10's, which may be a smaller local copy) is checked when the dataset is built.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
+
+from sandbox.errors import ParameterError
+from sandbox.params import at_least, one_of, positive
+
+CIFAR10_TRAIN = 50_000       # training images of the official CIFAR-10 files
+DIGITS = 1_797               # images in scikit-learn's bundled digits
+DIGITS_MAX_SIZE = 256        # largest accepted digits `size` (pixels)
+TOY_SHAPES = ("moons", "swissroll", "checkerboard", "gaussians8")
+
+
+def _integer_in(obj: Any, key: str, low: int, high: int, why: str) -> None:
+    """``obj.<key>`` is an integer from ``low`` to ``high`` (``why`` says where the bounds come from)."""
+    value = getattr(obj, key)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ParameterError(key, value, f"an integer from {low} to {high} ({why})")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _per_component(obj: Any, key: str) -> list:
+    """``obj.<key>``, a list with one entry per mixture component (``obj.components``)."""
+    values = getattr(obj, key)
+    if len(values) != obj.components:
+        raise ParameterError(f"{key}, components", (len(values), obj.components),
+                             f"one entry of {key} per component: {len(values)} entries, {obj.components} components")
+    return values
 
 
 @dataclass
@@ -22,6 +52,9 @@ class Cifar10Params:
     split_seed: int = 0         # seed of the permutation that picks the validation images
     verify: bool = True         # check torchvision's md5 of the official files; false loads locally written ones
 
+    def __post_init__(self) -> None:
+        _integer_in(self, "val_size", 1, CIFAR10_TRAIN - 1, f"CIFAR-10 has {CIFAR10_TRAIN} training images")
+
 
 @dataclass
 class DigitsParams:
@@ -30,6 +63,10 @@ class DigitsParams:
     size: int = 8               # side of the square image (pixels); other than 8 resamples bilinearly
     val_size: int = 297         # held-out validation images (count, of 1,797)
     split_seed: int = 0         # seed of the permutation that picks the validation images
+
+    def __post_init__(self) -> None:
+        _integer_in(self, "size", 2, DIGITS_MAX_SIZE, "pixels; 8 is native")
+        _integer_in(self, "val_size", 1, DIGITS - 1, f"the dataset has {DIGITS} images")
 
 
 @dataclass
@@ -41,6 +78,12 @@ class Toy2DParams:
     n_val: int = 2000           # validation points (count), an independent draw
     noise: float = 0.05         # std of isotropic Gaussian jitter added after scaling (data units)
     seed: int = 0               # seed of the draws (train, val and the evaluation reference differ)
+
+    def __post_init__(self) -> None:
+        one_of(self, "shape", TOY_SHAPES)
+        at_least(self, "n_train", 1)
+        at_least(self, "n_val", 1)
+        at_least(self, "noise", 0.0)
 
 
 @dataclass
@@ -58,3 +101,30 @@ class GaussianMixtureParams:
     n_train: int = 20000        # training items (count)
     n_val: int = 2000           # validation items (count), an independent draw
     seed: int = 0               # seed of the draws (means, train, val and the evaluation reference differ)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The item shape: ``image_shape``, or ``(dim,)`` when it is empty."""
+        return tuple(self.image_shape) if self.image_shape else (self.dim,)
+
+    def __post_init__(self) -> None:
+        at_least(self, "dim", 1)
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in self.image_shape):
+            raise ParameterError("image_shape", self.image_shape, "a list of integer sizes >= 1, or [] to use dim")
+        for key in ("components", "n_train", "n_val"):
+            at_least(self, key, 1)
+        at_least(self, "radius", 0.0)
+        positive(self, "std")
+        size = math.prod(self.shape)
+        for i, mean in enumerate(_per_component(self, "means") if self.means is not None else []):
+            if len(mean) != size or not all(_finite(x) for x in mean):
+                raise ParameterError(f"means[{i}]", mean, f"{size} finite numbers (an item's shape is {self.shape})")
+        for i, std in enumerate(_per_component(self, "stds") if self.stds is not None else []):
+            if not (_finite(std) and std > 0):
+                raise ParameterError(f"stds[{i}]", std, "a finite std > 0")
+        if self.weights is not None:
+            for i, weight in enumerate(_per_component(self, "weights")):
+                if not (_finite(weight) and weight >= 0):
+                    raise ParameterError(f"weights[{i}]", weight, "a finite weight >= 0")
+            if not sum(self.weights) > 0:
+                raise ParameterError("weights", self.weights, "weights >= 0, not all zero")

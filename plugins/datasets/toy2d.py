@@ -23,7 +23,6 @@ from typing import Callable
 import torch
 
 from sandbox.data import DataSplits
-from sandbox.errors import RecipeError
 from sandbox_plugins.datasets.items import TensorItems
 from sandbox_plugins.datasets.metrics import sliced_wasserstein
 from sandbox_plugins.datasets.params import Toy2DParams
@@ -63,7 +62,7 @@ def _gaussians8(n: int, g: torch.Generator) -> torch.Tensor:
     return torch.stack([angle.cos(), angle.sin()], dim=1)
 
 
-SHAPES: dict[str, Callable[[int, torch.Generator], torch.Tensor]] = {
+SHAPES: dict[str, Callable[[int, torch.Generator], torch.Tensor]] = {  # keys: params.TOY_SHAPES, in order
     "moons": _moons,
     "swissroll": _swissroll,
     "checkerboard": _checkerboard,
@@ -128,16 +127,6 @@ def _evaluate(samples: torch.Tensor, *, reference: torch.Tensor) -> dict[str, fl
 
 def build(params: Toy2DParams) -> DataSplits:
     """Train and validation draws of one toy shape as ``(2,)`` tensors, scored by sliced Wasserstein distance."""
-    if params.shape not in SHAPES:
-        raise RecipeError(
-            f"recipe key 'dataset.shape': unknown toy shape '{params.shape}'; "
-            f"choose one of {', '.join(SHAPES)}"
-        )
-    for key, value in (("n_train", params.n_train), ("n_val", params.n_val)):
-        if value < 1:
-            raise RecipeError(f"recipe key 'dataset.{key}': {value} points; expected at least 1")
-    if not (params.noise >= 0 and math.isfinite(params.noise)):
-        raise RecipeError(f"recipe key 'dataset.noise': {params.noise}; expected a finite std >= 0")
     reference = draw(params, REFERENCE_SIZE, "reference")
     return DataSplits(
         train=TensorItems(draw(params, params.n_train, "train")),

@@ -21,14 +21,6 @@ from sandbox_plugins.denoisers.layers import NoiseEmbedding, ddpm_init
 from sandbox_plugins.denoisers.params import MLPParams
 
 
-def check(p: MLPParams, shape: Sequence[int]) -> tuple[int, ...]:
-    """Validate ``p`` against the item shape; return the shape as a tuple."""
-    shape = checks.item_shape(shape)
-    checks.positive(p, "hidden", "layers")
-    checks.probability(p, "dropout")
-    return shape
-
-
 class MLPBlock(nn.Module):
     """Pre-norm residual block: ``h + Linear(dropout(SiLU(Linear(LayerNorm(h)) + Linear(SiLU(temb)))))``."""
 
@@ -50,7 +42,7 @@ class MLP(nn.Module):
 
     def __init__(self, p: MLPParams, shape: Sequence[int]):
         super().__init__()
-        self.shape = check(p, shape)
+        self.shape = checks.item_shape("mlp", shape)
         dim = math.prod(self.shape)
         self.embed = NoiseEmbedding(p.hidden, p.hidden)
         self.inp = ddpm_init(nn.Linear(dim, p.hidden))

@@ -19,23 +19,12 @@ from sandbox_plugins.denoisers.layers import AttentionBlock, NoiseEmbedding, Out
 from sandbox_plugins.denoisers.params import ResNetParams
 
 
-def check(p: ResNetParams, shape: Sequence[int]) -> tuple[int, int, int]:
-    """Validate ``p`` against the item shape; return ``(C, H, W)``."""
-    C, H, W = checks.image_shape("resnet", shape)
-    checks.positive(p, "channels", "num_blocks", "num_heads", "groups")
-    checks.probability(p, "dropout")
-    checks.divides("groups", p.groups, p.channels, "every block (denoiser.channels)")
-    if p.attention:
-        checks.divides("num_heads", p.num_heads, p.channels, "the attention block (denoiser.channels)")
-    return C, H, W
-
-
 class ResNet(nn.Module):
     """Full-resolution residual stack: ``forward(x, c_noise)`` with x (B, C, H, W) and c_noise (B,)."""
 
     def __init__(self, p: ResNetParams, shape: Sequence[int]):
         super().__init__()
-        C, _, _ = check(p, shape)
+        C, _, _ = checks.image_shape("resnet", shape)
         ch, temb_dim = p.channels, 4 * p.channels
         self.embed = NoiseEmbedding(ch, temb_dim)
         self.conv_in = ddpm_init(nn.Conv2d(C, ch, 3, padding=1))

@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from sandbox.errors import ParameterError
+from sandbox.params import divides
 from sandbox_plugins.denoisers import checks
 from sandbox_plugins.denoisers.layers import (
     AttentionBlock,
@@ -30,35 +32,24 @@ from sandbox_plugins.denoisers.params import UNetParams
 
 
 def check(p: UNetParams, shape: Sequence[int]) -> tuple[int, int, int]:
-    """Validate ``p`` against the item shape; return ``(C, H, W)``."""
+    """What of ``p`` depends on the item shape (the rest :class:`UNetParams` checks itself); return ``(C, H, W)``."""
     C, H, W = checks.image_shape("unet", shape)
-    checks.positive(p, "channels", "num_res_blocks", "num_heads", "groups")
-    checks.probability(p, "dropout")
     mult = list(p.channel_mult)
-    if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
-        checks.fail("channel_mult", f"expected a non-empty list of integers >= 1, got {mult}")
     halvings = len(mult) - 1
     if H % 2**halvings or W % 2**halvings:
-        checks.fail(
-            "channel_mult",
-            f"{mult} has {len(mult)} levels, so it halves {H}x{W} images {halvings} times and H and W "
-            f"must be divisible by {2**halvings}; expected at most "
-            f"{_max_levels(H, W)} entries for {H}x{W} images",
-        )
-    checks.divides("groups", p.groups, p.channels, "conv_in (denoiser.channels)")
-    for m in mult:
-        checks.divides("groups", p.groups, p.channels * m, f"a level with channel_mult {m}")
+        raise ParameterError("channel_mult", mult, f"at most {_max_levels(H, W)} entries for {H}x{W} images: "
+                             f"{len(mult)} levels halve H and W {halvings} times, so both must be divisible by "
+                             f"{2**halvings}")
     resolutions = [H // 2**level for level in range(len(mult))]
     unused = [r for r in p.attention_resolutions if r not in resolutions]
     if unused:
-        checks.fail(
-            "attention_resolutions",
-            f"{list(p.attention_resolutions)} includes {unused}, which never occurs: with channel_mult "
-            f"{mult} the feature maps of {H}x{W} images have heights {resolutions}; expected a subset of these",
-        )
-    for level, m in enumerate(mult):
-        if resolutions[level] in p.attention_resolutions or level == len(mult) - 1:  # the middle attends too
-            checks.divides("num_heads", p.num_heads, p.channels * m, f"the attention at height {resolutions[level]}")
+        raise ParameterError("attention_resolutions", list(p.attention_resolutions),
+                             f"a subset of {resolutions}, the feature-map heights of {H}x{W} images with "
+                             f"channel_mult {mult}; {unused} never occur")
+    for level, m in enumerate(mult[:-1]):  # the last level has the middle's width, which UNetParams checks
+        if resolutions[level] in p.attention_resolutions:
+            divides(p, "num_heads", p.channels * m, f"the {p.channels * m} channels of the attention at "
+                    f"height {resolutions[level]}")
     return C, H, W
 
 

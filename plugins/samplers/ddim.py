@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from sandbox.errors import RecipeError
 from sandbox.sampling import grid_steps, prior, randn_like, scalars, transition
 
 
@@ -16,10 +15,6 @@ class DDIMSampler:
     """
 
     def __init__(self, params):
-        if params.steps < 1:
-            raise RecipeError(f"recipe key 'sampler.steps': {params.steps}; expected a positive integer")
-        if params.eta < 0:
-            raise RecipeError(f"recipe key 'sampler.eta': {params.eta}; expected eta >= 0")
         self.params = params
 
     def num_steps(self, schedule) -> int:

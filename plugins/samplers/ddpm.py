@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from sandbox.errors import RecipeError
 from sandbox.sampling import forward_variance, grid_steps, prior, randn_like, transition
 
 
@@ -19,10 +18,6 @@ class DDPMSampler:
     """
 
     def __init__(self, params):
-        if params.variance not in ("large", "small"):
-            raise RecipeError(f"recipe key 'sampler.variance': {params.variance!r}; expected 'large' or 'small'")
-        if params.steps is not None and params.steps < 1:
-            raise RecipeError(f"recipe key 'sampler.steps': {params.steps}; expected a positive integer or null")
         self.params = params
 
     def num_steps(self, schedule) -> int:

@@ -9,7 +9,6 @@ import math
 
 import torch
 
-from sandbox.errors import RecipeError
 from sandbox.sampling import grid_steps, prior, scale_free
 
 
@@ -24,8 +23,6 @@ class DPMPP2MSampler:
     """
 
     def __init__(self, params):
-        if params.steps < 1:
-            raise RecipeError(f"recipe key 'sampler.steps': {params.steps}; expected a positive integer")
         self.params = params
 
     def num_steps(self, schedule) -> int:

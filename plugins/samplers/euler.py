@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 
-from sandbox.errors import RecipeError
 from sandbox.sampling import grid_steps, prior, scale_free
 
 
@@ -18,8 +17,6 @@ class EulerSampler:
     """
 
     def __init__(self, params):
-        if params.steps < 1:
-            raise RecipeError(f"recipe key 'sampler.steps': {params.steps}; expected a positive integer")
         self.params = params
 
     def num_steps(self, schedule) -> int:

@@ -7,11 +7,7 @@ import math
 
 import torch
 
-from sandbox.errors import RecipeError
 from sandbox.sampling import prior, randn_like, scalars, scale_free, t_from_sigma_tilde
-
-
-SPACINGS = ("log_snr", "karras", "schedule")
 
 
 class HeunSampler:
@@ -40,19 +36,6 @@ class HeunSampler:
     """
 
     def __init__(self, params):
-        if params.steps < 1:
-            raise RecipeError(f"recipe key 'sampler.steps': {params.steps}; expected a positive integer")
-        for key in ("s_churn", "s_tmin", "s_noise"):
-            if getattr(params, key) < 0:
-                raise RecipeError(f"recipe key 'sampler.{key}': {getattr(params, key)}; expected a value >= 0")
-        if params.spacing not in SPACINGS:
-            raise RecipeError(
-                f"recipe key 'sampler.spacing': {params.spacing!r}; expected one of {', '.join(SPACINGS)}"
-            )
-        if not params.rho > 0:
-            raise RecipeError(f"recipe key 'sampler.rho': {params.rho}; expected rho > 0")
-        if params.s_tmax is not None and params.s_tmax < params.s_tmin:
-            raise RecipeError(f"recipe key 'sampler.s_tmax': {params.s_tmax}; expected s_tmax >= s_tmin or null")
         self.params = params
 
     def num_steps(self, schedule) -> int:

@@ -1,7 +1,17 @@
-"""Typed parameters of the built-in samplers (torch-free, so listing stays fast)."""
+"""Typed parameters of the built-in samplers (torch-free, so listing stays fast).
+
+Each dataclass checks its own ranges in ``__post_init__`` (:mod:`sandbox.params`),
+so a recipe with ``steps: 0`` fails when it is loaded, before anything is built.
+"""
 
 from dataclasses import dataclass
 from typing import Optional
+
+from sandbox.errors import ParameterError
+from sandbox.params import at_least, one_of, positive
+
+VARIANCES = ("large", "small")                # DDPM's two choices of the reverse variance
+SPACINGS = ("log_snr", "karras", "schedule")  # Heun's placements of the noise levels
 
 
 @dataclass
@@ -12,6 +22,10 @@ class DDPMParams:
     variance: str = "large"      # "large": sigma^2 = beta (the paper's choice); "small": beta-tilde
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
 
+    def __post_init__(self) -> None:
+        at_least(self, "steps", 1, optional=True)
+        one_of(self, "variance", VARIANCES)
+
 
 @dataclass
 class DDIMParams:
@@ -21,6 +35,10 @@ class DDIMParams:
     eta: float = 0.0             # 0: deterministic DDIM; 1: DDPM's posterior noise
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
 
+    def __post_init__(self) -> None:
+        at_least(self, "steps", 1)
+        at_least(self, "eta", 0.0)
+
 
 @dataclass
 class EulerParams:
@@ -28,6 +46,9 @@ class EulerParams:
 
     steps: int = 50              # number of steps (= network evaluations)
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+
+    def __post_init__(self) -> None:
+        at_least(self, "steps", 1)
 
 
 @dataclass
@@ -43,6 +64,16 @@ class HeunParams:
     rho: float = 7.0             # exponent of the "karras" spacing
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
 
+    def __post_init__(self) -> None:
+        at_least(self, "steps", 1)
+        for key in ("s_churn", "s_tmin", "s_noise"):
+            at_least(self, key, 0.0)
+        at_least(self, "s_tmax", 0.0, optional=True)
+        if self.s_tmax is not None and self.s_tmax < self.s_tmin:
+            raise ParameterError("s_tmin, s_tmax", (self.s_tmin, self.s_tmax), "s_tmin <= s_tmax (or s_tmax null)")
+        one_of(self, "spacing", SPACINGS)
+        positive(self, "rho")
+
 
 @dataclass
 class DPMPP2MParams:
@@ -50,3 +81,6 @@ class DPMPP2MParams:
 
     steps: int = 25              # number of steps (= network evaluations)
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+
+    def __post_init__(self) -> None:
+        at_least(self, "steps", 1)

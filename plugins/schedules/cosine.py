@@ -4,7 +4,6 @@ import math
 
 import torch
 
-from sandbox.errors import RecipeError
 from sandbox.schedule import DiscreteSchedule
 
 
@@ -16,12 +15,6 @@ def alpha_bar(t: torch.Tensor, s: float) -> torch.Tensor:
 
 def build(params) -> DiscreteSchedule:
     """Betas ``1 - alpha_bar(n/T) / alpha_bar((n-1)/T)``, clipped to ``max_beta``."""
-    if params.num_steps < 2:
-        raise RecipeError(f"recipe key 'schedule.num_steps': {params.num_steps} is too small; expected an integer >= 2")
-    if params.s < 0:
-        raise RecipeError(f"recipe key 'schedule.s': {params.s} is negative; expected s >= 0 (the paper uses 0.008)")
-    if not 0 < params.max_beta < 1:
-        raise RecipeError(f"recipe key 'schedule.max_beta': {params.max_beta}; expected a value in (0, 1)")
     grid = torch.arange(params.num_steps + 1, dtype=torch.float64) / params.num_steps
     ab = alpha_bar(grid, params.s)
     betas = (1.0 - ab[1:] / ab[:-1]).clamp(min=1e-12, max=params.max_beta)

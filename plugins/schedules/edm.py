@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 
-from sandbox.errors import RecipeError
 from sandbox.schedule import Schedule
 
 #: the time of the lowest noise level sigma_min. (0, T_MIN] is sigma_min, t = 0 is clean data.
@@ -76,13 +75,4 @@ class EDMSchedule(Schedule):
 
 
 def build(params) -> EDMSchedule:
-    if not 0 < params.sigma_min < params.sigma_max:
-        raise RecipeError(
-            f"recipe keys 'schedule.sigma_min', 'schedule.sigma_max': {params.sigma_min}, {params.sigma_max}; "
-            "expected 0 < sigma_min < sigma_max"
-        )
-    if not params.rho > 0:
-        raise RecipeError(f"recipe key 'schedule.rho': {params.rho}; expected rho > 0 (the paper uses 7)")
-    if not params.p_std > 0:
-        raise RecipeError(f"recipe key 'schedule.p_std': {params.p_std}; expected p_std > 0")
     return EDMSchedule(params.sigma_min, params.sigma_max, params.rho, params.p_mean, params.p_std)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from sandbox.errors import RecipeError
 from sandbox.schedule import Schedule
 
 
@@ -49,12 +48,4 @@ class SigmoidSchedule(Schedule):
 
 
 def build(params) -> SigmoidSchedule:
-    if not params.end > params.start:
-        raise RecipeError(
-            f"recipe keys 'schedule.start', 'schedule.end': {params.start}, {params.end}; expected start < end"
-        )
-    if not params.tau > 0:
-        raise RecipeError(f"recipe key 'schedule.tau': {params.tau}; expected tau > 0")
-    if not 0 < params.clip_min < 1:
-        raise RecipeError(f"recipe key 'schedule.clip_min': {params.clip_min}; expected a value in (0, 1)")
     return SigmoidSchedule(params.start, params.end, params.tau, params.clip_min)
