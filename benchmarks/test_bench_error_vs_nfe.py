@@ -25,7 +25,7 @@ import torch
 
 from sandbox.doctor import MIXTURE, steps_for_budget
 from sandbox.registry import get_registry
-from sandbox.sampling import CountingDenoiser
+from sandbox.sampling import CountingDenoise
 from sandbox.precond import exact_denoise
 
 REGISTRY = get_registry()
@@ -109,7 +109,7 @@ def test_error_against_nfe(benchmark, setup, name):
             params = component.default_params()
             if steps is not None:
                 params.steps = steps
-            counter = CountingDenoiser(exact_denoise(oracle, schedule, TARGET))
+            counter = CountingDenoise(exact_denoise(oracle, schedule, TARGET))
             out = component.build(params)(counter, noise, schedule, generator=torch.Generator().manual_seed(1))
             scores = data.evaluate(out)
             points.append((counter.nfe, scores["swd"], scores["gauss_w2"]))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sandbox.registry import get_registry
-from sandbox.sampling import CountingDenoiser
+from sandbox.sampling import CountingDenoise
 from sandbox.precond import Preconditioned
 
 REGISTRY = get_registry()
@@ -41,7 +41,7 @@ def test_sampler_throughput(benchmark, denoiser, name):
     params.steps = STEPS
     sampler = component.build(params)
     noise = torch.randn(BATCH, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    counter = CountingDenoiser(model)
+    counter = CountingDenoise(model)
 
     def run():
         counter.nfe = 0

@@ -36,7 +36,7 @@ from rich.table import Table
 from sandbox.errors import SandboxError
 from sandbox.plugins import LOCAL_PREFIX, is_path
 from sandbox.registry import Component, Registry, get_registry, with_local
-from sandbox.sampling import CountingDenoiser
+from sandbox.sampling import CountingDenoise
 from sandbox.precond import exact_denoise
 from sandbox.targets import TARGETS
 
@@ -61,7 +61,7 @@ class Cell:
     budget: int
     status: str = NOT_RUN
     steps: int | None = None                # the sampler's `steps` parameter used (None: its defaults)
-    nfe: int | None = None                  # denoiser calls per sample actually made
+    nfe: int | None = None                  # denoise calls per sample actually made
     swd: float | None = None                # sliced Wasserstein distance to the exact mixture
     gauss_w2: float | None = None           # W2 between fitted and exact Gaussians
     seconds: float = 0.0
@@ -137,13 +137,13 @@ def has_steps(component: Component) -> bool:
 
 
 def nfe_for_steps(component: Component, schedule, steps: int | None, denoise, shape: tuple[int, ...]) -> int:
-    """Denoiser calls per sample at ``steps``: the sampler's own ``nfe(schedule)``, else one counted run
+    """Denoise calls per sample at ``steps``: the sampler's own ``nfe(schedule)``, else one counted run
     on a single item of ``shape``."""
     params = _with(component, steps=steps) if steps is not None else component.default_params()
     sampler = component.build(params)
     if hasattr(sampler, "nfe"):
         return int(sampler.nfe(schedule))
-    counter = CountingDenoiser(denoise)
+    counter = CountingDenoise(denoise)
     sampler(counter, torch.zeros(1, *shape), schedule, generator=torch.Generator().manual_seed(0))
     return counter.nfe
 
@@ -168,7 +168,7 @@ def _run_cell(cell: Cell, component: Component, params: Any, schedule, denoiser,
     start = time.perf_counter()
     try:
         sampler = component.build(params)
-        counter = CountingDenoiser(denoiser)
+        counter = CountingDenoise(denoiser)
         out = sampler(counter, noise.clone(), schedule, generator=torch.Generator().manual_seed(seed))
         cell.nfe = counter.nfe
         if not isinstance(out, torch.Tensor) or out.shape != noise.shape:

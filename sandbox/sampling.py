@@ -77,7 +77,7 @@ def randn_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.T
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-class CountingDenoiser:
+class CountingDenoise:
     """A denoise function that counts the network evaluations (NFE) a sampler actually makes."""
 
     def __init__(self, denoise: Denoise):

@@ -65,7 +65,7 @@ from sandbox.contract import PROBLEMS
 from sandbox.plugins import SELF_DISTRIBUTION
 from sandbox.protocols import AnalyticDenoiser, DataSplits
 from sandbox.registry import Registry, get_registry, load_registry, use_registry
-from sandbox.sampling import CountingDenoiser
+from sandbox.sampling import CountingDenoise
 from sandbox.training import first_tensor
 
 CALLBACK_KEYS = frozenset({"x", "i", "t", "denoised"})
@@ -133,12 +133,12 @@ def _likely_cause(schedule: Any) -> str:
 
 
 def _gaussian_run(sampler: Any, schedule: Any, label: str, *, generator_seed: int = 1,
-                  global_seed: int = 123) -> tuple[torch.Tensor, CountingDenoiser, list[Any]]:
+                  global_seed: int = 123) -> tuple[torch.Tensor, CountingDenoise, list[Any]]:
     """Sample N(mu, s^2 I) with its exact denoiser; check the calling convention and the result."""
     mu = torch.tensor(GAUSSIAN_MEAN)
     noise = torch.randn(GAUSSIAN_SAMPLES, len(GAUSSIAN_MEAN), generator=torch.Generator().manual_seed(0))
     original = noise.clone()
-    counter = CountingDenoiser(gaussian_denoiser(schedule, mu, GAUSSIAN_STD))
+    counter = CountingDenoise(gaussian_denoiser(schedule, mu, GAUSSIAN_STD))
     seen: list[Any] = []
 
     def callback(info: Any) -> None:  # keep shapes, not tensors: a thousand steps add up
@@ -160,7 +160,7 @@ def _gaussian_run(sampler: Any, schedule: Any, label: str, *, generator_seed: in
     _expect(bool(torch.isfinite(out).all()), label, "returned non-finite samples")
     _expect(torch.equal(noise, original), label, "changed the noise tensor in place")
     mean, std = out.mean(0), out.std(0)
-    steps = f"{sampler.nfe(schedule)} denoiser calls" if callable(getattr(sampler, "nfe", None)) else "its defaults"
+    steps = f"{sampler.nfe(schedule)} denoise calls" if callable(getattr(sampler, "nfe", None)) else "its defaults"
     _expect(torch.allclose(mean, mu, atol=GAUSSIAN_ATOL) and
             torch.allclose(std, torch.full_like(std, GAUSSIAN_STD), atol=GAUSSIAN_ATOL), label,
             f"with the exact denoiser of N({list(GAUSSIAN_MEAN)}, {GAUSSIAN_STD}^2 I) and {steps}, "
@@ -267,7 +267,7 @@ def check_sampler(sampler: Any, params: Any = None, *, registry: Registry | None
         _expect([info["i"] for info in seen] == list(range(len(seen))), where,
                 f"callback steps 'i' must count 0, 1, 2, ...; got {[info['i'] for info in seen][:8]}")
         _expect(counter.nfe == sampler.nfe(schedule), where,
-                f"made {counter.nfe} denoiser calls but nfe(schedule) says {sampler.nfe(schedule)}")
+                f"made {counter.nfe} denoise calls but nfe(schedule) says {sampler.nfe(schedule)}")
         if index == 0:  # the generator, not the global RNG, drives every draw
             again, _, _ = _gaussian_run(sampler, schedule, where, global_seed=456)
             _expect(torch.allclose(out, again, rtol=0, atol=1e-6), where,

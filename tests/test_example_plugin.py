@@ -86,7 +86,7 @@ run: {{device: cpu, seed: 0, output: {tmp / 'runs'}}}
 SAMPLE_EVERY_SAMPLER = """
 import json, torch
 from sandbox.registry import get_registry
-from sandbox.sampling import CountingDenoiser
+from sandbox.sampling import CountingDenoise
 
 registry = get_registry()
 schedule = registry.get("schedule", "loglinear").build()
@@ -99,7 +99,7 @@ def denoise(x, t):  # exact E[x0 | x_t] for x0 ~ N(mu, s^2 I)
 results = {}
 for name in registry.names("sampler"):
     noise = torch.randn(4000, 2, generator=torch.Generator().manual_seed(0))
-    counter = CountingDenoiser(denoise)
+    counter = CountingDenoise(denoise)
     out = registry.get("sampler", name).build()(counter, noise, schedule, generator=torch.Generator().manual_seed(1))
     results[name] = {"finite": bool(torch.isfinite(out).all()), "mean": out.mean(0).tolist(),
                      "std": out.std(0).tolist(), "nfe": counter.nfe}

@@ -18,7 +18,7 @@ from sandbox.loss import DiffusionLoss
 from sandbox.precond import Preconditioned
 from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry
-from sandbox.sampling import CountingDenoiser
+from sandbox.sampling import CountingDenoise
 from sandbox.targets import TARGETS, WEIGHTINGS, Target
 from sandbox.training import first_tensor
 
@@ -77,7 +77,7 @@ def trains_and_samples(schedule_name: str, target: str, toy) -> None:
         if params is not None and hasattr(params, "steps"):
             params.steps = 8
         sampler = component.build(params)
-        counter = CountingDenoiser(denoise)
+        counter = CountingDenoise(denoise)
         with torch.no_grad():
             out = sampler(counter, noise, schedule, generator=torch.Generator().manual_seed(3))
         assert out.shape == noise.shape, sampler_name

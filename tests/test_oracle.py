@@ -22,7 +22,7 @@ from sandbox.doctor import steps_for_budget
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry
-from sandbox.sampling import CountingDenoiser
+from sandbox.sampling import CountingDenoise
 from sandbox.precond import exact_denoise
 from sandbox.protocols import AnalyticDenoiser
 from sandbox.targets import TARGETS
@@ -189,7 +189,7 @@ def sample(oracle, noise, sampler_name, schedule_name, target):
     params = component.default_params()
     if params is not None and hasattr(params, "steps"):
         params.steps = steps_for_budget(component, schedule, SAMPLE_NFE, exact_denoise(oracle, schedule), (2,))
-    counter = CountingDenoiser(exact_denoise(oracle, schedule, target))
+    counter = CountingDenoise(exact_denoise(oracle, schedule, target))
     out = component.build(params)(counter, noise, schedule, generator=torch.Generator().manual_seed(1))
     return out, counter.nfe
 

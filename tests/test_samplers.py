@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sandbox.registry import get_registry
-from sandbox.sampling import CountingDenoiser, forward_variance, transition
+from sandbox.sampling import CountingDenoise, forward_variance, transition
 
 REGISTRY = get_registry()
 
@@ -98,7 +98,7 @@ def test_every_sampler_with_every_schedule_recovers_a_gaussian(sampler_name, sch
     torch.manual_seed(0)
     sched = schedule(schedule_name)
     mu, s = torch.tensor([1.0, -0.5]), 0.5
-    counter = CountingDenoiser(gaussian_denoiser(sched, mu, s))
+    counter = CountingDenoise(gaussian_denoiser(sched, mu, s))
     smp = sampler(sampler_name)
     noise = torch.randn(4000, 2, generator=torch.Generator().manual_seed(0))
     out = smp(counter, noise, sched, generator=torch.Generator().manual_seed(1))
@@ -123,7 +123,7 @@ def test_nfe_is_exact_when_a_discrete_grid_has_fewer_points(sampler_name):
     sched = schedule("linear", num_steps=10)
     for steps in (1, 3, 20):
         smp = sampler(sampler_name, steps=steps)
-        counter = CountingDenoiser(gaussian_denoiser(sched, torch.zeros(2), 1.0))
+        counter = CountingDenoise(gaussian_denoiser(sched, torch.zeros(2), 1.0))
         smp(counter, torch.randn(4, 2), sched, generator=torch.Generator().manual_seed(0))
         assert counter.nfe == smp.nfe(sched)
 

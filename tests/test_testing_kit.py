@@ -172,7 +172,7 @@ def test_a_schedule_that_never_reaches_noise_fails_with_its_likely_cause():
         check_schedule(NeverPureNoise(), samplers=["ddim"])
     message = str(info.value)
     assert message.startswith("schedule NeverPureNoise with sampler 'ddim': with the exact denoiser")
-    assert "50 denoiser calls" in message and "tolerance 0.05" in message
+    assert "50 denoise calls" in message and "tolerance 0.05" in message
     assert "Likely cause: the schedule never reaches pure noise" in message and "alpha = 0.707" in message
 
 
@@ -272,8 +272,8 @@ def test_reference_sampler_passes():
 @pytest.mark.parametrize("sampler, message", [
     (IgnoresGenerator(), "does not honour its generator"),
     (ShortCallback(), r"callback got \['i', 'x'\]; expected a dict with keys \['denoised', 'i', 't', 'x'\]"),
-    (WrongNFE(), r"made 50 denoiser calls but nfe\(schedule\) says 51"),
-    (ReturnsNoise(), r"and 50 denoiser calls, 4000 samples have mean \[.*\] and std \[.*\] \(tolerance 0.05 on each\)"),
+    (WrongNFE(), r"made 50 denoise calls but nfe\(schedule\) says 51"),
+    (ReturnsNoise(), r"and 50 denoise calls, 4000 samples have mean \[.*\] and std \[.*\] \(tolerance 0.05 on each\)"),
     (NoCallbackKeyword(), r"has no keyword 'callback'; expected sampler\(denoise, noise, schedule, \*, generator"),
     (InPlace(), "changed the noise tensor in place"),
 ], ids=lambda value: type(value).__name__ if isinstance(value, Reference) else "")

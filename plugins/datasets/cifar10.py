@@ -16,7 +16,7 @@ import torch
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity
 
-from sandbox.data import DataSplits
+from sandbox.protocols import DataSplits
 from sandbox.errors import ParameterError
 from sandbox_plugins.datasets.items import Uint8Images
 from sandbox_plugins.datasets.params import Cifar10Params

@@ -15,7 +15,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from sandbox.data import DataSplits
+from sandbox.protocols import DataSplits
 from sandbox_plugins.datasets.digits_classifier import digit_scores, get_classifier
 from sandbox_plugins.datasets.items import TensorItems
 from sandbox_plugins.datasets.params import DigitsParams

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from sandbox.data import DataSplits
+from sandbox.protocols import DataSplits
 from sandbox_plugins.datasets.items import TensorItems
 from sandbox_plugins.datasets.metrics import random_directions, sliced_wasserstein
 from sandbox_plugins.datasets.params import GaussianMixtureParams

@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from sandbox.data import DataSplits
+from sandbox.protocols import DataSplits
 from sandbox_plugins.datasets.items import TensorItems
 from sandbox_plugins.datasets.metrics import sliced_wasserstein
 from sandbox_plugins.datasets.params import Toy2DParams
