@@ -17,7 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="train, evaluate and sample from a recipe")
-    run.add_argument("recipe", help="path of a YAML recipe")
+    run.add_argument("recipe", nargs="?", help="path of a YAML recipe (omit with --resume)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in its folder from its latest "
+                                                         "good checkpoint (overrides: train.steps, run.device, ...)")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides, e.g. train.steps=200")
     show = sub.add_parser("show", help="print the fully resolved recipe without running it")
     show.add_argument("recipe", help="path of a YAML recipe")
@@ -52,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     from sandbox.recipe import load_recipe
 
+    if args.resume:
+        overrides = ([args.recipe] if args.recipe else []) + list(args.overrides)  # `--resume DIR key=value`
+        from sandbox.resume import resume_recipe  # imports torch
+        from sandbox.run import run_recipe
+
+        recipe, state = resume_recipe(args.resume, overrides)
+        run_recipe(recipe, run_dir=args.resume, resume=state)
+        return 0
+    if not args.recipe:
+        raise SandboxError("sandbox run needs a recipe file, or --resume RUN_DIR")
     recipe = load_recipe(args.recipe, args.overrides)
     from sandbox.run import run_recipe  # imports torch
 

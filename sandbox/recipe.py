@@ -54,13 +54,16 @@ class TrainConfig:
     val_every: int = 250           # steps between validation losses; 0: only at the end
     sample_every: int = 0          # steps between sample grids; 0: only at the end
     checkpoint_every: int = 0      # steps between checkpoints; 0: only at the end
+    checkpoint_minutes: float = 0.0  # minutes of wall clock between checkpoints (for job time limits); 0: off
+    keep_checkpoints: int = 0      # newest step checkpoints kept (final.pt is always kept); 0: all
 
     def __post_init__(self) -> None:
         one_of(self, "target", TARGETS)
         one_of(self, "weighting", WEIGHTINGS)
         positive(self, "lr", "min_snr_gamma", "sigma_data")
-        for key in ("steps", "warmup_steps", "val_every", "sample_every", "checkpoint_every"):
+        for key in ("steps", "warmup_steps", "val_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
             at_least(self, key, 0)
+        at_least(self, "checkpoint_minutes", 0.0)
         at_least(self, "batch_size", 1)
         at_least(self, "log_every", 1)
         at_least(self, "weight_decay", 0.0)

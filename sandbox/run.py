@@ -11,6 +11,7 @@ from typing import Any, Optional
 import torch
 from rich.console import Console
 
+from sandbox import checkpoint
 from sandbox.build import Parts, build_parts, count_parameters
 from sandbox.console import console as default_console
 from sandbox.console import fmt, progress, table
@@ -20,9 +21,9 @@ from sandbox.precond import exact_denoise
 from sandbox.protocols import Denoise
 from sandbox.recipe import Recipe
 from sandbox.registry import KINDS
-from sandbox.rundir import new_run_dir, write_json
-from sandbox.sampling import CountingDenoiser
-from sandbox.training import Trainer, TrainState, first_tensor
+from sandbox.rundir import check_output, new_run_dir, write_json, write_text
+from sandbox.sampling import CountingDenoise
+from sandbox.training import Diverged, Interrupted, Trainer, TrainState, first_tensor
 
 
 def render(parts: Parts, samples: torch.Tensor) -> torch.Tensor | None:
@@ -48,7 +49,7 @@ def generate(recipe: Recipe, parts: Parts, denoise: Denoise, device: torch.devic
     for offset in range(0, n, recipe.eval.sample_batch):
         b = min(recipe.eval.sample_batch, n - offset)
         noise = torch.randn((b, *parts.data.shape), generator=noise_gen).to(device)
-        counter = CountingDenoiser(denoise)
+        counter = CountingDenoise(denoise)
         out.append(parts.sampler(counter, noise, parts.schedule, generator=step_gen).float().cpu())
         nfe = counter.nfe
     if isinstance(denoise, torch.nn.Module):
@@ -72,12 +73,15 @@ def component_rows(recipe: Recipe, parts: Parts) -> list[list[Any]]:
     return rows
 
 
-def prepare(recipe: Recipe, run_dir: Optional[Path]) -> tuple[torch.device, Parts, Path]:
-    """Seed, pick the device, build and check every part, then open a new run folder with the resolved recipe.
+def prepare(recipe: Recipe, run_dir: Optional[Path], *, resume: bool = False) -> tuple[torch.device, Parts, Path]:
+    """Seed, pick the device, build and check every part, then open the run folder with the resolved recipe.
 
-    The folder is new under ``run.output`` unless ``run_dir`` (which must not
-    exist yet, as a sweep's cell folder) is given.
+    The folder is new under ``run.output`` unless ``run_dir`` is given: a
+    sweep's cell folder (which must not exist yet), or with ``resume`` the
+    folder of the run to continue.
     """
+    if run_dir is None:
+        check_output(recipe.run.output, recipe.name)  # before any work
     torch.manual_seed(recipe.run.seed)
     if recipe.run.threads:
         torch.set_num_threads(recipe.run.threads)
@@ -87,15 +91,16 @@ def prepare(recipe: Recipe, run_dir: Optional[Path]) -> tuple[torch.device, Part
         run_dir = new_run_dir(recipe.run.output, recipe.name)
     else:
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=False)
-    (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
-    (run_dir / "samples").mkdir()
+        run_dir.mkdir(parents=True, exist_ok=resume)
+    write_text(run_dir / "recipe.yaml", recipe.to_yaml())
+    (run_dir / "samples").mkdir(exist_ok=resume)
     return device, parts, run_dir
 
 
-def train(recipe: Recipe, parts: Parts, device: torch.device, run_dir: Path,
-          console: Console) -> tuple[TrainState, Denoise]:
-    """Train the denoiser network; returns the final state and the EMA weights' denoise function."""
+def train(recipe: Recipe, parts: Parts, device: torch.device, run_dir: Path, console: Console,
+          resume: Optional[dict[str, Any]] = None) -> tuple[TrainState, Denoise]:
+    """Train the denoiser network (from ``resume``, a checkpoint's state, when given); returns the final state
+    and the EMA weights' denoise function. Writes ``final.pt`` and ``ema.safetensors``."""
 
     def sample_grid(step: int, denoise: Denoise) -> None:
         samples, _, _ = generate(recipe, parts, denoise, device, recipe.eval.grid_samples, recipe.run.seed + 2)
@@ -103,14 +108,25 @@ def train(recipe: Recipe, parts: Parts, device: torch.device, run_dir: Path,
         if picture is not None:
             save_png(picture, run_dir / "samples" / f"step_{step:06d}.png")
 
-    def checkpoint(trainer: Trainer) -> None:
-        trainer.checkpoint(run_dir / "checkpoints" / f"step_{trainer.state.step:06d}.pt")
-
-    trainer = Trainer(recipe, parts, device, run_dir, on_sample_grid=sample_grid, on_checkpoint=checkpoint)
-    with progress(console) as bar:
-        task = bar.add_task("train", total=trainer.steps, loss="-", speed="-")
-        state = trainer.fit(bar, task)
-    trainer.checkpoint(run_dir / "checkpoints" / "final.pt")
+    trainer = Trainer(recipe, parts, device, run_dir, on_sample_grid=sample_grid)
+    if resume is not None:
+        trainer.load_state_dict(resume)
+        console.print(f"resuming at step {trainer.state.step:,} of {trainer.steps:,}")
+    write_json(run_dir / "status.json", {"status": "training", "step": trainer.state.step})
+    try:
+        with progress(console) as bar:
+            task = bar.add_task("train", total=trainer.steps, loss="-", speed="-")
+            state = trainer.fit(bar, task)
+    except (Interrupted, Diverged) as exc:
+        write_json(run_dir / "status.json", {"status": "interrupted" if isinstance(exc, Interrupted) else "diverged",
+                                             "step": trainer.state.step, "message": str(exc),
+                                             "checkpoint": str(trainer.last_checkpoint or "")})
+        if isinstance(exc, Interrupted):
+            exc.args = (f"{exc}. Resume with: sandbox run --resume {run_dir}",)
+        raise
+    trainer.save_checkpoint(checkpoint.FINAL)
+    checkpoint.save_safetensors(run_dir / "ema.safetensors", trainer.ema.model.state_dict(),
+                                {"step": str(state.step), "recipe": recipe.to_yaml()})
     return state, trainer.ema_denoiser
 
 
@@ -122,10 +138,14 @@ def score(parts: Parts, samples: torch.Tensor) -> dict[str, Any]:
             "real_heldout": parts.data.evaluate(real_heldout(parts, len(samples)))}
 
 
-def run_recipe(recipe: Recipe, *, console: Console | None = None, run_dir: Path | None = None) -> Path:
-    """Run a validated recipe end to end (with the plugins that validated it) and return its run folder."""
+def run_recipe(recipe: Recipe, *, console: Console | None = None, run_dir: Path | None = None,
+               resume: Optional[dict[str, Any]] = None) -> Path:
+    """Run a validated recipe end to end (with the plugins that validated it) and return its run folder.
+
+    ``resume`` is a checkpoint's state (:mod:`sandbox.resume` finds it) to continue ``run_dir`` from.
+    """
     console = console or default_console
-    device, parts, run_dir = prepare(recipe, run_dir)
+    device, parts, run_dir = prepare(recipe, run_dir, resume=resume is not None)
     console.print(table(f"Recipe '{recipe.name}' on {device}", ["kind", "name", "provider", "parameters", "settings"],
                         component_rows(recipe, parts)))
     console.print(f"data: {len(parts.data.train):,} train, {len(parts.data.val):,} validation, shape "
@@ -135,17 +155,18 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, run_dir: Path 
         denoise = exact_denoise(parts.exact_x0, parts.schedule, recipe.train.target, recipe.train.sigma_data)
         console.print("analytic denoiser: nothing to train")
     else:
-        state, denoise = train(recipe, parts, device, run_dir, console)
+        state, denoise = train(recipe, parts, device, run_dir, console, resume)
     console.print(f"sampling {recipe.eval.num_samples} with {recipe.components['sampler'][0]}...")
     samples, nfe, sample_s = generate(recipe, parts, denoise, device, recipe.eval.num_samples, recipe.run.seed + 3)
     picture = render(parts, samples)
     if picture is not None:
         save_png(picture, run_dir / "samples" / "final.png")
-    torch.save(samples, run_dir / "samples" / "final.pt")
+    checkpoint.atomic_write(run_dir / "samples" / "final.pt", lambda handle: torch.save(samples, handle))
     summary = summarize_run(recipe, parts, device, run_dir, state, score(parts, samples),
                             {"nfe_per_sample": nfe, "seconds": sample_s, "num_samples": len(samples)},
                             grid=picture is not None)
     write_json(run_dir / "summary.json", _finite(summary))
+    write_json(run_dir / "status.json", {"status": "finished", "step": state.step})
     console.print(summary_table(recipe, summary))
     return run_dir
 
@@ -172,6 +193,7 @@ def summarize_run(recipe: Recipe, parts: Parts, device: torch.device, run_dir: P
         "sample_quality": quality,
         "outputs": {"recipe": "recipe.yaml", "metrics": "metrics.jsonl" if trained else None,
                     "checkpoint": "checkpoints/final.pt" if trained else None,
+                    "ema": "ema.safetensors" if trained else None,
                     "samples": "samples/final.pt", "grid": "samples/final.png" if grid else None},
     }
 

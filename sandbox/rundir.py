@@ -1,17 +1,49 @@
-"""Run folders: a new one per run, never overwriting an earlier run's results."""
+"""Run folders and the files in them: a new folder per run, and every result file written atomically.
+
+A file is written to a temporary name in its own folder, flushed to disk,
+then renamed over its final name (the rename is atomic on POSIX file
+systems), so a crash or a full disk leaves either the old file or the new
+one, never a truncated one. A write that fails (no space, no permission)
+stops with :class:`sandbox.errors.SandboxError` naming the path and leaves
+no partial file behind.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
+
+from sandbox.errors import RecipeError, SandboxError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,-]*$")
+
+
+def check_output(parent: str | Path, name: str) -> None:
+    """``run.output`` must be a writable folder (or creatable) and the run name a plain file name."""
+    if not _NAME.match(name) or name in (".", ".."):
+        raise RecipeError(f"recipe key 'name': {name!r}; expected a plain folder name (letters, digits and . _ + = , -, "
+                          "no path separators)")
+    parent = Path(parent)
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise RecipeError(f"recipe key 'run.output': {str(parent)!r}; {existing} is a file, expected a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise RecipeError(f"recipe key 'run.output': {str(parent)!r}; {existing} is not writable")
 
 
 def new_run_dir(parent: str | Path, name: str) -> Path:
     """Create ``parent/name-YYYYmmdd-HHMMSS`` (with ``-2``, ``-3``... on a clash) and return it."""
+    check_output(parent, name)
     parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SandboxError(f"could not create the run folder's parent {parent}: {exc.strerror or exc}") from exc
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = f"{name}-{stamp}"
     for attempt in range(1, 10_000):
@@ -21,21 +53,88 @@ def new_run_dir(parent: str | Path, name: str) -> Path:
         except FileExistsError:
             continue
         return path
-    raise RuntimeError(f"could not create a new run folder under {parent}")
+    raise SandboxError(f"could not create a new run folder under {parent}")
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through ``write(handle)`` into a temporary file, fsync it, then rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SandboxError(f"could not write {path}: {exc.strerror or exc}; nothing was left half-written") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable (best effort: some file systems cannot open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any | None:
+    """The JSON in ``path``, or None (with a warning) when it is missing, truncated or not JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"{path} is unreadable ({type(exc).__name__}: {exc}); treating it as missing", stacklevel=2)
+        return None
 
 
 class MetricsLog:
-    """Appends one JSON object per line to ``metrics.jsonl``."""
+    """Appends one JSON object per line to ``metrics.jsonl``; a resumed run first drops the lines after its step."""
 
     def __init__(self, path: Path):
         self.path = path
         self.records: list[dict[str, Any]] = []
 
+    def truncate_after(self, step: int) -> None:
+        """Keep the lines up to ``step`` (a torn last line is dropped too), rewritten atomically."""
+        kept: list[dict[str, Any]] = []
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("step", 0) <= step:
+                    kept.append(record)
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self.records = kept
+
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        try:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+                handle.flush()
+        except OSError as exc:
+            raise SandboxError(f"could not write {self.path}: {exc.strerror or exc}") from exc

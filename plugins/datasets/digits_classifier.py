@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -90,7 +91,10 @@ def get_classifier(images: torch.Tensor, labels: torch.Tensor, *, key: str) -> D
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         model = model.eval().requires_grad_(False)
-    except (OSError, RuntimeError, EOFError, ValueError):  # absent, truncated or stale file: retrain
+    except Exception as exc:  # noqa: BLE001 - absent, truncated, stale or garbage file: rebuild it
+        if path.exists():
+            warnings.warn(f"digit-classifier cache {path} is unreadable ({type(exc).__name__}); rebuilding it",
+                          stacklevel=2)
         model = train_classifier(images, labels)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,119 @@
+"""Checkpoints that cannot be half-written, and that load safely.
+
+A checkpoint is one dict holding everything that changes results (after
+torchtitan's ``components/checkpoint.py``): weights, EMA weights, optimizer,
+learning-rate schedule, step, every random-number state, the position in
+the data order, the loop's running figures and the resolved recipe. It is
+written atomically (:func:`sandbox.rundir.atomic_write`) as
+``checkpoints/step_NNNNNN.pt`` or ``final.pt``, then the ``latest`` pointer
+is updated the same way; ``train.keep_checkpoints`` keeps the newest step
+files. Loading uses ``torch.load(..., weights_only=True)``, so a checkpoint
+never executes code, and a truncated, foreign or mismatched file stops with
+:class:`CheckpointError` naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from sandbox.errors import SandboxError
+from sandbox.rundir import atomic_write, write_text
+
+FORMAT = 1                      # bumped when the layout of the dict changes
+LATEST = "latest"               # the pointer file: the name of the newest good checkpoint
+FINAL = "final.pt"
+_STEP = re.compile(r"^step_(\d+)\.pt$")
+KEYS = ("format", "step", "model", "ema", "optimizer", "lr_scheduler", "rng", "data", "loop", "recipe")
+
+
+class CheckpointError(SandboxError):
+    """A checkpoint file that cannot be used: truncated, not a checkpoint, or from another recipe."""
+
+
+def step_name(step: int) -> str:
+    return f"step_{step:06d}.pt"
+
+
+def save(folder: Path, name: str, state: dict[str, Any], *, keep: int = 0) -> Path:
+    """Write ``state`` as ``folder/name`` atomically, point ``latest`` at it, and keep the newest ``keep`` step files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    atomic_write(path, lambda handle: torch.save({"format": FORMAT, **state}, handle))
+    write_text(folder / LATEST, name + "\n")
+    if keep > 0:
+        steps = sorted(p for p in folder.iterdir() if _STEP.match(p.name))
+        for old in steps[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a bad file raises :class:`CheckpointError`."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint {path} does not exist") from exc
+    except Exception as exc:  # truncated, garbage, or objects weights_only refuses
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); it is truncated, "
+                              "corrupt or not a sandbox checkpoint") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"checkpoint {path} is not a sandbox checkpoint of format {FORMAT} (found {found!r})")
+    missing = [key for key in KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
+    return state
+
+
+def differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted recipe keys whose values differ between two resolved recipes (as ``Recipe.to_dict``)."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        dotted = f"{prefix}{key}"
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, dotted + ".")
+        elif a != b:
+            out.append(dotted)
+    return out
+
+
+def candidates(folder: Path) -> list[Path]:
+    """The checkpoints of a run folder, newest first: the ``latest`` pointer's, then by step, ``final.pt`` first."""
+    if not folder.is_dir():
+        return []
+    files = sorted((p for p in folder.iterdir() if _STEP.match(p.name)),
+                   key=lambda p: int(_STEP.match(p.name).group(1)), reverse=True)  # type: ignore[union-attr]
+    if (folder / FINAL).exists():
+        files.insert(0, folder / FINAL)
+    pointer = folder / LATEST
+    if pointer.exists():
+        named = folder / pointer.read_text().strip()
+        if named in files:
+            files.remove(named)
+            files.insert(0, named)
+    return files
+
+
+def latest_good(folder: Path) -> Optional[tuple[Path, dict[str, Any]]]:
+    """The newest checkpoint in ``folder`` that loads, or None; unreadable ones are skipped with a warning."""
+    for path in candidates(folder):
+        try:
+            return path, load(path)
+        except CheckpointError as exc:
+            warnings.warn(f"{exc}; trying an older one", stacklevel=2)
+    return None
+
+
+def save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write ``tensors`` as a ``.safetensors`` file (the format other tools read) atomically."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    atomic_write(path, lambda handle: handle.write(data))

@@ -1,0 +1,57 @@
+"""``sandbox run --resume RUN_DIR``: continue an interrupted run in its own folder from its latest good checkpoint.
+
+Overrides that cannot change results are accepted (:data:`RESUMABLE`:
+``train.steps`` to extend a run, the device, threads, workers and the
+checkpoint cadence); any other is refused with the key named, since the
+run's weights, optimizer and data order belong to its recipe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from sandbox import checkpoint
+from sandbox.errors import RecipeError, SandboxError
+from sandbox.recipe import Recipe, load_recipe
+
+RESUMABLE = ("train.steps", "train.checkpoint_every", "train.checkpoint_minutes", "train.keep_checkpoints",
+             "run.device", "run.workers", "run.threads")
+
+
+def _value(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree.get(part, {}) if isinstance(tree, dict) else {}
+    return tree
+
+
+def resume_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, Optional[dict[str, Any]]]:
+    """The run's recipe with ``overrides`` (only :data:`RESUMABLE` keys), and its latest good checkpoint's state
+    (None when the run has none yet: it restarts in its folder)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "recipe.yaml"
+    if not path.is_file():
+        raise SandboxError(f"{run_dir} is not a run folder (it has no recipe.yaml)")
+    original = load_recipe(path)
+    recipe = load_recipe(path, overrides)
+    before, after = original.to_dict(), recipe.to_dict()
+    changed = [key for key in checkpoint.differences(before, after) if key not in RESUMABLE]
+    if changed:
+        key = changed[0]
+        raise RecipeError(f"recipe key '{key}': cannot change when resuming ({_value(before, key)!r} in the run, "
+                          f"{_value(after, key)!r} asked); only {', '.join(RESUMABLE)} may. Start a new run "
+                          "instead")
+    found = checkpoint.latest_good(run_dir / "checkpoints")
+    if found is None:
+        return recipe, None
+    ckpt_path, state = found
+    mismatch = [key for key in checkpoint.differences(state["recipe"], before) if key not in RESUMABLE]
+    if mismatch:
+        key = mismatch[0]
+        raise checkpoint.CheckpointError(
+            f"checkpoint {ckpt_path} was written by another recipe: recipe key '{key}' is "
+            f"{_value(state['recipe'], key)!r} there and {_value(before, key)!r} in {path}")
+    if state["step"] >= recipe.train.steps and (run_dir / "summary.json").exists():
+        raise SandboxError(f"{run_dir} finished at step {state['step']:,}; extend it with train.steps=N "
+                           f"(N > {state['step']:,}) or draw samples from it with sandbox sample {run_dir}")
+    return recipe, state
