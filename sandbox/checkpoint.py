@@ -59,9 +59,9 @@ def load(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, A
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint {path} does not exist") from exc
     except Exception as exc:  # truncated, garbage, or objects weights_only refuses
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); it is truncated, "
-                              "corrupt or not a sandbox checkpoint") from exc
+        detail = (str(exc).splitlines() or ["no detail"])[0].split(". ")[0]
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {detail}); it is "
+                              "truncated, corrupt or not a sandbox checkpoint") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"checkpoint {path} is not a sandbox checkpoint of format {FORMAT} (found {found!r})")
@@ -102,12 +102,24 @@ def candidates(folder: Path) -> list[Path]:
 
 
 def latest_good(folder: Path) -> Optional[tuple[Path, dict[str, Any]]]:
-    """The newest checkpoint in ``folder`` that loads, or None; unreadable ones are skipped with a warning."""
+    """The newest checkpoint in ``folder`` that loads, or None when there is none.
+
+    Unreadable ones are skipped with a warning; when every one is unreadable,
+    :class:`CheckpointError` lists them (nothing is silently restarted).
+    Temporary files of an interrupted write are removed.
+    """
+    if folder.is_dir():
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+    errors = []
     for path in candidates(folder):
         try:
             return path, load(path)
         except CheckpointError as exc:
+            errors.append(str(exc))
             warnings.warn(f"{exc}; trying an older one", stacklevel=2)
+    if errors:
+        raise CheckpointError("no usable checkpoint: " + "; ".join(errors))
     return None
 
 

@@ -60,7 +60,7 @@ def cmd_run(args) -> int:
         from sandbox.run import run_recipe
 
         recipe, state = resume_recipe(args.resume, overrides)
-        run_recipe(recipe, run_dir=args.resume, resume=state)
+        run_recipe(recipe, run_dir=args.resume, resume=True, state=state)
         return 0
     if not args.recipe:
         raise SandboxError("sandbox run needs a recipe file, or --resume RUN_DIR")
@@ -189,7 +189,19 @@ COMMANDS = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "plugins": cmd_p
             "summary": cmd_summary, "doctor": cmd_doctor}
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings (an unreadable checkpoint skipped, a cache rebuilt) as one line on stderr, not a code listing."""
+    from rich.markup import escape
+
+    from sandbox.console import error_console
+
+    error_console.print(f"[yellow]warning:[/] {escape(str(message))}", soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.showwarning = _show_warning
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     stray = [item for item in extra if item.startswith("-") or "=" not in item]

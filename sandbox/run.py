@@ -97,10 +97,10 @@ def prepare(recipe: Recipe, run_dir: Optional[Path], *, resume: bool = False) ->
     return device, parts, run_dir
 
 
-def train(recipe: Recipe, parts: Parts, device: torch.device, run_dir: Path, console: Console,
-          resume: Optional[dict[str, Any]] = None) -> tuple[TrainState, Denoise]:
-    """Train the denoiser network (from ``resume``, a checkpoint's state, when given); returns the final state
-    and the EMA weights' denoise function. Writes ``final.pt`` and ``ema.safetensors``."""
+def train(recipe: Recipe, parts: Parts, device: torch.device, run_dir: Path, console: Console, *,
+          resume: bool = False, state: Optional[dict[str, Any]] = None) -> tuple[TrainState, Denoise]:
+    """Train the denoiser network (continuing from ``state``, a checkpoint's, when given); returns the final
+    state and the EMA weights' denoise function. Writes ``final.pt`` and ``ema.safetensors``."""
 
     def sample_grid(step: int, denoise: Denoise) -> None:
         samples, _, _ = generate(recipe, parts, denoise, device, recipe.eval.grid_samples, recipe.run.seed + 2)
@@ -109,9 +109,12 @@ def train(recipe: Recipe, parts: Parts, device: torch.device, run_dir: Path, con
             save_png(picture, run_dir / "samples" / f"step_{step:06d}.png")
 
     trainer = Trainer(recipe, parts, device, run_dir, on_sample_grid=sample_grid)
-    if resume is not None:
-        trainer.load_state_dict(resume)
+    if state is not None:
+        trainer.load_state_dict(state)
         console.print(f"resuming at step {trainer.state.step:,} of {trainer.steps:,}")
+    elif resume:
+        trainer.metrics.truncate_after(0)
+        console.print("no checkpoint yet: training again from step 0 in the same folder")
     write_json(run_dir / "status.json", {"status": "training", "step": trainer.state.step})
     try:
         with progress(console) as bar:
@@ -139,34 +142,35 @@ def score(parts: Parts, samples: torch.Tensor) -> dict[str, Any]:
 
 
 def run_recipe(recipe: Recipe, *, console: Console | None = None, run_dir: Path | None = None,
-               resume: Optional[dict[str, Any]] = None) -> Path:
+               resume: bool = False, state: Optional[dict[str, Any]] = None) -> Path:
     """Run a validated recipe end to end (with the plugins that validated it) and return its run folder.
 
-    ``resume`` is a checkpoint's state (:mod:`sandbox.resume` finds it) to continue ``run_dir`` from.
+    With ``resume``, continue the run in ``run_dir`` from ``state``, its latest good checkpoint's
+    (:func:`sandbox.resume.resume_recipe` finds it), or from step 0 when it has none.
     """
     console = console or default_console
-    device, parts, run_dir = prepare(recipe, run_dir, resume=resume is not None)
+    device, parts, run_dir = prepare(recipe, run_dir, resume=resume)
     console.print(table(f"Recipe '{recipe.name}' on {device}", ["kind", "name", "provider", "parameters", "settings"],
                         component_rows(recipe, parts)))
     console.print(f"data: {len(parts.data.train):,} train, {len(parts.data.val):,} validation, shape "
                   f"{tuple(parts.data.shape)}; run folder [bold]{run_dir}[/]")
     if parts.exact_x0 is not None:  # an analytic denoiser: nothing to train
-        state = TrainState()
+        trained = TrainState()
         denoise = exact_denoise(parts.exact_x0, parts.schedule, recipe.train.target, recipe.train.sigma_data)
         console.print("analytic denoiser: nothing to train")
     else:
-        state, denoise = train(recipe, parts, device, run_dir, console, resume)
+        trained, denoise = train(recipe, parts, device, run_dir, console, resume=resume, state=state)
     console.print(f"sampling {recipe.eval.num_samples} with {recipe.components['sampler'][0]}...")
     samples, nfe, sample_s = generate(recipe, parts, denoise, device, recipe.eval.num_samples, recipe.run.seed + 3)
     picture = render(parts, samples)
     if picture is not None:
         save_png(picture, run_dir / "samples" / "final.png")
     checkpoint.atomic_write(run_dir / "samples" / "final.pt", lambda handle: torch.save(samples, handle))
-    summary = summarize_run(recipe, parts, device, run_dir, state, score(parts, samples),
+    summary = summarize_run(recipe, parts, device, run_dir, trained, score(parts, samples),
                             {"nfe_per_sample": nfe, "seconds": sample_s, "num_samples": len(samples)},
                             grid=picture is not None)
     write_json(run_dir / "summary.json", _finite(summary))
-    write_json(run_dir / "status.json", {"status": "finished", "step": state.step})
+    write_json(run_dir / "status.json", {"status": "finished", "step": trained.step})
     console.print(summary_table(recipe, summary))
     return run_dir
 
