@@ -252,3 +252,20 @@ def test_ema_weights_are_written_as_safetensors_with_recipe_and_step(tmp_path):
         for key, value in state["ema"]["model"].items():
             assert torch.equal(f.get_tensor(key), value)
     assert read_json(run / "summary.json")["outputs"]["ema"] == "ema.safetensors"
+
+
+def test_a_garbage_digit_classifier_cache_is_rebuilt_with_a_warning(tmp_path, monkeypatch):
+    from sandbox_plugins.datasets import digits_classifier as dc
+
+    monkeypatch.setenv("SANDBOX_CACHE", str(tmp_path))
+    monkeypatch.setattr(dc, "_MEMORY", {})
+    monkeypatch.setattr(dc, "STEPS", 5)  # the rebuild is what is tested, not the classifier's accuracy
+    images = torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(40) % 10
+    path = dc.cache_path("garbage-test")
+    path.write_bytes(os.urandom(4096))
+    with pytest.warns(UserWarning, match="unreadable"):
+        model = dc.get_classifier(images, labels, key="garbage-test")
+    assert model(images).shape == (40, 10)
+    rebuilt = torch.load(path, weights_only=True)  # the bad cache was replaced by a good one
+    assert set(rebuilt) == set(model.state_dict())
