@@ -84,6 +84,14 @@ def differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = ""
     return out
 
 
+def value_at(tree: dict[str, Any], dotted: str) -> Any:
+    """The value of a dotted recipe key in a ``Recipe.to_dict`` tree (an empty dict when absent)."""
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return node
+
+
 def candidates(folder: Path) -> list[Path]:
     """The checkpoints of a run folder, newest first: the ``latest`` pointer's, then by step, ``final.pt`` first."""
     if not folder.is_dir():

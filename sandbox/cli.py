@@ -21,6 +21,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in its folder from its latest "
                                                          "good checkpoint (overrides: train.steps, run.device, ...)")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides, e.g. train.steps=200")
+    sample = sub.add_parser("sample", help="draw samples from a run's EMA weights, with its sampler or another")
+    sample.add_argument("run_dir", metavar="RUN_DIR", help="the folder of a finished or interrupted run")
+    sample.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="sampler.*, eval.*, run.device, run.threads or run.seed, e.g. sampler.name=dpmpp_2m")
+    sample.add_argument("--num", type=_count, metavar="N", help="samples to draw (default eval.num_samples)")
+    sample.add_argument("--checkpoint", metavar="PATH", help="checkpoint to load (default checkpoints/final.pt, "
+                                                             "else the newest step checkpoint)")
+    sample.add_argument("--png", action="store_true", help="also write one PNG per sample in png/ (image data)")
     show = sub.add_parser("show", help="print the fully resolved recipe without running it")
     show.add_argument("recipe", help="path of a YAML recipe")
     show.add_argument("overrides", nargs="*", metavar="key=value")
@@ -68,6 +76,16 @@ def cmd_run(args) -> int:
     from sandbox.run import run_recipe  # imports torch
 
     run_recipe(recipe)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from pathlib import Path
+
+    from sandbox.sample import sample_run  # imports torch
+
+    sample_run(Path(args.run_dir), list(args.overrides), num=args.num, png=args.png,
+               checkpoint_path=Path(args.checkpoint) if args.checkpoint else None)
     return 0
 
 
@@ -185,8 +203,8 @@ def _report_problems(registry) -> None:
                                 f"{escape(outcome)}", soft_wrap=True)
 
 
-COMMANDS = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "plugins": cmd_plugins, "sweep": cmd_sweep,
-            "summary": cmd_summary, "doctor": cmd_doctor}
+COMMANDS = {"run": cmd_run, "sample": cmd_sample, "show": cmd_show, "list": cmd_list, "plugins": cmd_plugins,
+            "sweep": cmd_sweep, "summary": cmd_summary, "doctor": cmd_doctor}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

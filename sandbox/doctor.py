@@ -20,7 +20,6 @@ it registers. It names only the two built-ins it uses on purpose, the
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from rich.table import Table
 
 from sandbox.errors import SandboxError
 from sandbox.plugins import LOCAL_PREFIX, is_path
+from sandbox.rundir import json_safe, write_json
 from sandbox.registry import Component, Registry, get_registry, with_local
 from sandbox.sampling import CountingDenoise
 from sandbox.precond import exact_denoise
@@ -98,7 +98,7 @@ class Report:
         return 1 if any(cell.status in BAD for row in self.rows for cell in row.cells) else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite({
+        return json_safe({
             "samples": self.samples,
             "budgets": list(self.budgets),
             "dataset": {"name": DATASET, **MIXTURE},
@@ -112,16 +112,6 @@ class Report:
             "providers": self.providers,
             "rows": [dataclasses.asdict(row) for row in self.rows],
         })
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _with(component: Component, **values: Any) -> Any:
@@ -375,6 +365,6 @@ def doctor_command(*, samples: int = SAMPLES, json_path: str | None = None, samp
     if json_path:
         path = Path(json_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        write_json(path, report.to_dict())
         console.print(f"results written to [bold]{escape(str(path))}[/]")
     return report.exit_status

@@ -19,12 +19,6 @@ RESUMABLE = ("train.steps", "train.checkpoint_every", "train.checkpoint_minutes"
              "run.device", "run.workers", "run.threads")
 
 
-def _value(tree: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        tree = tree.get(part, {}) if isinstance(tree, dict) else {}
-    return tree
-
-
 def resume_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, Optional[dict[str, Any]]]:
     """The run's recipe with ``overrides`` (only :data:`RESUMABLE` keys), and its latest good checkpoint's state
     (None when the run has none yet: it restarts in its folder)."""
@@ -38,8 +32,8 @@ def resume_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, Optional
     changed = [key for key in checkpoint.differences(before, after) if key not in RESUMABLE]
     if changed:
         key = changed[0]
-        raise RecipeError(f"recipe key '{key}': cannot change when resuming ({_value(before, key)!r} in the run, "
-                          f"{_value(after, key)!r} asked); only {', '.join(RESUMABLE)} may. Start a new run "
+        raise RecipeError(f"recipe key '{key}': cannot change when resuming ({checkpoint.value_at(before, key)!r} in the run, "
+                          f"{checkpoint.value_at(after, key)!r} asked); only {', '.join(RESUMABLE)} may. Start a new run "
                           "instead")
     found = checkpoint.latest_good(run_dir / "checkpoints")
     if found is None:
@@ -50,7 +44,7 @@ def resume_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, Optional
         key = mismatch[0]
         raise checkpoint.CheckpointError(
             f"checkpoint {ckpt_path} was written by another recipe: recipe key '{key}' is "
-            f"{_value(state['recipe'], key)!r} there and {_value(before, key)!r} in {path}")
+            f"{checkpoint.value_at(state['recipe'], key)!r} there and {checkpoint.value_at(before, key)!r} in {path}")
     if state["step"] >= recipe.train.steps and (run_dir / "summary.json").exists():
         raise SandboxError(f"{run_dir} finished at step {state['step']:,}; extend it with train.steps=N "
                            f"(N > {state['step']:,}) or draw samples from it with sandbox sample {run_dir}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -119,7 +118,7 @@ def train(recipe: Recipe, parts: Parts, device: torch.device, run_dir: Path, con
     try:
         with progress(console) as bar:
             task = bar.add_task("train", total=trainer.steps, loss="-", speed="-")
-            state = trainer.fit(bar, task)
+            trained = trainer.fit(bar, task)
     except (Interrupted, Diverged) as exc:
         write_json(run_dir / "status.json", {"status": "interrupted" if isinstance(exc, Interrupted) else "diverged",
                                              "step": trainer.state.step, "message": str(exc),
@@ -129,8 +128,8 @@ def train(recipe: Recipe, parts: Parts, device: torch.device, run_dir: Path, con
         raise
     trainer.save_checkpoint(checkpoint.FINAL)
     checkpoint.save_safetensors(run_dir / "ema.safetensors", trainer.ema.model.state_dict(),
-                                {"step": str(state.step), "recipe": recipe.to_yaml()})
-    return state, trainer.ema_denoiser
+                                {"step": str(trained.step), "recipe": recipe.to_yaml()})
+    return trained, trainer.ema_denoiser
 
 
 def score(parts: Parts, samples: torch.Tensor) -> dict[str, Any]:
@@ -169,7 +168,7 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, run_dir: Path 
     summary = summarize_run(recipe, parts, device, run_dir, trained, score(parts, samples),
                             {"nfe_per_sample": nfe, "seconds": sample_s, "num_samples": len(samples)},
                             grid=picture is not None)
-    write_json(run_dir / "summary.json", _finite(summary))
+    write_json(run_dir / "summary.json", summary)
     write_json(run_dir / "status.json", {"status": "finished", "step": trained.step})
     console.print(summary_table(recipe, summary))
     return run_dir
@@ -215,14 +214,3 @@ def summary_table(recipe: Recipe, summary: dict[str, Any]) -> Any:
     if summary["outputs"]["grid"]:
         rows.append(["sample grid", str(Path(summary["run_dir"]) / summary["outputs"]["grid"])])
     return table(f"Summary of '{recipe.name}'", ["", "value"], rows)
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

@@ -11,6 +11,7 @@ no partial file behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -56,7 +57,7 @@ def new_run_dir(parent: str | Path, name: str) -> Path:
     raise SandboxError(f"could not create a new run folder under {parent}")
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write ``path`` through ``write(handle)`` into a temporary file, fsync it, then rename it into place."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -93,8 +94,20 @@ def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """``data`` as indented JSON (non-finite numbers as null), written atomically."""
+    write_text(path, json.dumps(json_safe(data), indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: str | Path) -> Any | None:

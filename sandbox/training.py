@@ -174,7 +174,7 @@ class Trainer:
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        data = {"epoch": self.data.epoch, "position": self.data.position}
+        data: dict[str, Any] = {"epoch": self.data.epoch, "position": self.data.position}
         if self.data.epoch_state is not None:
             data["epoch_state"] = self.data.epoch_state
         return {

@@ -1,0 +1,250 @@
+"""``sandbox sample RUN_DIR``: draw samples from a run's EMA weights with its sampler or any other.
+
+The run's ``recipe.yaml`` is reloaded with overrides; only keys that leave
+the weights' meaning alone may change (:data:`SAMPLING_KEYS`: the sampler,
+the ``eval`` section, the device, threads and the sampling seed), so
+``sampler.name=dpmpp_2m sampler.steps=10`` compares samplers on one trained
+network. The weights come from ``checkpoints/final.pt``, else (an
+interrupted run) from the newest step checkpoint that loads, always with
+``weights_only=True``. Each call writes a new folder
+``RUN_DIR/samples/<sampler>-<steps or NFE>-<YYYYmmdd-HHMMSS>/``.
+
+With the run's own recipe and seed, the samples are the run's
+``samples/final.pt`` again (on the CPU, bit for bit): the same weights,
+the same seed (``run.seed + 3``) and the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from sandbox import checkpoint
+from sandbox.build import Parts, build_parts
+from sandbox.console import console as default_console
+from sandbox.console import fmt, table
+from sandbox.device import pick_device
+from sandbox.errors import RecipeError, SandboxError
+from sandbox.precond import Preconditioned, exact_denoise
+from sandbox.protocols import Denoise
+from sandbox.recipe import Recipe, load_recipe
+from sandbox.resume import RESUMABLE
+from sandbox.run import generate, render, score
+from sandbox.rundir import atomic_write, new_run_dir, read_json, write_json
+
+SAMPLING_SECTIONS = ("sampler.", "eval.")              # every key under these may change
+SAMPLING_KEYS = ("run.device", "run.threads", "run.seed")  # and these (run.seed: the sampling seed)
+SEED_OFFSET = 3  # run_recipe draws its final samples with run.seed + 3; the same seed gives the same samples
+
+
+def sampling_recipe(run_dir: Path, overrides: list[str]) -> Recipe:
+    """The run's recipe with ``overrides``, which may change only sampling keys (else :class:`RecipeError`)."""
+    path = Path(run_dir) / "recipe.yaml"
+    if not path.is_file():
+        raise SandboxError(f"{run_dir} is not a run folder (it has no recipe.yaml)")
+    original = load_recipe(path)
+    recipe = load_recipe(path, overrides)
+    before, after = original.to_dict(), recipe.to_dict()
+    changed = [key for key in checkpoint.differences(before, after) if not _may_change(key)]
+    if changed:
+        key = changed[0]
+        raise RecipeError(f"recipe key '{key}': cannot change when sampling ({checkpoint.value_at(before, key)!r} in the run, "
+                          f"{checkpoint.value_at(after, key)!r} asked): the weights were trained with the run's value; only "
+                          f"{', '.join(s + '*' for s in SAMPLING_SECTIONS)}, {', '.join(SAMPLING_KEYS)} may")
+    return recipe
+
+
+def _may_change(key: str) -> bool:
+    return key.startswith(SAMPLING_SECTIONS) or key in SAMPLING_KEYS
+
+
+def find_checkpoint(run_dir: Path, path: Path | None, console: Console) -> tuple[Path, dict[str, Any]]:
+    """``path``, else ``checkpoints/final.pt``, else the newest step checkpoint that loads (with a note)."""
+    if path is not None:
+        return Path(path), checkpoint.load(Path(path))
+    folder = run_dir / "checkpoints"
+    final = folder / checkpoint.FINAL
+    if final.exists():
+        try:
+            return final, checkpoint.load(final)
+        except checkpoint.CheckpointError as exc:
+            older = [p for p in checkpoint.candidates(folder) if p != final]
+            hint = f"; to sample from an earlier one, add --checkpoint {older[0]}" if older else ""
+            raise checkpoint.CheckpointError(f"{exc}{hint}") from exc
+    # As checkpoint.latest_good, but leaving temporary files alone: the run may still be writing one.
+    errors = []
+    for candidate in checkpoint.candidates(folder):
+        try:
+            state = checkpoint.load(candidate)
+        except checkpoint.CheckpointError as exc:
+            errors.append(str(exc))
+            warnings.warn(f"{exc}; trying an older one", stacklevel=2)
+            continue
+        status = (read_json(run_dir / "status.json") or {}).get("status", "unknown")
+        console.print(f"[yellow]note:[/] the run is unfinished (status: {status}; no {final}); sampling from "
+                      f"{candidate.name}, step {state['step']:,}")
+        return candidate, state
+    if errors:
+        raise checkpoint.CheckpointError(f"no usable checkpoint in {folder}: " + "; ".join(errors))
+    raise SandboxError(f"{run_dir} has no checkpoint to sample from (no {folder}/*.pt); it stopped before its "
+                       "first one: resume it with sandbox run --resume")
+
+
+def ema_denoiser(recipe: Recipe, parts: Parts, state: dict[str, Any], path: Path,
+                 device: torch.device) -> Preconditioned:
+    """The checkpoint's EMA weights in the recipe's network, preconditioned for its prediction target."""
+    saved = state["recipe"] if isinstance(state.get("recipe"), dict) else {}
+    mismatch = [key for key in checkpoint.differences(saved, recipe.to_dict())
+                if not _may_change(key) and key not in RESUMABLE and key != "name"]
+    if mismatch:
+        key = mismatch[0]
+        raise checkpoint.CheckpointError(f"checkpoint {path} was written by another recipe: recipe key '{key}' is "
+                                         f"{checkpoint.value_at(saved, key)!r} there and {checkpoint.value_at(recipe.to_dict(), key)!r} "
+                                         "in the run")
+    assert parts.net is not None
+    net = parts.net
+    try:
+        net.load_state_dict(state["ema"]["model"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        detail = (str(exc).splitlines() or [""])[0]
+        raise checkpoint.CheckpointError(f"checkpoint {path} holds no EMA weights for this network "
+                                         f"({type(exc).__name__}: {detail})") from exc
+    net = net.to(device).eval().requires_grad_(False)
+    return Preconditioned(net, parts.schedule, recipe.train.target, recipe.train.sigma_data).eval()
+
+
+def sample_run(run_dir: Path, overrides: list[str], *, num: int | None = None, checkpoint_path: Path | None = None,
+               png: bool = False, console: Console | None = None) -> Path:
+    """Draw ``num`` samples (default ``eval.num_samples``) from a run's EMA weights into a new folder, returned.
+
+    The folder holds ``grid.png`` (where the data has a picture), ``samples.pt``,
+    ``summary.json`` (checkpoint, overrides, sampler, NFE, seconds and the
+    dataset's quality figures next to held-out real data's) and, with ``png``,
+    one 8-bit PNG per sample in ``png/`` for external FID tools.
+    """
+    console = console or default_console
+    run_dir = Path(run_dir)
+    recipe = sampling_recipe(run_dir, overrides)
+    n = num if num is not None else recipe.eval.num_samples
+    if n < 1:
+        raise SandboxError(f"--num {n}: expected 1 or more samples")
+    torch.manual_seed(recipe.run.seed)
+    if recipe.run.threads:
+        torch.set_num_threads(recipe.run.threads)
+    device = pick_device(recipe.run.device)
+    parts = build_parts(recipe)
+    shape = tuple(parts.data.shape)
+    if png and not (len(shape) == 3 and shape[0] in (1, 3)):
+        raise SandboxError(f"--png needs images of 1 or 3 channels; dataset '{recipe.components['dataset'][0]}' "
+                           f"gives items of shape {shape}")
+    denoise: Denoise
+    if parts.exact_x0 is not None:  # an analytic denoiser: no weights
+        if checkpoint_path is not None:
+            raise SandboxError(f"{run_dir} samples with an analytic denoiser, which has no checkpoint; "
+                               "drop --checkpoint")
+        ckpt, step = None, 0
+        denoise = exact_denoise(parts.exact_x0, parts.schedule, recipe.train.target, recipe.train.sigma_data)
+    else:
+        ckpt, state = find_checkpoint(run_dir, checkpoint_path, console)
+        step = int(state["step"])
+        denoise = ema_denoiser(recipe, parts, state, ckpt, device)
+
+    sampler, params = recipe.components["sampler"]
+    nfe_planned = parts.sampler.nfe(parts.schedule)
+    label = getattr(params, "steps", None) or nfe_planned
+    folder = new_run_dir(run_dir / "samples", f"{sampler}-{label}")
+    try:
+        samples, nfe, seconds = _draw(recipe, parts, denoise, device, n, nfe_planned, console)
+        picture = render(parts, samples)
+        if picture is not None:
+            _write_png(folder / "grid.png", picture)
+        atomic_write(folder / "samples.pt", lambda handle: torch.save(samples, handle))
+        if png:
+            _write_pngs(folder / "png", samples)
+        quality = score(parts, samples)
+        summary = {
+            "run_dir": str(run_dir),
+            "folder": str(folder),
+            "checkpoint": {"path": str(ckpt) if ckpt else None, "step": step},
+            "overrides": list(overrides),
+            "device": str(device),
+            "seed": recipe.run.seed + SEED_OFFSET,
+            "sampler": {"name": sampler, "params": dataclasses.asdict(params) if params is not None else {}},
+            "num_samples": len(samples),
+            "sample_batch": recipe.eval.sample_batch,
+            "nfe_per_sample": nfe,
+            "seconds": seconds,
+            "sample_quality": quality,
+            "outputs": {"samples": "samples.pt", "grid": "grid.png" if picture is not None else None,
+                        "png": "png/" if png else None},
+        }
+        write_json(folder / "summary.json", summary)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a folder without summary.json would read as finished
+        raise
+    console.print(_table(summary))
+    return folder
+
+
+def _draw(recipe: Recipe, parts: Parts, denoise: Denoise, device: torch.device, n: int, nfe: int,
+          console: Console) -> tuple[torch.Tensor, int, float]:
+    """:func:`sandbox.run.generate` with a bar that moves by ``batch / nfe`` samples per denoise call."""
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
+    with bar:
+        task = bar.add_task(f"sample ({recipe.components['sampler'][0]})", total=n)
+
+        def tracked(x: torch.Tensor, t: Any) -> torch.Tensor:
+            out = denoise(x, t)
+            bar.advance(task, x.shape[0] / max(nfe, 1))
+            return out
+
+        samples, used, seconds = generate(recipe, parts, tracked, device, n, recipe.run.seed + SEED_OFFSET)
+        bar.update(task, completed=n)
+    return samples, used, seconds
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] as 8-bit values in [0, 255], channels last."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+
+def _write_png(path: Path, picture: torch.Tensor) -> None:
+    from torchvision.utils import save_image
+
+    atomic_write(path, lambda handle: save_image(picture.float().clamp(0, 1), handle, format="png"))
+
+
+def _write_pngs(folder: Path, samples: torch.Tensor) -> None:
+    """One PNG per sample, ``000000.png`` ...; written into a temporary folder renamed when complete."""
+    from PIL import Image
+
+    partial = folder.with_name(folder.name + ".partial")
+    partial.mkdir()
+    width = max(6, len(str(len(samples) - 1)))
+    for i, pixels in enumerate(_to_uint8(samples).numpy()):
+        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(partial / f"{i:0{width}d}.png")
+    partial.rename(folder)
+
+
+def _table(summary: dict[str, Any]) -> Any:
+    """The table printed at the end: sampler, NFE, time, quality of generated and real held-out data."""
+    params = ", ".join(f"{k}={fmt(v)}" for k, v in summary["sampler"]["params"].items())
+    ckpt = summary["checkpoint"]
+    rows = [["sampler", f"{summary['sampler']['name']} ({params})" if params else summary["sampler"]["name"]],
+            ["checkpoint", f"{ckpt['path']} (step {ckpt['step']:,})" if ckpt["path"] else "analytic denoiser"],
+            ["samples", summary["num_samples"]], ["NFE per sample", summary["nfe_per_sample"]],
+            ["sampling time (s)", summary["seconds"]]]
+    quality = summary["sample_quality"]
+    for metric, value in quality.get("generated", {}).items():
+        rows.append([f"{metric}: generated / real held-out",
+                     f"{fmt(value)} / {fmt(quality['real_heldout'].get(metric))}"])
+    rows.append(["folder", summary["folder"]])
+    return table("Samples", ["", "value"], rows)
