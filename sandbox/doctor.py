@@ -29,15 +29,15 @@ from typing import Any, Iterable, Sequence
 import torch
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sandbox.console import counter
 from sandbox.errors import SandboxError
 from sandbox.plugins import LOCAL_PREFIX, is_path
-from sandbox.rundir import json_safe, write_json
-from sandbox.registry import Component, Registry, get_registry, with_local
-from sandbox.sampling import CountingDenoise
 from sandbox.precond import exact_denoise
+from sandbox.registry import Component, Registry, get_registry, with_local
+from sandbox.rundir import json_safe, write_json
+from sandbox.sampling import CountingDenoise
 from sandbox.targets import TARGETS
 
 DATASET = "gaussian_mixture"
@@ -233,10 +233,9 @@ def _run(registry: Registry, samples: int, budgets: tuple[int, ...], seed: int, 
 
     rows: list[Row] = []
     total = len(sampler_names) * len(schedule_names) * len(target_names) * len(budgets)
-    bar = Progress(TextColumn("[bold]doctor"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                   TimeElapsedColumn(), console=console, transient=True)
+    bar = counter(console, transient=True)
     with bar:
-        task = bar.add_task("", total=total)
+        task = bar.add_task("doctor", total=total)
         for schedule_name in schedule_names:
             schedule_component = registry.get("schedule", schedule_name)
             try:
@@ -252,7 +251,7 @@ def _run(registry: Registry, samples: int, budgets: tuple[int, ...], seed: int, 
                     cells = [Cell(budget=b) for b in budgets]
                     row = Row(sampler_name, schedule_name, target, cells)
                     rows.append(row)
-                    bar.update(task, description=f"{sampler_name} / {schedule_name} / {target}")
+                    bar.update(task, description=f"doctor: {sampler_name} / {schedule_name} / {target}")
                     if schedule is None or isinstance(plan, str):
                         for cell in cells:
                             cell.status, cell.error = FAILED, schedule_error or str(plan)

@@ -24,12 +24,11 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from sandbox import checkpoint
 from sandbox.build import Parts, build_parts
 from sandbox.console import console as default_console
-from sandbox.console import fmt, table
+from sandbox.console import counter, fmt, table
 from sandbox.device import pick_device
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.precond import Preconditioned, exact_denoise
@@ -196,8 +195,7 @@ def sample_run(run_dir: Path, overrides: list[str], *, num: int | None = None, c
 def _draw(recipe: Recipe, parts: Parts, denoise: Denoise, device: torch.device, n: int, nfe: int,
           console: Console) -> tuple[torch.Tensor, int, float]:
     """:func:`sandbox.run.generate` with a bar that moves by ``batch / nfe`` samples per denoise call."""
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
+    bar = counter(console)
     with bar:
         task = bar.add_task(f"sample ({recipe.components['sampler'][0]})", total=n)
 
