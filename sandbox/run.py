@@ -15,6 +15,7 @@ from sandbox.build import Parts, build_parts, count_parameters
 from sandbox.console import console as default_console
 from sandbox.console import fmt, progress, table
 from sandbox.device import pick_device
+from sandbox.health import sample_health
 from sandbox.images import grid, save_png
 from sandbox.precond import exact_denoise
 from sandbox.protocols import Denoise
@@ -165,10 +166,14 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, run_dir: Path 
     if picture is not None:
         save_png(picture, run_dir / "samples" / "final.png")
     checkpoint.atomic_write(run_dir / "samples" / "final.pt", lambda handle: torch.save(samples, handle))
+    health = sample_health(samples, real_heldout(parts, len(samples)))
+    if health["diverged"]:
+        console.print(f"[bold red]warning:[/] the samples diverged: {health['finite_share']:.0%} finite, "
+                      f"{health['in_range_share']:.0%} within the data's range; their quality figures mean little")
     summary = summarize_run(recipe, parts, device, run_dir, trained, score(parts, samples),
                             {"nfe_per_sample": nfe, "seconds": sample_s, "num_samples": len(samples)},
                             grid=picture is not None)
-    write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", {**summary, "sample_health": health})
     write_json(run_dir / "status.json", {"status": "finished", "step": trained.step})
     console.print(summary_table(recipe, summary))
     return run_dir

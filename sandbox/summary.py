@@ -30,6 +30,7 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.table import Table
 
+from sandbox.rundir import read_json
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.sweep import SWEEP_FILE, parse_value, split_list
 
@@ -72,7 +73,7 @@ class CellResult:
     id: str
     group: tuple[str, ...]
     seed: int
-    status: str                    # done, failed, invalid or missing
+    status: str                    # done, diverged, failed, invalid or missing
     error: Optional[str] = None
     values: dict[str, float] = field(default_factory=dict)   # numeric summary.json entries, dotted keys
     curve: list[tuple[int, float]] = field(default_factory=list)
@@ -122,7 +123,12 @@ def _numbers(data: Any, prefix: str = "") -> dict[str, float]:
 def _curve(path: Path) -> list[tuple[int, float]]:
     if not path.exists():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # a line torn by a crash
+            continue
     for key in CURVE:
         points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
         if points:
@@ -135,19 +141,26 @@ def load_cells(sweep_dir: Path) -> tuple[dict[str, Any], list[CellResult]]:
     plan_path = Path(sweep_dir) / SWEEP_FILE
     if not plan_path.exists():
         raise SandboxError(f"{sweep_dir} holds no {SWEEP_FILE}; expected the folder of a sandbox sweep")
-    plan = json.loads(plan_path.read_text())
+    plan = read_json(plan_path)
+    if not isinstance(plan, dict):
+        raise SandboxError(f"{plan_path} is unreadable; run the sweep command again to rewrite it")
     cells = []
     for entry in plan["cells"]:
         group = tuple(entry["group"].values())
         folder = Path(sweep_dir) / "cells" / entry["id"]
         if entry["status"] == "invalid":
             cells.append(CellResult(entry["id"], group, entry["seed"], "invalid", entry.get("error")))
-        elif (folder / "summary.json").exists():
-            values = _numbers(json.loads((folder / "summary.json").read_text()))
-            cells.append(CellResult(entry["id"], group, entry["seed"], "done", None, values,
+        elif (data := read_json(folder / "summary.json")) is not None:
+            values, health = _numbers(data), data.get("sample_health") or {}
+            status, error = "done", None
+            if health.get("diverged"):  # its quality figures are not ranked beside healthy cells
+                status = "diverged"
+                error = (f"samples diverged: {health.get('finite_share', 0):.0%} finite, "
+                         f"{health.get('in_range_share', 0):.0%} within the data's range")
+            cells.append(CellResult(entry["id"], group, entry["seed"], status, error, values,
                                     _curve(folder / "metrics.jsonl")))
         elif (folder / "error.json").exists():
-            error = json.loads((folder / "error.json").read_text()).get("message")
+            error = (read_json(folder / "error.json") or {}).get("message", "error.json is unreadable")
             cells.append(CellResult(entry["id"], group, entry["seed"], "failed", error))
         else:
             cells.append(CellResult(entry["id"], group, entry["seed"], "missing", "not run yet"))
@@ -313,7 +326,7 @@ def _diff_text(group: Group, metric: Metric) -> str:
 
 def _cells_text(group: Group) -> str:
     text = f"{group.count('done')}/{len(group.cells)}"
-    notes = [f"{group.count(s)} {s}" for s in ("failed", "invalid", "missing") if group.count(s)]
+    notes = [f"{group.count(s)} {s}" for s in ("diverged", "failed", "invalid", "missing") if group.count(s)]
     return text + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -418,7 +431,7 @@ def _failure_lines(summary: SweepSummary) -> list[str]:
     by_message: dict[tuple[str, str], list[str]] = {}
     for group in summary.groups:
         for cell in group.cells:
-            if cell.status in ("failed", "invalid"):
+            if cell.status in ("diverged", "failed", "invalid"):
                 message = (cell.error or "").splitlines()[0] if cell.error else ""
                 by_message.setdefault((cell.status, message), []).append(f"{cell.id} ({group.name}, seed {cell.seed})")
     return [f"- {status} {'cell' if len(ids) == 1 else f'{len(ids)} cells'} {', '.join(ids)}: {message}"

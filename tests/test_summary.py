@@ -144,3 +144,33 @@ def test_summary_command(sweep_dir, capsys, tmp_path):
     assert cli.main(["summary", str(tmp_path / "nowhere")]) == 1
     assert "sweep.json" in capsys.readouterr().err
     assert cli.main(["summary", str(sweep_dir), "--metric", "nope"]) == 2
+
+
+def test_a_diverged_cell_is_flagged_and_not_ranked(sweep_dir, capsys):
+    """A cell whose samples diverged (sample_health) leaves its group's statistics and is reported."""
+    folder = sweep_dir / "cells" / "resnet-linear-0"
+    data = json.loads((folder / "summary.json").read_text())
+    data["sample_quality"]["generated"]["confident_share"] = 0.99  # a garbage figure that would rank first
+    data["sample_health"] = {"finite_share": 1.0, "in_range_share": 0.06, "diverged": True}
+    (folder / "summary.json").write_text(json.dumps(data))
+    summary = summarize(sweep_dir, console=Console(record=True, width=200))
+    groups = {g.name: g for g in summary.groups}
+    resnet = groups["resnet / linear"]
+    assert resnet.count("diverged") == 1 and resnet.stats[SHARE][:1] == (0.40,) and resnet.stats[SHARE][2] == 1
+    assert summary.ranked[0].name == "unet / cosine"
+    assert "1/2 (1 diverged)" in (sweep_dir / "summary.md").read_text()
+    assert "resnet-linear-0 (resnet / linear, seed 0): samples diverged: 100% finite, 6% within" in \
+        " ".join(capsys.readouterr().out.split())
+    other = sweep_dir / "cells" / "resnet-linear-1" / "summary.json"
+    other.write_text(json.dumps({**json.loads(other.read_text()), "sample_health": data["sample_health"]}))
+    again = summarize(sweep_dir, console=Console(record=True, width=200), write=False)
+    last = again.ranked[-2:]  # every cell diverged: unranked, after the ranked groups
+    assert "resnet / linear" in [g.name for g in last] and all(g.rank is None for g in last)
+
+
+def test_a_torn_summary_json_is_a_missing_cell_not_a_traceback(sweep_dir):
+    (sweep_dir / "cells" / "unet-linear-1" / "summary.json").write_text('{"train": {"final_val_')
+    with pytest.warns(UserWarning, match="unreadable"):
+        summary = summarize(sweep_dir, console=Console(record=True, width=200), write=False)
+    unet = {g.name: g for g in summary.groups}["unet / linear"]
+    assert unet.count("missing") == 1 and unet.count("done") == 1
