@@ -164,7 +164,17 @@ def cmd_sweep(args) -> int:
     from sandbox.summary import summarize
     from sandbox.sweep import run_sweep  # imports torch
 
-    run_sweep(plan, jobs=args.jobs)
+    run_sweep(plan, jobs=args.jobs)  # holds the sweep folder's lock; stops on SIGINT / SIGTERM
+    if plan.interrupted is not None:
+        import shlex
+
+        from sandbox.console import error_console
+
+        again = ["sandbox", "sweep", args.recipe, *args.overrides, *(f"--axis={a}" for a in args.axis),
+                 f"--seeds={args.seeds}", f"--jobs={args.jobs}", *([f"--out={args.out}"] if args.out else [])]
+        error_console.print(f"sweep interrupted; resume it with the same command: {shlex.join(again)}",
+                            markup=False, soft_wrap=True)
+        return 128 + plan.interrupted
     summarize(plan.sweep_dir, metrics=args.metric, baseline=args.baseline)
     return 1 if failed(plan) else 0
 

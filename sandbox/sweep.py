@@ -20,35 +20,54 @@ and ``run.seed = <recipe seed> + i`` for ``i < seeds``. Every cell is
 validated before anything runs. Its identity is a hash of its fully resolved
 recipe (without the keys that do not change results, :data:`NOT_IDENTITY`),
 and its folder is ``<sweep>/cells/<id>/``. A cell is done when that folder
-holds ``summary.json``, so running the same sweep again only runs what is
-missing, and a changed recipe gets new cells instead of stale results.
+holds a readable ``summary.json``, so running the same sweep again only runs
+what is missing, and a changed recipe gets new cells instead of stale results.
+An unfinished cell resumes in its folder from its latest good checkpoint
+(:func:`sandbox.resume.resume_recipe`); one without a checkpoint is moved
+aside and run again.
+
+One sweep process works on a sweep folder at a time (:class:`SweepLock`).
+SIGINT or SIGTERM stops a sweep: no new cell starts, each running cell gets
+the signal (it finishes its step, writes a checkpoint and stops), and
+running the same command again resumes them; a second SIGINT kills the
+cells at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
 import itertools
 import json
 import os
+import re
+import signal
 import time
 import traceback
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.recipe import Recipe, RunConfig, _load_file, load_recipe
-from sandbox.registry import Registry
+from sandbox.registry import Registry, use_registry
+from sandbox.rundir import read_json
 
 NOT_IDENTITY = ("name", "run.output", "run.workers", "run.threads")  # resolved keys that do not change results
 SWEEP_FILE = "sweep.json"
+LOCK_FILE = ".lock"             # flock'ed by the sweep (and its cell processes) working on the folder
+RESUME_KEYS = ("run.device", "run.workers", "run.threads")  # taken from this sweep's cell when resuming
+_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
 
 @dataclass
@@ -70,12 +89,16 @@ class Cell:
     overrides: list[str]              # dot-list overrides of the axes and the seed
     seed: int
     id: str
-    recipe: Optional[Recipe] = None   # None when the cell is invalid
-    error: Optional[str] = None       # the validation message of an invalid cell
-    status: str = "to run"            # done, to run, to rerun, invalid; after running: ran, failed
-    duplicate_of: Optional[int] = None  # index of an earlier cell that resolves to the same recipe
-    seconds: Optional[float] = None
-    val_loss: Optional[float] = None
+    recipe: Recipe | None = None   # None when the cell is invalid
+    error: str | None = None       # the validation message of an invalid cell
+    status: str = "to run"            # done, to run, to resume, to rerun, invalid; then running, ran, failed,
+                                      # interrupted
+    duplicate_of: int | None = None  # index of an earlier cell that resolves to the same recipe
+    resume_step: int | None = None   # "to resume": the step of the folder's newest checkpoint
+    pid: int | None = None           # the process that ran it
+    seconds: float | None = None
+    val_loss: float | None = None
+    note: str | None = None          # how a run ended or resumed: "resumed from step 200", "stopped at step 80"
 
     @property
     def group(self) -> tuple[str, ...]:
@@ -90,6 +113,7 @@ class Plan:
     seeds: int
     sweep_dir: Path
     cells: list[Cell] = field(default_factory=list)
+    interrupted: int | None = None   # the signal that stopped run_sweep
 
     def cell_dir(self, cell: Cell) -> Path:
         return self.sweep_dir / "cells" / cell.id
@@ -260,14 +284,14 @@ def plan_sweep(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] =
     overrides = list(overrides)
     cells: list[Cell] = []
     seen: dict[str, int] = {}
-    combos = itertools.product(*(list(zip(a.labels, a.values)) for a in all_axes))
+    combos = itertools.product(*(list(zip(a.labels, a.values, strict=True)) for a in all_axes))
     for combo in combos:
-        assignment = {axis.key: label for axis, (label, _) in zip(all_axes, combo)}
-        axis_overrides = [override(axis.key, value) for axis, (_, value) in zip(all_axes, combo)]
+        assignment = {axis.key: label for axis, (label, _) in zip(all_axes, combo, strict=True)}
+        axis_overrides = [override(axis.key, value) for axis, (_, value) in zip(all_axes, combo, strict=True)]
         first, error = _validate(path, overrides + axis_overrides, registry)
         base_seed = first.run.seed if first is not None else 0
         for i in range(seeds):
-            seed_overrides = axis_overrides + [f"run.seed={base_seed + i}"]
+            seed_overrides = [*axis_overrides, f"run.seed={base_seed + i}"]
             recipe, message = (first, error) if i == 0 or first is None else \
                 _validate(path, overrides + seed_overrides, registry)
             cell = Cell(index=len(cells), assignment=assignment, overrides=seed_overrides, seed=base_seed + i,
@@ -284,23 +308,57 @@ def plan_sweep(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] =
     output = valid[0].run.output if valid else RunConfig().output
     sweep_dir = Path(out) if out is not None else Path(output) / "sweeps" / path.stem
     plan = Plan(recipe_path=path, overrides=overrides, axes=all_axes, seeds=seeds, sweep_dir=sweep_dir, cells=cells)
-    for cell in cells:
-        if cell.recipe is not None:
-            folder = plan.cell_dir(cell)
-            cell.status = "done" if (folder / "summary.json").exists() else "to rerun" if folder.exists() else "to run"
+    refresh(plan)
     return plan
 
 
-def plan_record(plan: Plan) -> dict[str, Any]:
-    """What ``sweep.json`` holds: the plan, readable by ``sandbox summary``."""
+def cell_state(folder: Path, steps: int) -> tuple[str, int | None]:
+    """A cell folder's state: done (its ``summary.json`` reads), to run (no folder), to resume from the step
+    of its newest checkpoint, or to rerun (no checkpoint: it is moved aside). A torn ``summary.json`` warns."""
+    summary = folder / "summary.json"
+    if summary.exists() and isinstance(read_json(summary), dict):
+        return "done", None
+    if not folder.exists():
+        return "to run", None
+    step = newest_checkpoint_step(folder / "checkpoints", steps)
+    return ("to rerun", None) if step is None else ("to resume", step)
+
+
+def newest_checkpoint_step(folder: Path, final_step: int) -> int | None:
+    """The step of the checkpoint a resume tries first, read from its name (the resume itself checks that it
+    loads, and falls back to an older one); ``final.pt`` is ``final_step``."""
+    if not folder.is_dir():
+        return None
+    from sandbox import checkpoint  # imports torch
+
+    for path in checkpoint.candidates(folder):
+        match = _STEP_FILE.match(path.name)
+        return int(match.group(1)) if match else final_step
+    return None
+
+
+def refresh(plan: Plan) -> None:
+    """Set each valid cell's status from its folder (:func:`cell_state`)."""
+    for cell in plan.cells:
+        if cell.recipe is not None:
+            cell.status, cell.resume_step = cell_state(plan.cell_dir(cell), cell.recipe.train.steps)
+
+
+def plan_record(plan: Plan, state: str = "planned", signum: int | None = None) -> dict[str, Any]:
+    """What ``sweep.json`` holds: the plan, readable by ``sandbox summary``, and the sweep's state (running,
+    finished or interrupted), process and the PID of each cell's process."""
     return {
+        "state": state,
+        "signal": signal.Signals(signum).name if signum is not None else None,
+        "pid": os.getpid(),
         "recipe": str(plan.recipe_path),
         "overrides": plan.overrides,
         "seeds": plan.seeds,
         "axes": [{"key": a.key, "labels": a.labels, "values": a.values, "source": a.source} for a in plan.axes],
         "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
         "cells": [{"id": c.id, "group": c.assignment, "seed": c.seed, "overrides": c.overrides, "status": c.status,
-                   "error": c.error, "seconds": c.seconds} for c in plan.cells],
+                   "resume_step": c.resume_step, "error": c.error, "note": c.note, "seconds": c.seconds,
+                   "pid": c.pid} for c in plan.cells],
     }
 
 
@@ -316,9 +374,11 @@ def plan_table(plan: Plan) -> Table:
                   caption_justify="left")
     for column in ["#", "cell", *(a.key for a in plan.axes), "seed", "status"]:
         table.add_column(column, overflow="fold")
-    style = {"done": "green", "invalid": "red", "to rerun": "yellow"}
+    style = {"done": "green", "invalid": "red", "to rerun": "yellow", "to resume": "yellow"}
     for cell in plan.cells:
         status = cell.status if cell.error is None else f"invalid: {cell.error}"
+        if cell.status == "to resume":
+            status = f"resume from step {cell.resume_step}"
         if cell.duplicate_of is not None:
             status += f" (same recipe as #{cell.duplicate_of})"
         table.add_row(str(cell.index), cell.id, *cell.assignment.values(), str(cell.seed),
@@ -335,30 +395,250 @@ def gpu_for(index: int, device: str, n_gpus: int) -> str | None:
     return None
 
 
-def move_aside(folder: Path) -> Path:
-    """Rename an unfinished cell folder to ``<id>.incomplete-<n>``; nothing is deleted."""
+def move_aside(path: Path) -> Path:
+    """Rename an unfinished cell folder (or an unreadable file in one) to ``<name>.incomplete-<n>``; nothing is
+    deleted."""
     for n in itertools.count(1):
-        target = folder.with_name(f"{folder.name}.incomplete-{n}")
+        target = path.with_name(f"{path.name}.incomplete-{n}")
         if not target.exists():
-            folder.rename(target)
+            path.rename(target)
             return target
     raise AssertionError("unreachable")
 
 
+# --- one sweep per folder ---------------------------------------------------------------------------------
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SweepLock:
+    """An exclusive ``fcntl.flock`` on ``<sweep>/.lock``, which holds the sweep's PID.
+
+    The OS releases it when the last process holding it ends, so a crashed
+    sweep never leaves it stuck. The sweep's cell processes inherit it
+    (:meth:`handle`): a rerun cannot start while cells of a killed sweep are
+    still writing their checkpoints.
+    """
+
+    def __init__(self, sweep_dir: str | Path):
+        self.sweep_dir = Path(sweep_dir)
+        self.path = self.sweep_dir / LOCK_FILE
+        self.fd: int | None = None
+
+    def __enter__(self) -> SweepLock:
+        import fcntl
+
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip()
+            os.close(fd)
+            if not holder.isdigit():
+                who = "another sandbox sweep"
+            elif _alive(int(holder)):
+                who = f"another sandbox sweep, PID {holder} (stop it with kill {holder})"
+            else:
+                who = f"the cell processes of sandbox sweep PID {holder}, which ended; they stop within a step"
+            raise SandboxError(f"sweep folder {self.sweep_dir} is in use by {who}; run this command again when "
+                               "it is free") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def handle(self) -> _Inherited:
+        """The lock's file descriptor, to pass to a spawned process that should hold the lock until it ends."""
+        assert self.fd is not None, "the lock is not held"
+        return _Inherited(self.fd)
+
+
+class _Inherited:
+    """A file descriptor handed to a spawned process the way multiprocessing hands over a ``Connection``
+    (``reduction.DupFd``): the child shares the open file, and with it the sweep's flock, until it ends."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from multiprocessing import reduction
+
+        return _rebuild_inherited, (reduction.DupFd(self.fd),)
+
+
+def _rebuild_inherited(dup: Any) -> _Inherited:
+    return _Inherited(dup.detach())
+
+
+# --- signals ----------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _handling(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """``handler`` for SIGINT and SIGTERM inside the block (signals reach the main thread only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def _stop_cell(signum: int, frame: Any) -> None:
+    """A signal in a cell outside training stops it at once (training itself finishes its step and checkpoints:
+    :class:`sandbox.training.StopRequest` replaces this handler while it runs)."""
+    from sandbox.training import Interrupted
+
+    raise Interrupted(f"{signal.Signals(signum).name} outside training", signum)
+
+
+def _send(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL a cell process and its process group (its DataLoader workers)."""
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+    _send(pid, signal.SIGKILL)
+
+
+class _SweepStop:
+    """SIGINT / SIGTERM to the sweep. The first: no new cell starts, and each running cell process gets the signal
+    once it has its handlers (it finishes its step, checkpoints and stops). A second SIGINT kills them at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.killed = False
+        self.cells: dict[int, bool] = {}   # pid of a running cell process -> ready for a signal
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            for pid, ready in list(self.cells.items()):
+                if ready:
+                    _send(pid, signum)
+        elif signum == signal.SIGINT and not self.killed:
+            self.killed = True
+            for pid in list(self.cells):
+                _kill(pid)
+
+    def ready(self, pid: int) -> None:
+        self.cells[pid] = True
+        if self.killed:
+            _kill(pid)
+        elif self.signum is not None:
+            _send(pid, self.signum)
+
+
+def _stop_with_parent() -> None:
+    """SIGTERM this cell process once when the sweep dies, even by SIGKILL, so it checkpoints and stops. (Linux's
+    ``PR_SET_PDEATHSIG`` would fire again each time a dying multi-threaded sweep hands the child to another of its
+    threads, and a later SIGTERM would cut the checkpointed stop short.)"""
+    import multiprocessing
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # its sentinel reads as ready when the sweep ends
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="sandbox-sweep-watch", daemon=True).start()
+
+
+# --- cells and the sweep ----------------------------------------------------------------------------------
+
+def open_cell(folder: Path, recipe: Recipe, notes: list[str]) -> tuple[Recipe, dict[str, Any] | None]:
+    """The recipe and checkpoint state to run a cell with.
+
+    An unfinished folder resumes in place from its latest good checkpoint
+    (:func:`sandbox.resume.resume_recipe`, with this sweep's ``run.device``,
+    ``run.workers`` and ``run.threads``); one with no usable checkpoint is
+    moved aside and the cell starts afresh (state None). An unreadable
+    ``summary.json`` and an earlier ``error.json`` are moved aside first.
+    ``notes`` gets what was done, and the warnings (a checkpoint skipped).
+    """
+    if not folder.exists():
+        return recipe, None
+    from sandbox.resume import resume_recipe
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = folder / "summary.json"
+        if summary.exists() and not isinstance(read_json(summary), dict):
+            notes.append(f"unreadable summary.json moved aside to {move_aside(summary).name}")
+        try:
+            resumed, state = resume_recipe(folder, [override(key, getattr(recipe.run, key.partition(".")[2]))
+                                                    for key in RESUME_KEYS])
+        except SandboxError as exc:
+            state, reason = None, str(exc)
+        else:
+            reason = "it has no checkpoint"
+    notes[:0] = [f"warning: {w.message}" for w in caught]
+    if state is not None:
+        if (folder / "error.json").exists():
+            notes.append(f"error.json of an earlier attempt moved aside to {move_aside(folder / 'error.json').name}")
+        return resumed, state
+    notes.append(f"unfinished folder moved aside to {move_aside(folder).name} ({reason}); starting afresh")
+    return recipe, None
+
+
+def _stopped(folder: Path, signum: int) -> str:
+    status = read_json(folder / "status.json") if folder.is_dir() else None
+    if isinstance(status, dict) and status.get("status") == "interrupted":
+        return f"stopped at step {status.get('step')} after a checkpoint"
+    return f"stopped by {signal.Signals(signum).name} outside training"
+
+
 def run_cell(task: dict[str, Any], registry: Registry | None = None) -> dict[str, Any]:
-    """Run one cell into its folder; a failure writes ``error.json`` there instead of raising."""
+    """Run one cell into its folder, resuming an unfinished one (:func:`open_cell`); a failure writes
+    ``error.json`` there instead of raising, and SIGINT / SIGTERM during training return ``interrupted``."""
     from sandbox import run as run_module  # imports torch
     from sandbox.rundir import write_json
+    from sandbox.training import Interrupted
 
     folder = Path(task["cell_dir"])
     log = Console(file=io.StringIO(), record=True, width=120, highlight=False)
     start = time.perf_counter()
+    notes: list[str] = []
+    result: dict[str, Any]
     try:
-        overrides = list(task["overrides"]) + ([f"run.device={task['device']}"] if task.get("device") else [])
-        recipe = load_recipe(task["recipe"], overrides, registry=registry)
-        run_module.run_recipe(recipe, console=log, run_dir=folder)
-        summary = json.loads((folder / "summary.json").read_text())
-        result: dict[str, Any] = {"status": "ran", "val_loss": summary["train"].get("final_val_loss_ema")}
+        with contextlib.ExitStack() as stack:
+            if registry is not None:  # also for resume_recipe, which reads the folder's recipe.yaml
+                stack.enter_context(use_registry(registry))
+            overrides = list(task["overrides"]) + ([f"run.device={task['device']}"] if task.get("device") else [])
+            recipe = load_recipe(task["recipe"], overrides, registry=registry)
+            recipe, state = open_cell(folder, recipe, notes)
+            for note in notes:
+                log.print(note, markup=False)
+            run_module.run_recipe(recipe, console=log, run_dir=folder, resume=state is not None, state=state)
+        summary = read_json(folder / "summary.json") or {}
+        result = {"status": "ran", "val_loss": summary.get("train", {}).get("final_val_loss_ema")}
+        if state is not None:
+            result["note"] = f"resumed from step {state['step']}"
+    except Interrupted as exc:
+        result = {"status": "interrupted", "signal": exc.signum, "note": _stopped(folder, exc.signum)}
     except Exception as exc:
         message = str(exc) if isinstance(exc, SandboxError) else f"{type(exc).__name__}: {exc}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -366,15 +646,40 @@ def run_cell(task: dict[str, Any], registry: Registry | None = None) -> dict[str
                                            "traceback": traceback.format_exc()})
         result = {"status": "failed", "error": message}
     if folder.exists():
-        (folder / "console.txt").write_text(log.export_text())
+        with (folder / "console.txt").open("a") as handle:  # a resumed cell adds to its earlier sessions'
+            handle.write(log.export_text())
     result["seconds"] = time.perf_counter() - start
+    result["notes"] = notes
     return result
 
 
-def _init_worker(threads: int) -> None:
+def run_interruptible(task: dict[str, Any], registry: Registry | None = None,
+                      on_ready: Callable[[], None] | None = None) -> dict[str, Any]:
+    """:func:`run_cell` with SIGINT / SIGTERM stopping it: during training after the step and a checkpoint,
+    elsewhere at once; either way the result is ``interrupted``. ``on_ready`` is called once the handlers are in."""
+    from sandbox.training import Interrupted
+
+    try:
+        with _handling(_stop_cell):
+            if on_ready is not None:
+                on_ready()
+            return run_cell(task, registry)
+    except Interrupted as exc:
+        return {"status": "interrupted", "signal": exc.signum, "note": _stopped(Path(task["cell_dir"]), exc.signum)}
+
+
+def _cell_process(task: dict[str, Any], conn: Any, threads: int, lock: _Inherited) -> None:
+    """A cell in its own spawned process, holding the sweep's ``lock`` until it ends. It leads its own process
+    group, so a Ctrl-C in the terminal reaches only the sweep, which passes it on once the cell is ready."""
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    _stop_with_parent()
     import torch
 
     torch.set_num_threads(threads)
+    result = run_interruptible(task, on_ready=lambda: conn.send(("ready", os.getpid())))
+    with contextlib.suppress(OSError):  # the sweep may be gone
+        conn.send(("result", result))
 
 
 def _cores() -> int:
@@ -385,27 +690,45 @@ def _cores() -> int:
 
 
 def _cell_line(cell: Cell, done: int, total: int) -> str:
-    style = {"ran": "green", "done": "green", "failed": "red", "invalid": "red"}.get(cell.status, "default")
+    style = {"ran": "green", "done": "green", "failed": "red", "invalid": "red",
+             "interrupted": "yellow"}.get(cell.status, "default")
     parts = [f"[{done}/{total}]", cell.id, _assignment_text(cell), f"seed={cell.seed}",
              f"[{style}]{cell.status}[/]"]
+    if cell.note:
+        parts.append(escape(cell.note))
     if cell.val_loss is not None:
         parts.append(f"val loss (EMA) {cell.val_loss:.4g}")
     if cell.seconds is not None:
         parts.append(f"{cell.seconds:.1f} s")
     if cell.error:
-        parts.append(f"[red]{cell.error}[/]")
+        parts.append(f"[red]{escape(cell.error)}[/]")
     return "  ".join(parts)
+
+
+def _died(folder: Path, exitcode: int | None, stop: _SweepStop) -> dict[str, Any]:
+    """The result of a cell process that ended without one."""
+    from sandbox.rundir import write_json
+
+    how = f"killed by {signal.Signals(-exitcode).name}" if exitcode and exitcode < 0 else f"exit code {exitcode}"
+    if stop.signum is not None:
+        return {"status": "interrupted", "signal": stop.signum, "note": f"stopped ({how})"}
+    message = f"the cell's process died ({how})"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "error.json", {"message": message, "type": "ProcessDied", "traceback": ""})
+    return {"status": "failed", "error": message}
 
 
 def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None,
               registry: Registry | None = None) -> Plan:
     """Run every cell not yet done, ``jobs`` at a time; returns the plan with each cell's final status.
 
-    With ``jobs > 1`` each cell runs in its own spawned process (the installed
-    plugins' registry; ``registry`` is used only in this process) with
-    ``cores // jobs`` torch threads; on a machine with several CUDA GPUs,
-    cell ``i`` of the ones to run gets ``cuda:{i % n_gpus}`` when its device is
-    ``auto`` or ``cuda``.
+    Holds the folder's :class:`SweepLock` throughout (cell statuses are read
+    again under it) and stops on SIGINT / SIGTERM, setting
+    ``plan.interrupted``. With ``jobs > 1`` each cell runs in its own
+    spawned process (the installed plugins' registry; ``registry`` is used
+    only in this process) with ``cores // jobs`` torch threads; on a machine
+    with several CUDA GPUs, cell ``i`` of the ones to run gets
+    ``cuda:{i % n_gpus}`` when its device is ``auto`` or ``cuda``.
     """
     from sandbox.console import console as default_console
     from sandbox.rundir import write_json
@@ -413,71 +736,142 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None,
     console = console or default_console
     if jobs < 1:
         raise RecipeError(f"--jobs {jobs}: expected 1 or more")
-    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json(plan.sweep_dir / SWEEP_FILE, plan_record(plan))
-    total = len(plan.cells)
-    to_run = [c for c in plan.cells if c.status in ("to run", "to rerun") and c.duplicate_of is None]
-    counts = ", ".join(f"{n} {status}" for status, n in plan.counts().items())
-    console.print(f"sweep [bold]{plan.sweep_dir}[/]: {total} cells ({counts}), {jobs} at a time")
-    finished = 0
-    for cell in plan.cells:
-        if cell.status in ("invalid", "done"):
-            finished += 1
+    with SweepLock(plan.sweep_dir) as lock:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # plan_sweep has warned of unreadable files
+            refresh(plan)
+        plan.interrupted = None
+        total = len(plan.cells)
+        to_run = [c for c in plan.cells if c.status.startswith("to ") and c.duplicate_of is None]
+        counts = ", ".join(f"{n} {status}" for status, n in plan.counts().items())
+        console.print(f"sweep [bold]{plan.sweep_dir}[/]: {total} cells ({counts}), {jobs} at a time")
+        finished = 0
+        for cell in plan.cells:
+            if cell.status in ("invalid", "done"):
+                finished += 1
+                console.print(_cell_line(cell, finished, total))
+
+        n_gpus = 0
+        if jobs > 1:
+            import torch
+
+            n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        tasks = {}
+        for i, cell in enumerate(to_run):
+            device = gpu_for(i, cell.recipe.run.device, n_gpus) if cell.recipe is not None else None
+            tasks[cell.index] = {"recipe": str(plan.recipe_path), "overrides": plan.overrides + cell.overrides,
+                                 "cell_dir": str(plan.cell_dir(cell)), "device": device}
+
+        stop = _SweepStop()
+
+        def save(state: str) -> None:
+            write_json(plan.sweep_dir / SWEEP_FILE, plan_record(plan, state, stop.signum))
+
+        def started(cell: Cell, pid: int) -> None:
+            cell.status, cell.pid = "running", pid
+            save("running")
+
+        def record(cell: Cell, result: dict[str, Any]) -> None:
+            nonlocal finished
+            cell.status, cell.seconds, cell.note = result["status"], result.get("seconds"), result.get("note")
+            cell.val_loss, cell.error = result.get("val_loss"), result.get("error")
+            for note in result.get("notes", []):
+                console.print(f"{cell.id}: {escape(note)}")
+            finished += cell.status != "interrupted"
             console.print(_cell_line(cell, finished, total))
+            if cell.status == "interrupted" and stop.signum is None:  # the cell's own handler had the signal
+                stop.signum = result.get("signal")
+            save("running")
 
-    n_gpus = 0
-    if jobs > 1:
-        import torch
-
-        n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    tasks = {}
-    for i, cell in enumerate(to_run):
-        folder = plan.cell_dir(cell)
-        if folder.exists():
-            console.print(f"{cell.id}: unfinished folder moved aside to {move_aside(folder).name}")
-        device = gpu_for(i, cell.recipe.run.device, n_gpus) if cell.recipe is not None else None
-        tasks[cell.index] = {"recipe": str(plan.recipe_path), "overrides": plan.overrides + cell.overrides,
-                             "cell_dir": str(folder), "device": device}
-
-    def record(cell: Cell, result: dict[str, Any]) -> None:
-        nonlocal finished
-        cell.status, cell.seconds = result["status"], result.get("seconds")
-        cell.val_loss, cell.error = result.get("val_loss"), result.get("error")
-        finished += 1
-        console.print(_cell_line(cell, finished, total))
-
-    if jobs == 1:
-        for cell in to_run:
-            with console.status(f"running cell {cell.id} ({_assignment_text(cell)}, seed {cell.seed})"):
-                record(cell, run_cell(tasks[cell.index], registry))
-    elif to_run:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        threads = max(1, _cores() // jobs)
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = {pool.submit(run_cell, tasks[cell.index]): cell for cell in to_run}
-            for future in as_completed(futures):
-                cell = futures[future]
-                try:
-                    result = future.result()
-                except Exception as exc:  # the worker process died
-                    message = f"{type(exc).__name__}: {exc}"
-                    folder = plan.cell_dir(cell)
-                    folder.mkdir(parents=True, exist_ok=True)
-                    write_json(folder / "error.json", {"message": message, "type": type(exc).__name__,
-                                                       "traceback": traceback.format_exc()})
-                    result = {"status": "failed", "error": message}
-                record(cell, result)
-    for cell in plan.cells:  # a duplicate shares its twin's folder and outcome
-        if cell.duplicate_of is not None and cell.recipe is not None:
-            twin = plan.cells[cell.duplicate_of]
-            cell.status, cell.error, cell.val_loss = twin.status, twin.error, twin.val_loss
-    write_json(plan.sweep_dir / SWEEP_FILE, plan_record(plan))
+        try:
+            with _handling(stop):
+                if jobs == 1:
+                    _run_here(to_run, tasks, stop, registry, console, started, record)
+                elif to_run:
+                    _run_processes(plan, to_run, tasks, jobs, stop, lock, started, record)
+        finally:
+            for cell in plan.cells:  # a duplicate shares its twin's folder and outcome
+                if cell.duplicate_of is not None and cell.recipe is not None:
+                    twin = plan.cells[cell.duplicate_of]
+                    cell.status, cell.error, cell.val_loss = twin.status, twin.error, twin.val_loss
+            plan.interrupted = stop.signum
+            save("interrupted" if stop.signum is not None else "finished")
+    if plan.interrupted is not None:
+        stopped = sum(c.status == "interrupted" for c in plan.cells)
+        waiting = sum(c.status.startswith("to ") for c in plan.cells)
+        how = "a second Ctrl-C killed them" if stop.killed else "each after a checkpoint"
+        console.print(f"[yellow]sweep stopped by {signal.Signals(plan.interrupted).name}[/]: {stopped} running "
+                      f"{'cell' if stopped == 1 else 'cells'} stopped ({how}), {waiting} not started; running the "
+                      "same command again resumes them")
     return plan
+
+
+def _run_here(cells: list[Cell], tasks: dict[int, dict[str, Any]], stop: _SweepStop, registry: Registry | None,
+              console: Console, started: Callable[[Cell, int], None],
+              record: Callable[[Cell, dict[str, Any]], None]) -> None:
+    """``--jobs 1``: the cells one after another in this process, until one is interrupted or a signal arrives."""
+    for cell in cells:
+        if stop.signum is not None:
+            return
+        started(cell, os.getpid())
+        try:
+            with console.status(f"running cell {cell.id} ({_assignment_text(cell)}, seed {cell.seed})"):
+                result = run_interruptible(tasks[cell.index], registry)
+        except KeyboardInterrupt:  # a second Ctrl-C during training: no checkpoint of this step
+            stop.killed = True
+            result = {"status": "interrupted", "signal": signal.SIGINT, "note": "stopped at once (second Ctrl-C)"}
+        record(cell, result)
+        if cell.status == "interrupted":
+            return
+
+
+def _run_processes(plan: Plan, cells: list[Cell], tasks: dict[int, dict[str, Any]], jobs: int, stop: _SweepStop,
+                   lock: SweepLock, started: Callable[[Cell, int], None],
+                   record: Callable[[Cell, dict[str, Any]], None]) -> None:
+    """``--jobs N``: up to N cell processes at once, one per cell (nothing idles, nothing is queued inside a
+    pool); none starts after a signal, and none outlives this function."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, _cores() // jobs)
+    queue = list(cells)
+    running: dict[Any, tuple[Cell, Any]] = {}   # the pipe a cell process reports on -> (cell, process)
+    try:
+        while running or (queue and stop.signum is None):
+            while queue and len(running) < jobs and stop.signum is None:
+                cell = queue.pop(0)
+                reader, writer = context.Pipe(duplex=False)
+                process = context.Process(target=_cell_process, name=f"sandbox-sweep-cell-{cell.id}",
+                                          args=(tasks[cell.index], writer, threads, lock.handle()))
+                process.start()
+                writer.close()
+                pid = process.pid
+                assert pid is not None
+                running[reader] = (cell, process)
+                stop.cells[pid] = False
+                started(cell, pid)
+            ready: list[Any] = wait(list(running), timeout=1.0)
+            for pipe in ready:
+                cell, process = running[pipe]
+                try:
+                    kind, result = pipe.recv()
+                except EOFError:  # the process ended without a result
+                    process.join()
+                    kind, result = "result", _died(plan.cell_dir(cell), process.exitcode, stop)
+                if kind == "ready":
+                    stop.ready(process.pid)
+                    continue
+                process.join()
+                pipe.close()
+                del running[pipe]
+                stop.cells.pop(process.pid, None)
+                record(cell, result)
+    finally:
+        for _, process in running.values():  # only after an error here
+            _kill(process.pid)
+            process.join()
 
 
 def failed(plan: Plan) -> list[Cell]:
     return [c for c in plan.cells if c.status in ("failed", "invalid")]
-
