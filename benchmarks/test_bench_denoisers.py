@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from sandbox_plugins.denoisers.params import MLPParams, ResNetParams, UNetParams
 
 from sandbox.registry import get_registry
-from sandbox_plugins.denoisers.params import MLPParams, ResNetParams, UNetParams
 
 
 def _train_step_benchmark(benchmark, name, params, shape, batch, rounds=5):

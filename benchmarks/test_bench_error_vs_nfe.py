@@ -24,9 +24,9 @@ import pytest
 import torch
 
 from sandbox.doctor import MIXTURE, steps_for_budget
+from sandbox.precond import exact_denoise
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoise
-from sandbox.precond import exact_denoise
 
 REGISTRY = get_registry()
 SCHEDULE = "cosine"
@@ -100,8 +100,11 @@ def test_error_against_nfe(benchmark, setup, name):
     data, oracle, schedule, noise, results = setup
     component = REGISTRY.get("sampler", name)
     fields = component.params.__dataclass_fields__ if component.params is not None else {}
-    plan = [steps_for_budget(component, schedule, b, exact_denoise(oracle, schedule), tuple(data.shape))
-            for b in BUDGETS] if "steps" in fields else [None]
+    plan = (
+        [steps_for_budget(component, schedule, b, exact_denoise(oracle, schedule), tuple(data.shape)) for b in BUDGETS]
+        if "steps" in fields
+        else [None]
+    )
 
     def run():
         points = []

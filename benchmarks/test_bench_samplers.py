@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sandbox.precond import Preconditioned
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoise
-from sandbox.precond import Preconditioned
 
 REGISTRY = get_registry()
 STEPS = 50
@@ -50,4 +50,6 @@ def test_sampler_throughput(benchmark, denoiser, name):
     out = benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=0)
     assert out.shape == noise.shape
     seconds = benchmark.stats.stats.mean
-    benchmark.extra_info.update(nfe=counter.nfe, samples_per_s=BATCH / seconds, ms_per_nfe=1000 * seconds / counter.nfe)
+    benchmark.extra_info.update(
+        nfe=counter.nfe, samples_per_s=BATCH / seconds, ms_per_nfe=1000 * seconds / counter.nfe
+    )

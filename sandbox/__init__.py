@@ -18,8 +18,18 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("sandbox")
 
-_PROTOCOLS = ("AnalyticDenoiser", "Callback", "DataSplits", "Denoise", "DenoiserNetwork", "ExactX0", "Register",
-              "Sampler", "Schedule", "StepInfo")
+_PROTOCOLS = (
+    "AnalyticDenoiser",
+    "Callback",
+    "DataSplits",
+    "Denoise",
+    "DenoiserNetwork",
+    "ExactX0",
+    "Register",
+    "Sampler",
+    "Schedule",
+    "StepInfo",
+)
 
 __all__ = ["ParameterError", "__version__", "hookimpl", *_PROTOCOLS]
 

@@ -18,12 +18,14 @@ from sandbox.registry import Component, Registry
 class Parts:
     """Everything a run needs, built from a recipe: a network to train, or an exact denoiser."""
 
+    # fmt: off
     data: DataSplits
     schedule: Schedule
     net: Optional[torch.nn.Module]      # the denoiser network to train; None for an analytic denoiser
     exact_x0: Optional[ExactX0]         # the analytic denoiser's exact E[x0 | x_t]; None for a network
     sampler: Sampler
     components: dict[str, Component]
+    # fmt: on
 
 
 def build_component(component: Component, params: Any, *args: Any) -> Any:
@@ -36,12 +38,14 @@ def build_component(component: Component, params: Any, *args: Any) -> Any:
     except ParameterError as exc:  # a check that needs the data (an item shape) failed at build time
         raise RecipeError(f"{exc.in_section(component.kind)} ({where})") from exc
     except Exception as exc:  # a plugin's own error: say which plugin, keep the reason
-        raise SandboxError(f"{where} failed to build with {asdict(params) if params is not None else {}}: "
-                           f"{type(exc).__name__}: {exc}") from exc
+        raise SandboxError(
+            f"{where} failed to build with {asdict(params) if params is not None else {}}: {type(exc).__name__}: {exc}"
+        ) from exc
     problems = PROBLEMS[component.kind](built)
     if problems:
-        raise ContractError(f"{where} does not follow the {component.kind} protocol (sandbox.protocols): "
-                            + "; ".join(problems))
+        raise ContractError(
+            f"{where} does not follow the {component.kind} protocol (sandbox.protocols): " + "; ".join(problems)
+        )
     return built
 
 

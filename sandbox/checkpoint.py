@@ -24,11 +24,13 @@ import torch
 from sandbox.errors import SandboxError
 from sandbox.rundir import atomic_write, write_text
 
+# fmt: off
 FORMAT = 1                      # bumped when the layout of the dict changes
 LATEST = "latest"               # the pointer file: the name of the newest good checkpoint
 FINAL = "final.pt"
 _STEP = re.compile(r"^step_(\d+)\.pt$")
 KEYS = ("format", "step", "model", "ema", "optimizer", "lr_scheduler", "rng", "data", "loop", "recipe")
+# fmt: on
 
 
 class CheckpointError(SandboxError):
@@ -40,7 +42,7 @@ def step_name(step: int) -> str:
 
 
 def save(folder: Path, name: str, state: dict[str, Any], *, keep: int = 0) -> Path:
-    """Write ``state`` as ``folder/name`` atomically, point ``latest`` at it, and keep the newest ``keep`` step files."""
+    """Write ``state`` as ``folder/name`` atomically, point ``latest`` at it; keep the newest ``keep`` step files."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     atomic_write(path, lambda handle: torch.save({"format": FORMAT, **state}, handle))
@@ -60,8 +62,10 @@ def load(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, A
         raise CheckpointError(f"checkpoint {path} does not exist") from exc
     except Exception as exc:  # truncated, garbage, or objects weights_only refuses
         detail = (str(exc).splitlines() or ["no detail"])[0].split(". ")[0]
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {detail}); it is "
-                              "truncated, corrupt or not a sandbox checkpoint") from exc
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {detail}); it is "
+            "truncated, corrupt or not a sandbox checkpoint"
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"checkpoint {path} is not a sandbox checkpoint of format {FORMAT} (found {found!r})")
@@ -96,8 +100,8 @@ def candidates(folder: Path) -> list[Path]:
     """The checkpoints of a run folder, newest first: the ``latest`` pointer's, then by step, ``final.pt`` first."""
     if not folder.is_dir():
         return []
-    files = sorted((p for p in folder.iterdir() if _STEP.match(p.name)),
-                   key=lambda p: int(_STEP.match(p.name).group(1)), reverse=True)  # type: ignore[union-attr]
+    steps = {p: int(m.group(1)) for p in folder.iterdir() if (m := _STEP.match(p.name))}
+    files = sorted(steps, key=steps.__getitem__, reverse=True)
     if (folder / FINAL).exists():
         files.insert(0, folder / FINAL)
     pointer = folder / LATEST

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -14,8 +15,16 @@ error_console = Console(stderr=True, highlight=False)
 
 def counter(target: Console | None = None, *, transient: bool = False) -> Progress:
     """A bar for counted work (samples drawn, doctor cells): what, bar, n / total, elapsed and remaining time."""
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), console=target or console, transient=transient)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=target or console,
+        transient=transient,
+    )
 
 
 def progress(target: Console | None = None) -> Progress:

@@ -9,7 +9,8 @@ traceback hours later. :mod:`sandbox.testing` runs the same checks.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -55,19 +56,30 @@ def dataset_problems(data: Any) -> list[str]:
 
 def schedule_problems(schedule: Any) -> list[str]:
     if not callable(getattr(schedule, "alpha_sigma", None)):
-        return [f"build(params) returned {type(schedule).__name__} without alpha_sigma(t); expected a "
-                "sandbox.protocols.Schedule"]
-    missing = [m for m in ("log_snr", "t_from_log_snr", "c_noise", "timesteps", "sample_t")
-               if not callable(getattr(schedule, m, None))]
-    return [f"has no {', '.join(missing)}: subclass sandbox.protocols.Schedule to inherit the defaults"] if missing else []
+        return [
+            f"build(params) returned {type(schedule).__name__} without alpha_sigma(t); expected a "
+            "sandbox.protocols.Schedule"
+        ]
+    missing = [
+        m
+        for m in ("log_snr", "t_from_log_snr", "c_noise", "timesteps", "sample_t")
+        if not callable(getattr(schedule, m, None))
+    ]
+    return (
+        [f"has no {', '.join(missing)}: subclass sandbox.protocols.Schedule to inherit the defaults"]
+        if missing
+        else []
+    )
 
 
 def denoiser_problems(net: Any) -> list[str]:
     if isinstance(net, AnalyticDenoiser) and not isinstance(net, torch.nn.Module):
         return [f"bind(data) {p}" for p in accepts(net.bind, 1)]
     if not isinstance(net, torch.nn.Module):
-        return [f"build(params, shape) returned {type(net).__name__}; expected a torch.nn.Module with "
-                "forward(x, c_noise) or an analytic denoiser with bind(data)"]
+        return [
+            f"build(params, shape) returned {type(net).__name__}; expected a torch.nn.Module with "
+            "forward(x, c_noise) or an analytic denoiser with bind(data)"
+        ]
     return [f"forward(x, c_noise) {p}" for p in accepts(net.forward, 2)]
 
 
@@ -83,6 +95,8 @@ def sampler_problems(sampler: Any) -> list[str]:
 
 
 PROBLEMS: dict[str, Callable[[Any], list[str]]] = {
-    "dataset": dataset_problems, "schedule": schedule_problems,
-    "denoiser": denoiser_problems, "sampler": sampler_problems,
+    "dataset": dataset_problems,
+    "schedule": schedule_problems,
+    "denoiser": denoiser_problems,
+    "sampler": sampler_problems,
 }

@@ -22,9 +22,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -43,12 +44,21 @@ from sandbox.targets import TARGETS
 DATASET = "gaussian_mixture"
 DENOISER = "oracle"
 #: the fixed mixture: 8 components of std 0.1 on the unit circle, unequal weights
-MIXTURE = {"dim": 2, "components": 8, "radius": 1.0, "std": 0.1,
-           "weights": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], "n_train": 1, "seed": 0}
+MIXTURE = {
+    "dim": 2,
+    "components": 8,
+    "radius": 1.0,
+    "std": 0.1,
+    "weights": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+    "n_train": 1,
+    "seed": 0,
+}
+# fmt: off
 BUDGETS = (10, 25, 100)  # NFE budgets (network evaluations per sample)
 SAMPLES = 2000           # samples per cell
 DIVERGED_SWD = 2.0       # sliced Wasserstein distance above which a cell diverged: twice the mixture's radius
 FINAL_SWD = 0.1          # the largest budget must score below this (noise floor of 2,000 exact draws: about 0.03)
+# fmt: on
 
 OK, FAILED, NONFINITE, DIVERGED, INACCURATE, NOT_RUN = "ok", "failed", "non-finite", "diverged", "inaccurate", "n/a"
 BAD = (FAILED, NONFINITE, DIVERGED, INACCURATE)
@@ -58,6 +68,7 @@ BAD = (FAILED, NONFINITE, DIVERGED, INACCURATE)
 class Cell:
     """One (sampler, schedule, target) at one NFE budget."""
 
+    # fmt: off
     budget: int
     status: str = NOT_RUN
     steps: int | None = None                # the sampler's `steps` parameter used (None: its defaults)
@@ -66,6 +77,7 @@ class Cell:
     gauss_w2: float | None = None           # W2 between fitted and exact Gaussians
     seconds: float = 0.0
     error: str = ""
+    # fmt: on
 
 
 @dataclass
@@ -78,6 +90,7 @@ class Row:
 
 @dataclass
 class Report:
+    # fmt: off
     rows: list[Row]
     budgets: tuple[int, ...]
     samples: int
@@ -85,9 +98,10 @@ class Report:
     prior: dict[str, float]                 # the same scores for the starting noise itself
     seconds: float = 0.0
     providers: dict[str, str] = field(default_factory=dict)
+    # fmt: on
 
     def counts(self) -> dict[str, int]:
-        out = {status: 0 for status in (OK, *BAD, NOT_RUN)}
+        out = dict.fromkeys((OK, *BAD, NOT_RUN), 0)
         for row in self.rows:
             for cell in row.cells:
                 out[cell.status] += 1
@@ -98,20 +112,22 @@ class Report:
         return 1 if any(cell.status in BAD for row in self.rows for cell in row.cells) else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe({
-            "samples": self.samples,
-            "budgets": list(self.budgets),
-            "dataset": {"name": DATASET, **MIXTURE},
-            "denoiser": DENOISER,
-            "thresholds": {"diverged_swd": DIVERGED_SWD, "final_swd": FINAL_SWD},
-            "noise_floor": self.noise_floor,
-            "prior": self.prior,
-            "seconds": self.seconds,
-            "counts": self.counts(),
-            "exit_status": self.exit_status,
-            "providers": self.providers,
-            "rows": [dataclasses.asdict(row) for row in self.rows],
-        })
+        return json_safe(
+            {
+                "samples": self.samples,
+                "budgets": list(self.budgets),
+                "dataset": {"name": DATASET, **MIXTURE},
+                "denoiser": DENOISER,
+                "thresholds": {"diverged_swd": DIVERGED_SWD, "final_swd": FINAL_SWD},
+                "noise_floor": self.noise_floor,
+                "prior": self.prior,
+                "seconds": self.seconds,
+                "counts": self.counts(),
+                "exit_status": self.exit_status,
+                "providers": self.providers,
+                "rows": [dataclasses.asdict(row) for row in self.rows],
+            }
+        )
 
 
 def _with(component: Component, **values: Any) -> Any:
@@ -153,8 +169,17 @@ def steps_for_budget(component: Component, schedule, budget: int, denoise, shape
     return min(candidates, key=lambda s: (abs(nfe(s) - budget), nfe(s), s))
 
 
-def _run_cell(cell: Cell, component: Component, params: Any, schedule, denoiser, noise: torch.Tensor,
-              evaluate, seed: int, final: bool) -> None:
+def _run_cell(
+    cell: Cell,
+    component: Component,
+    params: Any,
+    schedule,
+    denoiser,
+    noise: torch.Tensor,
+    evaluate,
+    seed: int,
+    final: bool,
+) -> None:
     start = time.perf_counter()
     try:
         sampler = component.build(params)
@@ -178,7 +203,7 @@ def _run_cell(cell: Cell, component: Component, params: Any, schedule, denoiser,
             cell.error = f"at the largest budget the distance {cell.swd:.3g} is not below {FINAL_SWD}"
         else:
             cell.status = OK
-    except Exception as exc:  # noqa: BLE001 - any sampler error is the finding
+    except Exception as exc:
         cell.status = FAILED
         cell.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -193,15 +218,25 @@ def _selected(names: Iterable[str], only: Sequence[str] | None, kind: str, regis
     return [n for n in names if n in only]
 
 
-def run_doctor(registry: Registry | None = None, *, samples: int = SAMPLES, budgets: Sequence[int] = BUDGETS,
-               seed: int = 0, samplers: Sequence[str] | None = None, schedules: Sequence[str] | None = None,
-               targets: Sequence[str] | None = None, console: Console | None = None) -> Report:
+def run_doctor(
+    registry: Registry | None = None,
+    *,
+    samples: int = SAMPLES,
+    budgets: Sequence[int] = BUDGETS,
+    seed: int = 0,
+    samplers: Sequence[str] | None = None,
+    schedules: Sequence[str] | None = None,
+    targets: Sequence[str] | None = None,
+    console: Console | None = None,
+) -> Report:
     """Sample the mixture with the oracle for every selected sampler x schedule x target at each budget."""
     registry = registry or get_registry()
     budgets = tuple(sorted(int(b) for b in budgets))
     if samples < 2 or not budgets or budgets[0] < 1:
-        raise SandboxError(f"the doctor needs at least 2 samples and positive NFE budgets, got {samples} "
-                           f"samples and budgets {list(budgets)}")
+        raise SandboxError(
+            f"the doctor needs at least 2 samples and positive NFE budgets, got {samples} "
+            f"samples and budgets {list(budgets)}"
+        )
     for target in targets or ():
         if target not in TARGETS:
             raise SandboxError(f"unknown target '{target}'; expected one of {', '.join(TARGETS)}")
@@ -213,8 +248,16 @@ def run_doctor(registry: Registry | None = None, *, samples: int = SAMPLES, budg
         torch.set_num_threads(threads)
 
 
-def _run(registry: Registry, samples: int, budgets: tuple[int, ...], seed: int, samplers, schedules, targets,
-         console: Console | None) -> Report:
+def _run(
+    registry: Registry,
+    samples: int,
+    budgets: tuple[int, ...],
+    seed: int,
+    samplers,
+    schedules,
+    targets,
+    console: Console | None,
+) -> Report:
     start = time.perf_counter()
     data_component = registry.get("dataset", DATASET)
     data = data_component.build(_with(data_component, **{**MIXTURE, "n_val": samples}))
@@ -227,9 +270,11 @@ def _run(registry: Registry, samples: int, budgets: tuple[int, ...], seed: int, 
     noise = torch.randn(samples, *data.shape, generator=torch.Generator().manual_seed(seed))
     noise_floor = data.evaluate(torch.stack([data.val[i] for i in range(len(data.val))]))  # an exact draw
     prior = data.evaluate(noise)
-    providers = {f"{kind} {name}": registry.get(kind, name).provider
-                 for kind, names in (("sampler", sampler_names), ("schedule", schedule_names))
-                 for name in names}
+    providers = {
+        f"{kind} {name}": registry.get(kind, name).provider
+        for kind, names in (("sampler", sampler_names), ("schedule", schedule_names))
+        for name in names
+    }
 
     rows: list[Row] = []
     total = len(sampler_names) * len(schedule_names) * len(target_names) * len(budgets)
@@ -241,12 +286,15 @@ def _run(registry: Registry, samples: int, budgets: tuple[int, ...], seed: int, 
             try:
                 schedule = schedule_component.build(schedule_component.default_params())
                 schedule_error = ""
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 schedule, schedule_error = None, f"schedule failed to build: {type(exc).__name__}: {exc}"
             for sampler_name in sampler_names:
                 component = registry.get("sampler", sampler_name)
-                plan = _plan(component, schedule, budgets, exact_denoise(exact_x0, schedule), tuple(data.shape)) \
-                    if schedule is not None else {}
+                plan = (
+                    _plan(component, schedule, budgets, exact_denoise(exact_x0, schedule), tuple(data.shape))
+                    if schedule is not None
+                    else {}
+                )
                 for target in target_names:
                     cells = [Cell(budget=b) for b in budgets]
                     row = Row(sampler_name, schedule_name, target, cells)
@@ -262,15 +310,32 @@ def _run(registry: Registry, samples: int, budgets: tuple[int, ...], seed: int, 
                     for i, steps in plan.items():
                         cells[i].steps = steps
                         params = _with(component, steps=steps) if steps is not None else component.default_params()
-                        _run_cell(cells[i], component, params, schedule, denoiser, noise, data.evaluate,
-                                  seed + 2, final=i == last)
+                        _run_cell(
+                            cells[i],
+                            component,
+                            params,
+                            schedule,
+                            denoiser,
+                            noise,
+                            data.evaluate,
+                            seed + 2,
+                            final=i == last,
+                        )
                     bar.advance(task, len(cells))
-    return Report(rows=rows, budgets=budgets, samples=samples, noise_floor=noise_floor, prior=prior,
-                  seconds=time.perf_counter() - start, providers=providers)
+    return Report(
+        rows=rows,
+        budgets=budgets,
+        samples=samples,
+        noise_floor=noise_floor,
+        prior=prior,
+        seconds=time.perf_counter() - start,
+        providers=providers,
+    )
 
 
-def _plan(component: Component, schedule, budgets: tuple[int, ...], denoise,
-          shape: tuple[int, ...]) -> dict[int, int | None] | str:
+def _plan(
+    component: Component, schedule, budgets: tuple[int, ...], denoise, shape: tuple[int, ...]
+) -> dict[int, int | None] | str:
     """Budget column -> the sampler's ``steps`` there; a sampler without ``steps`` runs its defaults once,
     in the column whose budget is nearest (in log) to its NFE. A string is the reason no plan exists."""
     try:
@@ -279,17 +344,23 @@ def _plan(component: Component, schedule, budgets: tuple[int, ...], denoise,
         nfe = nfe_for_steps(component, schedule, None, denoise, shape)
         column = min(range(len(budgets)), key=lambda i: abs(math.log(max(nfe, 1) / budgets[i])))
         return {column: None}
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
 
 
 def render(report: Report, *, title: str | None = None) -> Table:
     """The doctor's table: one row per (sampler, schedule, target), a column per NFE budget."""
     floor = report.noise_floor.get("swd")
-    table = Table(title=title or (f"sandbox doctor: sliced Wasserstein distance to the exact mixture "
-                                  f"({report.samples:,} samples; noise floor {floor:.3f}) (actual NFE)"
-                                  if floor is not None else "sandbox doctor"),
-                  title_justify="left")
+    table = Table(
+        title=title
+        or (
+            f"sandbox doctor: sliced Wasserstein distance to the exact mixture "
+            f"({report.samples:,} samples; noise floor {floor:.3f}) (actual NFE)"
+            if floor is not None
+            else "sandbox doctor"
+        ),
+        title_justify="left",
+    )
     for column in ("sampler", "schedule", "target"):
         table.add_column(column)
     for budget in report.budgets:
@@ -328,17 +399,26 @@ def summary_line(report: Report) -> str:
     colour = "red" if report.exit_status else "green"
     yellow = worse_than_prior(report)
     prior = report.prior.get("swd", math.nan)
-    return (f"[bold {colour}]{cells} cells[/] ({len(report.rows)} sampler x schedule x target rows x "
-            f"{len(report.budgets)} budgets): {', '.join(parts)} in {report.seconds:.1f} s. "
-            f"Red: raised, non-finite, distance > {DIVERGED_SWD}, or not below {FINAL_SWD} at "
-            f"NFE ~{report.budgets[-1]}. Yellow ({yellow}): passes, but worse than the starting noise "
-            f"({prior:.3f}).")
+    return (
+        f"[bold {colour}]{cells} cells[/] ({len(report.rows)} sampler x schedule x target rows x "
+        f"{len(report.budgets)} budgets): {', '.join(parts)} in {report.seconds:.1f} s. "
+        f"Red: raised, non-finite, distance > {DIVERGED_SWD}, or not below {FINAL_SWD} at "
+        f"NFE ~{report.budgets[-1]}. Yellow ({yellow}): passes, but worse than the starting noise "
+        f"({prior:.3f})."
+    )
 
 
-def doctor_command(*, samples: int = SAMPLES, json_path: str | None = None, samplers: Sequence[str] | None = None,
-                   schedules: Sequence[str] | None = None, targets: Sequence[str] | None = None,
-                   budgets: Sequence[int] = BUDGETS, console: Console | None = None,
-                   plugins: Sequence[str] = ()) -> int:
+def doctor_command(
+    *,
+    samples: int = SAMPLES,
+    json_path: str | None = None,
+    samplers: Sequence[str] | None = None,
+    schedules: Sequence[str] | None = None,
+    targets: Sequence[str] | None = None,
+    budgets: Sequence[int] = BUDGETS,
+    console: Console | None = None,
+    plugins: Sequence[str] = (),
+) -> int:
     """``sandbox doctor``: run, print the table, the failures and a summary; return the exit status.
 
     ``plugins`` are local plugin modules or files, loaded as a recipe's ``plugins:`` list is.
@@ -352,14 +432,24 @@ def doctor_command(*, samples: int = SAMPLES, json_path: str | None = None, samp
         for failure in registry.failures:
             if failure.distribution.startswith(LOCAL_PREFIX):
                 raise SandboxError(f"--plugin {failure.entry_point}: failed to load as a plugin: {failure.reason}")
-    report = run_doctor(registry, samples=samples, budgets=budgets, samplers=samplers, schedules=schedules,
-                        targets=targets, console=console)
+    report = run_doctor(
+        registry,
+        samples=samples,
+        budgets=budgets,
+        samplers=samplers,
+        schedules=schedules,
+        targets=targets,
+        console=console,
+    )
     console.print(render(report))
     for row in report.rows:
         for cell in row.cells:
             if cell.status in BAD:
-                console.print(f"[red]{row.sampler} / {row.schedule} / {row.target} at NFE ~{cell.budget}:[/] "
-                              f"{escape(cell.error.splitlines()[0] if cell.error else cell.status)}", soft_wrap=True)
+                console.print(
+                    f"[red]{row.sampler} / {row.schedule} / {row.target} at NFE ~{cell.budget}:[/] "
+                    f"{escape(cell.error.splitlines()[0] if cell.error else cell.status)}",
+                    soft_wrap=True,
+                )
     console.print(summary_line(report))
     if json_path:
         path = Path(json_path)

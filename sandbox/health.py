@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 
+# fmt: off
 MIN_IN_RANGE = 0.5   # share of in-range samples below which a run's samples count as diverged
 MARGIN = 0.5         # widening of the real data's [min, max] on each side, as a share of its width
+# fmt: on
 
 
 def sample_health(samples: torch.Tensor, real: torch.Tensor) -> dict[str, Any]:
@@ -28,5 +30,8 @@ def sample_health(samples: torch.Tensor, real: torch.Tensor) -> dict[str, Any]:
     finite = torch.isfinite(x).all(1)
     inside = finite & ((x >= low - pad) & (x <= high + pad)).all(1)
     finite_share, in_range_share = float(finite.double().mean()), float(inside.double().mean())
-    return {"finite_share": finite_share, "in_range_share": in_range_share,
-            "diverged": finite_share < 1.0 or in_range_share < MIN_IN_RANGE}
+    return {
+        "finite_share": finite_share,
+        "in_range_share": in_range_share,
+        "diverged": finite_share < 1.0 or in_range_share < MIN_IN_RANGE,
+    }

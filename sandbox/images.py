@@ -20,7 +20,7 @@ def grid(samples: torch.Tensor, *, min_side: int = 32, padding: int = 2) -> torc
     scale = max(1, math.ceil(min_side / max(x.shape[-1], x.shape[-2])))
     if scale > 1:
         x = F.interpolate(x, scale_factor=scale, mode="nearest")
-    nrow = max(1, int(math.ceil(math.sqrt(x.shape[0]))))
+    nrow = max(1, math.ceil(math.sqrt(x.shape[0])))
     return make_grid(x, nrow=nrow, padding=padding, pad_value=1.0)
 
 

@@ -24,8 +24,9 @@ class DiffusionLoss:
             raise ValueError(f"unknown loss weighting {weighting!r}; expected one of {', '.join(WEIGHTINGS)}")
         self.weighting, self.gamma = weighting, min_snr_gamma
 
-    def __call__(self, denoiser: Preconditioned, x0: torch.Tensor,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def __call__(
+        self, denoiser: Preconditioned, x0: torch.Tensor, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
         """Per-example losses; ``generator`` (a seeded CPU generator) gives the same draws on every device."""
         schedule, n = denoiser.schedule, x0.shape[0]
         if generator is None:

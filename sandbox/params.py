@@ -18,7 +18,8 @@ error, not a silent no-op)::
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sandbox.errors import ParameterError
 

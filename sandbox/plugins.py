@@ -33,10 +33,10 @@ import importlib.util
 import os
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable
 
 import pluggy
 
@@ -83,14 +83,16 @@ class Loaded:
         try:
             pm.register(module, name=info.name)
             pm.check_pending()  # a misspelled hook implementation fails loudly
-        except Exception as exc:  # noqa: BLE001 - any registration error is reported
+        except Exception as exc:
             if pm.get_plugin(info.name) is not None:
                 pm.unregister(name=info.name)
             self.failures.append(PluginFailure(source, what, f"{type(exc).__name__}: {exc}"))
             return
         if not pm.get_hookcallers(module):
-            self.warn(f"plugin '{info.name}' ({what}) implements no hook: mark its register_* functions with "
-                      "@sandbox.hookimpl")
+            self.warn(
+                f"plugin '{info.name}' ({what}) implements no hook: mark its register_* functions with "
+                "@sandbox.hookimpl"
+            )
         self.plugins.append(info)
 
 
@@ -137,13 +139,15 @@ def load_entry_points(pm: pluggy.PluginManager) -> Loaded:
             seen.add(plugin_name)
             try:
                 module = ep.load()
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin never stops the sandbox
+            except (Exception, SystemExit) as exc:
                 loaded.failures.append(PluginFailure(dist_name, ep.value, _import_failure(exc)))
                 continue
             loaded.register(pm, module, PluginInfo(plugin_name, dist_name, dist.version), dist_name, ep.value)
     for name in sorted((selection or set()) - installed):
-        loaded.warn(f"SANDBOX_PLUGINS names '{name}', but no installed distribution has sandbox entry points "
-                    f"(installed: {', '.join(sorted(installed)) or 'none'})")
+        loaded.warn(
+            f"SANDBOX_PLUGINS names '{name}', but no installed distribution has sandbox entry points "
+            f"(installed: {', '.join(sorted(installed)) or 'none'})"
+        )
     return loaded
 
 
@@ -199,7 +203,7 @@ def load_local_plugins(pm: pluggy.PluginManager, specs: Iterable[str]) -> Loaded
             continue
         try:
             module = import_local(spec)
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any import error is reported
+        except (Exception, SystemExit) as exc:
             loaded.failures.append(PluginFailure(plugin_name, spec, _import_failure(exc)))
             continue
         loaded.register(pm, module, PluginInfo(plugin_name, None, None), plugin_name, spec)

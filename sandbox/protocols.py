@@ -37,8 +37,9 @@ re-exported from :mod:`sandbox` lazily).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, TypedDict, Union, runtime_checkable
+from typing import Any, Optional, Protocol, TypedDict, Union, runtime_checkable
 
 import torch
 
@@ -57,8 +58,9 @@ class Register(Protocol):
     are validated; its docstring's first line is the default ``description``.
     """
 
-    def __call__(self, name: str, build: Build, *, params: Optional[type] = None,
-                 description: Optional[str] = None) -> None: ...
+    def __call__(
+        self, name: str, build: Build, *, params: Optional[type] = None, description: Optional[str] = None
+    ) -> None: ...
 
 
 # ------------------------------------------------------------------------------------------------ datasets
@@ -77,15 +79,17 @@ class DataSplits:
     scaled so the data has roughly unit scale: images in [-1, 1].
     """
 
+    # fmt: off
     train: Any                                   #: training split (a torch Dataset)
     val: Any                                     #: held-out split: validation loss and real-data scores
     shape: tuple[int, ...]                       #: shape of one item, e.g. (3, 32, 32) or (2,)
     render: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    # fmt: on
     """``render(samples) -> Tensor[3, H, W]`` in [0, 1]: one picture of a batch; images get a grid by default."""
     evaluate: Optional[Callable[[torch.Tensor], dict[str, float]]] = None
     """``evaluate(samples) -> {metric: value}``; the engine scores generated samples and as many held-out
     real items, so every quality figure is reported next to the real data's."""
-    description: str = ""                        #: one line shown in the run's header
+    description: str = ""  #: one line shown in the run's header
     exact_x0: Optional[ExactX0] = None
     """The data's exact denoiser in closed form, where one is known (read by analytic denoisers)."""
 
@@ -145,8 +149,9 @@ class Schedule(Protocol):
         """At most ``steps + 1`` strictly descending float64 times from 1 to exactly 0."""
         return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
 
-    def sample_t(self, n: int, generator: Optional[torch.Generator] = None,
-                 device: Optional[torch.device] = None) -> torch.Tensor:
+    def sample_t(
+        self, n: int, generator: Optional[torch.Generator] = None, device: Optional[torch.device] = None
+    ) -> torch.Tensor:
         """``n`` training times in (0, 1] (float32 on ``device``), drawn with ``generator``: uniform by default."""
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device if generator else None)
         return (1.0 - u).to(device=device, dtype=torch.float32)
@@ -201,10 +206,12 @@ class Denoise(Protocol):
 class StepInfo(TypedDict):
     """The one dict a sampler passes to ``callback`` per step (after k-diffusion's samplers)."""
 
+    # fmt: off
     x: torch.Tensor          #: the current state x_t, before the step
     i: int                   #: step index, 0, 1, 2, ...
     t: float                 #: the time of x
     denoised: torch.Tensor   #: the denoise function's estimate of x_0 at (x, t)
+    # fmt: on
 
 
 Callback = Callable[[StepInfo], None]
@@ -224,7 +231,15 @@ class Sampler(Protocol):
     of ``denoise`` calls one ``__call__`` makes on that schedule.
     """
 
-    def __call__(self, denoise: Denoise, noise: torch.Tensor, schedule: Schedule, /, *,
-                 generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None) -> torch.Tensor: ...
+    def __call__(
+        self,
+        denoise: Denoise,
+        noise: torch.Tensor,
+        schedule: Schedule,
+        /,
+        *,
+        generator: Optional[torch.Generator] = None,
+        callback: Optional[Callback] = None,
+    ) -> torch.Tensor: ...
 
     def nfe(self, schedule: Schedule) -> int: ...

@@ -39,6 +39,7 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass
 class TrainConfig:
+    # fmt: off
     steps: int = 1000              # optimizer steps
     batch_size: int = 128          # examples per step
     lr: float = 2e-4               # peak AdamW learning rate
@@ -56,6 +57,7 @@ class TrainConfig:
     checkpoint_every: int = 0      # steps between checkpoints; 0: only at the end
     checkpoint_minutes: float = 0.0  # minutes of wall clock between checkpoints (for job time limits); 0: off
     keep_checkpoints: int = 0      # newest step checkpoints kept (final.pt is always kept); 0: all
+    # fmt: on
 
     def __post_init__(self) -> None:
         one_of(self, "target", TARGETS)
@@ -73,10 +75,12 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    # fmt: off
     val_batches: int = 8           # validation batches per evaluation (0: the whole split)
     num_samples: int = 64          # samples generated at the end of the run
     sample_batch: int = 256        # samples per sampler call
     grid_samples: int = 64         # samples drawn in each intermediate grid
+    # fmt: on
 
     def __post_init__(self) -> None:
         at_least(self, "val_batches", 0)
@@ -86,12 +90,14 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
+    # fmt: off
     device: str = "auto"           # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
     seed: int = 0                  # seeds data order, initialisation, noise and sampling
     output: str = "runs"           # parent folder of run folders
     workers: int = 0               # DataLoader worker processes
     precision: str = "fp32"        # fp32, or bf16 autocast on CUDA
     threads: int = 0               # CPU threads for torch; 0 leaves torch's default
+    # fmt: on
 
     def __post_init__(self) -> None:
         base, _, index = self.device.partition(":")
@@ -104,7 +110,7 @@ class RunConfig:
 
 @dataclass
 class RecipeSchema:
-    name: str = ""                 # run name; defaults to the recipe file's stem
+    name: str = ""  # run name; defaults to the recipe file's stem
     dataset: Any = None
     schedule: Any = None
     denoiser: Any = None
@@ -148,10 +154,15 @@ def _merge_layer(acc: dict, layer: dict) -> dict:
         if key == "plugins" and isinstance(value, list) and isinstance(out.get(key), list):
             out[key] = out[key] + [spec for spec in value if spec not in out[key]]  # lists add up
             continue
-        if key in KINDS and isinstance(value, dict) and isinstance(out.get(key), dict):
-            if "name" in value and value["name"] != out[key].get("name"):
-                out[key] = copy.deepcopy(value)
-                continue
+        if (
+            key in KINDS
+            and isinstance(value, dict)
+            and isinstance(out.get(key), dict)
+            and "name" in value
+            and value["name"] != out[key].get("name")
+        ):
+            out[key] = copy.deepcopy(value)
+            continue
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge_layer(out[key], value)
         else:
@@ -192,8 +203,9 @@ def _plugin_specs(value: Any, folder: Path, where: str = "") -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise RecipeError(f"recipe key 'plugins'{where}: {value!r}; expected a list of module names or "
-                          "paths of Python files")
+        raise RecipeError(
+            f"recipe key 'plugins'{where}: {value!r}; expected a list of module names or paths of Python files"
+        )
     return [str((folder / Path(v).expanduser()).resolve()) if is_path(v) else v for v in value]
 
 
@@ -242,8 +254,10 @@ def _typed(schema: type, values: Any, section: str, owner: str = "") -> Any:
 
 def _component(registry: Registry, kind: str, section: Any):
     if section is None:
-        raise RecipeError(f"recipe key '{kind}': missing; expected a section like {{name: ...}} "
-                          f"naming one of: {', '.join(registry.names(kind)) or 'none registered'}")
+        raise RecipeError(
+            f"recipe key '{kind}': missing; expected a section like {{name: ...}} "
+            f"naming one of: {', '.join(registry.names(kind)) or 'none registered'}"
+        )
     if isinstance(section, str):
         section = {"name": section}
     if not isinstance(section, dict):
@@ -260,8 +274,9 @@ def _component(registry: Registry, kind: str, section: Any):
     return name, _typed(component.params, section, kind, f" (parameters of {kind} '{name}' from {component.provider})")
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *,
-                registry: Registry | None = None) -> Recipe:
+def load_recipe(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *, registry: Registry | None = None
+) -> Recipe:
     """Resolve and validate a recipe: defaults < base recipes < the file < overrides.
 
     ``registry`` defaults to the installed plugins'; the recipe's local
@@ -278,9 +293,19 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     components = {kind: data.pop(kind, None) for kind in KINDS}
     sections = {key: data.pop(key, None) or {} for key in ("train", "eval", "run")}
     typed: RecipeSchema = _typed(RecipeSchema, data, "")
-    typed.train, typed.eval, typed.run = (_typed(schema, sections[key], key) for key, schema in
-                                          (("train", TrainConfig), ("eval", EvalConfig), ("run", RunConfig)))
+    typed.train, typed.eval, typed.run = (
+        _typed(schema, sections[key], key)
+        for key, schema in (("train", TrainConfig), ("eval", EvalConfig), ("run", RunConfig))
+    )
     resolved = {kind: _component(registry, kind, components[kind]) for kind in KINDS}
     name = typed.name or (Path(path).stem if path is not None else "run")
-    return Recipe(name=name, components=resolved, train=typed.train, eval=typed.eval, run=typed.run,
-                  source=str(path) if path is not None else None, plugins=list(plugins), registry=registry)
+    return Recipe(
+        name=name,
+        components=resolved,
+        train=typed.train,
+        eval=typed.eval,
+        run=typed.run,
+        source=str(path) if path is not None else None,
+        plugins=list(plugins),
+        registry=registry,
+    )

@@ -25,15 +25,23 @@ import difflib
 import importlib
 import os
 import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import pluggy
 
 from sandbox.errors import DuplicateComponentError, RegistryError
-from sandbox.plugins import LOCAL_PREFIX, Loaded, PluginFailure, PluginInfo, load_entry_points, load_local_plugins
-from sandbox.plugins import new_plugin_manager
+from sandbox.plugins import (
+    LOCAL_PREFIX,
+    Loaded,
+    PluginFailure,
+    PluginInfo,
+    load_entry_points,
+    load_local_plugins,
+    new_plugin_manager,
+)
 
 if TYPE_CHECKING:
     from sandbox.protocols import Build, Register
@@ -106,7 +114,7 @@ def preferred() -> tuple[str, ...]:
 def _matches(component: Component, names: tuple[str, ...]) -> bool:
     keys = {component.plugin.lower(), (component.distribution or "").lower()}
     if component.plugin.startswith(LOCAL_PREFIX):
-        path = Path(component.plugin[len(LOCAL_PREFIX):])
+        path = Path(component.plugin[len(LOCAL_PREFIX) :])
         keys |= {path.name.lower(), path.stem.lower()}
     return bool(keys & set(names))
 
@@ -142,10 +150,14 @@ class Registry:
 
     def copy(self) -> Registry:
         """A registry with the same contents, safe to extend."""
-        return Registry({kind: dict(table) for kind, table in self.components.items()}, list(self.plugins),
-                        list(self.failures), list(self.warnings),
-                        {kind: {n: list(c) for n, c in table.items()} for kind, table in self.clashes.items()},
-                        self.prefer)
+        return Registry(
+            {kind: dict(table) for kind, table in self.components.items()},
+            list(self.plugins),
+            list(self.failures),
+            list(self.warnings),
+            {kind: {n: list(c) for n, c in table.items()} for kind, table in self.clashes.items()},
+            self.prefer,
+        )
 
     def names(self, kind: str) -> list[str]:
         """The usable names of ``kind`` (a clash without a preferred provider is not usable)."""
@@ -167,12 +179,12 @@ class Registry:
         known = ", ".join(self.names(kind)) or "none"
         broken = ""
         if self.failures:
-            broken = " Plugins that failed to load: " + "; ".join(
-                f"{f.distribution} ({f.reason})" for f in self.failures
-            ) + "."
-        raise RegistryError(
-            f"{where}unknown {kind} '{name}'. Registered {kind}s: {known}.{hint}{broken}"
-        )
+            broken = (
+                " Plugins that failed to load: "
+                + "; ".join(f"{f.distribution} ({f.reason})" for f in self.failures)
+                + "."
+            )
+        raise RegistryError(f"{where}unknown {kind} '{name}'. Registered {kind}s: {known}.{hint}{broken}")
 
     def __iter__(self) -> Iterator[Component]:
         for kind in KINDS:
@@ -182,8 +194,7 @@ class Registry:
 def make_register(registry: Registry, kind: str, plugin: PluginInfo) -> Register:
     """The ``register`` callable (:class:`sandbox.protocols.Register`) handed to one plugin's hook for one kind."""
 
-    def register(name: str, build: Build, *, params: Optional[type] = None,
-                 description: Optional[str] = None) -> None:
+    def register(name: str, build: Build, *, params: Optional[type] = None, description: Optional[str] = None) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise RegistryError(
                 f"plugin '{plugin.name}' registered a {kind} named {name!r}: a name must be "
@@ -196,8 +207,7 @@ def make_register(registry: Registry, kind: str, plugin: PluginInfo) -> Register
             )
         if params is not None and not dataclasses.is_dataclass(params):
             raise RegistryError(
-                f"plugin '{plugin.name}' registered {kind} '{name}' with params={params!r}: "
-                "expected a dataclass type"
+                f"plugin '{plugin.name}' registered {kind} '{name}' with params={params!r}: expected a dataclass type"
             )
         registry.add(
             Component(
@@ -240,7 +250,7 @@ def collect(pm: pluggy.PluginManager, loaded: Optional[Loaded] = None, *, into: 
             for kind in KINDS:
                 caller = pm.subset_hook_caller(HOOKS[kind], remove_plugins=others)
                 caller(register=make_register(trial, kind, plugin_info))
-        except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, the rest keeps working
+        except Exception as exc:
             reason = str(exc) if isinstance(exc, RegistryError) else f"{type(exc).__name__}: {exc}"
             registry.failures.append(
                 PluginFailure(plugin_info.distribution or plugin_info.name, plugin_info.name, reason)

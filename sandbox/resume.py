@@ -15,8 +15,15 @@ from sandbox import checkpoint
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.recipe import Recipe, load_recipe
 
-RESUMABLE = ("train.steps", "train.checkpoint_every", "train.checkpoint_minutes", "train.keep_checkpoints",
-             "run.device", "run.workers", "run.threads")
+RESUMABLE = (
+    "train.steps",
+    "train.checkpoint_every",
+    "train.checkpoint_minutes",
+    "train.keep_checkpoints",
+    "run.device",
+    "run.workers",
+    "run.threads",
+)
 
 
 def resume_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, Optional[dict[str, Any]]]:
@@ -32,9 +39,11 @@ def resume_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, Optional
     changed = [key for key in checkpoint.differences(before, after) if key not in RESUMABLE]
     if changed:
         key = changed[0]
-        raise RecipeError(f"recipe key '{key}': cannot change when resuming ({checkpoint.value_at(before, key)!r} in the run, "
-                          f"{checkpoint.value_at(after, key)!r} asked); only {', '.join(RESUMABLE)} may. Start a new run "
-                          "instead")
+        raise RecipeError(
+            f"recipe key '{key}': cannot change when resuming ({checkpoint.value_at(before, key)!r} in the run, "
+            f"{checkpoint.value_at(after, key)!r} asked); only {', '.join(RESUMABLE)} may. Start a new run "
+            "instead"
+        )
     found = checkpoint.latest_good(run_dir / "checkpoints")
     if found is None:
         return recipe, None
@@ -44,8 +53,11 @@ def resume_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, Optional
         key = mismatch[0]
         raise checkpoint.CheckpointError(
             f"checkpoint {ckpt_path} was written by another recipe: recipe key '{key}' is "
-            f"{checkpoint.value_at(state['recipe'], key)!r} there and {checkpoint.value_at(before, key)!r} in {path}")
+            f"{checkpoint.value_at(state['recipe'], key)!r} there and {checkpoint.value_at(before, key)!r} in {path}"
+        )
     if state["step"] >= recipe.train.steps and (run_dir / "summary.json").exists():
-        raise SandboxError(f"{run_dir} finished at step {state['step']:,}; extend it with train.steps=N "
-                           f"(N > {state['step']:,}) or draw samples from it with sandbox sample {run_dir}")
+        raise SandboxError(
+            f"{run_dir} finished at step {state['step']:,}; extend it with train.steps=N "
+            f"(N > {state['step']:,}) or draw samples from it with sandbox sample {run_dir}"
+        )
     return recipe, state

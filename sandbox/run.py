@@ -36,8 +36,9 @@ def render(parts: Parts, samples: torch.Tensor) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def generate(recipe: Recipe, parts: Parts, denoise: Denoise, device: torch.device, n: int,
-             seed: int) -> tuple[torch.Tensor, int, float]:
+def generate(
+    recipe: Recipe, parts: Parts, denoise: Denoise, device: torch.device, n: int, seed: int
+) -> tuple[torch.Tensor, int, float]:
     """``n`` samples from the recipe's sampler; returns (samples, NFE per sample, seconds)."""
     training = isinstance(denoise, torch.nn.Module) and denoise.training
     if isinstance(denoise, torch.nn.Module):
@@ -97,8 +98,16 @@ def prepare(recipe: Recipe, run_dir: Optional[Path], *, resume: bool = False) ->
     return device, parts, run_dir
 
 
-def train(recipe: Recipe, parts: Parts, device: torch.device, run_dir: Path, console: Console, *,
-          resume: bool = False, state: Optional[dict[str, Any]] = None) -> tuple[TrainState, Denoise]:
+def train(
+    recipe: Recipe,
+    parts: Parts,
+    device: torch.device,
+    run_dir: Path,
+    console: Console,
+    *,
+    resume: bool = False,
+    state: Optional[dict[str, Any]] = None,
+) -> tuple[TrainState, Denoise]:
     """Train the denoiser network (continuing from ``state``, a checkpoint's, when given); returns the final
     state and the EMA weights' denoise function. Writes ``final.pt`` and ``ema.safetensors``."""
 
@@ -121,15 +130,24 @@ def train(recipe: Recipe, parts: Parts, device: torch.device, run_dir: Path, con
             task = bar.add_task("train", total=trainer.steps, loss="-", speed="-")
             trained = trainer.fit(bar, task)
     except (Interrupted, Diverged) as exc:
-        write_json(run_dir / "status.json", {"status": "interrupted" if isinstance(exc, Interrupted) else "diverged",
-                                             "step": trainer.state.step, "message": str(exc),
-                                             "checkpoint": str(trainer.last_checkpoint or "")})
+        write_json(
+            run_dir / "status.json",
+            {
+                "status": "interrupted" if isinstance(exc, Interrupted) else "diverged",
+                "step": trainer.state.step,
+                "message": str(exc),
+                "checkpoint": str(trainer.last_checkpoint or ""),
+            },
+        )
         if isinstance(exc, Interrupted):
             exc.args = (f"{exc}. Resume with: sandbox run --resume {run_dir}",)
         raise
     trainer.save_checkpoint(checkpoint.FINAL)
-    checkpoint.save_safetensors(run_dir / "ema.safetensors", trainer.ema.model.state_dict(),
-                                {"step": str(trained.step), "recipe": recipe.to_yaml()})
+    checkpoint.save_safetensors(
+        run_dir / "ema.safetensors",
+        trainer.ema.model.state_dict(),
+        {"step": str(trained.step), "recipe": recipe.to_yaml()},
+    )
     return trained, trainer.ema_denoiser
 
 
@@ -137,12 +155,20 @@ def score(parts: Parts, samples: torch.Tensor) -> dict[str, Any]:
     """The dataset's quality figures for the samples and for as many held-out real items."""
     if parts.data.evaluate is None:
         return {}
-    return {"generated": parts.data.evaluate(samples),
-            "real_heldout": parts.data.evaluate(real_heldout(parts, len(samples)))}
+    return {
+        "generated": parts.data.evaluate(samples),
+        "real_heldout": parts.data.evaluate(real_heldout(parts, len(samples))),
+    }
 
 
-def run_recipe(recipe: Recipe, *, console: Console | None = None, run_dir: Path | None = None,
-               resume: bool = False, state: Optional[dict[str, Any]] = None) -> Path:
+def run_recipe(
+    recipe: Recipe,
+    *,
+    console: Console | None = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    state: Optional[dict[str, Any]] = None,
+) -> Path:
     """Run a validated recipe end to end (with the plugins that validated it) and return its run folder.
 
     With ``resume``, continue the run in ``run_dir`` from ``state``, its latest good checkpoint's
@@ -150,10 +176,17 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, run_dir: Path 
     """
     console = console or default_console
     device, parts, run_dir = prepare(recipe, run_dir, resume=resume)
-    console.print(table(f"Recipe '{recipe.name}' on {device}", ["kind", "name", "provider", "parameters", "settings"],
-                        component_rows(recipe, parts)))
-    console.print(f"data: {len(parts.data.train):,} train, {len(parts.data.val):,} validation, shape "
-                  f"{tuple(parts.data.shape)}; run folder [bold]{run_dir}[/]")
+    console.print(
+        table(
+            f"Recipe '{recipe.name}' on {device}",
+            ["kind", "name", "provider", "parameters", "settings"],
+            component_rows(recipe, parts),
+        )
+    )
+    console.print(
+        f"data: {len(parts.data.train):,} train, {len(parts.data.val):,} validation, shape "
+        f"{tuple(parts.data.shape)}; run folder [bold]{run_dir}[/]"
+    )
     if parts.exact_x0 is not None:  # an analytic denoiser: nothing to train
         trained = TrainState()
         denoise = exact_denoise(parts.exact_x0, parts.schedule, recipe.train.target, recipe.train.sigma_data)
@@ -168,19 +201,37 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, run_dir: Path 
     checkpoint.atomic_write(run_dir / "samples" / "final.pt", lambda handle: torch.save(samples, handle))
     health = sample_health(samples, real_heldout(parts, len(samples)))
     if health["diverged"]:
-        console.print(f"[bold red]warning:[/] the samples diverged: {health['finite_share']:.0%} finite, "
-                      f"{health['in_range_share']:.0%} within the data's range; their quality figures mean little")
-    summary = summarize_run(recipe, parts, device, run_dir, trained, score(parts, samples),
-                            {"nfe_per_sample": nfe, "seconds": sample_s, "num_samples": len(samples)},
-                            grid=picture is not None)
+        console.print(
+            f"[bold red]warning:[/] the samples diverged: {health['finite_share']:.0%} finite, "
+            f"{health['in_range_share']:.0%} within the data's range; their quality figures mean little"
+        )
+    summary = summarize_run(
+        recipe,
+        parts,
+        device,
+        run_dir,
+        trained,
+        score(parts, samples),
+        {"nfe_per_sample": nfe, "seconds": sample_s, "num_samples": len(samples)},
+        grid=picture is not None,
+    )
     write_json(run_dir / "summary.json", {**summary, "sample_health": health})
     write_json(run_dir / "status.json", {"status": "finished", "step": trained.step})
     console.print(summary_table(recipe, summary))
     return run_dir
 
 
-def summarize_run(recipe: Recipe, parts: Parts, device: torch.device, run_dir: Path, state: TrainState,
-                  quality: dict[str, Any], sampling: dict[str, Any], *, grid: bool) -> dict[str, Any]:
+def summarize_run(
+    recipe: Recipe,
+    parts: Parts,
+    device: torch.device,
+    run_dir: Path,
+    state: TrainState,
+    quality: dict[str, Any],
+    sampling: dict[str, Any],
+    *,
+    grid: bool,
+) -> dict[str, Any]:
     """The contents of ``summary.json``."""
     trained = parts.net is not None
     return {
@@ -188,33 +239,52 @@ def summarize_run(recipe: Recipe, parts: Parts, device: torch.device, run_dir: P
         "run_dir": str(run_dir),
         "device": str(device),
         "components": {
-            kind: {"name": recipe.components[kind][0], "plugin": parts.components[kind].plugin,
-                   "provider": parts.components[kind].provider,
-                   "params": dataclasses.asdict(recipe.components[kind][1]) if recipe.components[kind][1] else {}}
+            kind: {
+                "name": recipe.components[kind][0],
+                "plugin": parts.components[kind].plugin,
+                "provider": parts.components[kind].provider,
+                "params": dataclasses.asdict(recipe.components[kind][1]) if recipe.components[kind][1] else {},
+            }
             for kind in KINDS
         },
         "denoiser_parameters": count_parameters(parts.net),
-        "train": {"steps": state.step, "final_train_loss": state.train_loss, "final_val_loss": state.val_loss,
-                  "final_val_loss_ema": state.val_loss_ema, "best_val_loss_ema": state.best_val_loss,
-                  "images_per_s": state.images_per_s, "wall_s": state.wall_s},
+        "train": {
+            "steps": state.step,
+            "final_train_loss": state.train_loss,
+            "final_val_loss": state.val_loss,
+            "final_val_loss_ema": state.val_loss_ema,
+            "best_val_loss_ema": state.best_val_loss,
+            "images_per_s": state.images_per_s,
+            "wall_s": state.wall_s,
+        },
         "sampling": {"sampler": recipe.components["sampler"][0], **sampling},
         "sample_quality": quality,
-        "outputs": {"recipe": "recipe.yaml", "metrics": "metrics.jsonl" if trained else None,
-                    "checkpoint": "checkpoints/final.pt" if trained else None,
-                    "ema": "ema.safetensors" if trained else None,
-                    "samples": "samples/final.pt", "grid": "samples/final.png" if grid else None},
+        "outputs": {
+            "recipe": "recipe.yaml",
+            "metrics": "metrics.jsonl" if trained else None,
+            "checkpoint": "checkpoints/final.pt" if trained else None,
+            "ema": "ema.safetensors" if trained else None,
+            "samples": "samples/final.pt",
+            "grid": "samples/final.png" if grid else None,
+        },
     }
 
 
 def summary_table(recipe: Recipe, summary: dict[str, Any]) -> Any:
     """The table printed at the end of a run."""
     train, sampling, quality = summary["train"], summary["sampling"], summary["sample_quality"]
-    rows = [["final train loss", train["final_train_loss"]], ["final validation loss (EMA)", train["final_val_loss_ema"]],
-            ["images/s (train)", train["images_per_s"]], ["training time (s)", train["wall_s"]],
-            ["sampler NFE per sample", sampling["nfe_per_sample"]], ["sampling time (s)", sampling["seconds"]]]
+    rows = [
+        ["final train loss", train["final_train_loss"]],
+        ["final validation loss (EMA)", train["final_val_loss_ema"]],
+        ["images/s (train)", train["images_per_s"]],
+        ["training time (s)", train["wall_s"]],
+        ["sampler NFE per sample", sampling["nfe_per_sample"]],
+        ["sampling time (s)", sampling["seconds"]],
+    ]
     for metric, value in quality.get("generated", {}).items():
-        rows.append([f"{metric}: generated / real held-out",
-                     f"{fmt(value)} / {fmt(quality['real_heldout'].get(metric))}"])
+        rows.append(
+            [f"{metric}: generated / real held-out", f"{fmt(value)} / {fmt(quality['real_heldout'].get(metric))}"]
+        )
     rows.append(["run folder", summary["run_dir"]])
     if summary["outputs"]["grid"]:
         rows.append(["sample grid", str(Path(summary["run_dir"]) / summary["outputs"]["grid"])])

@@ -16,8 +16,9 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from sandbox.errors import RecipeError, SandboxError
 
@@ -27,8 +28,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,-]*$")
 def check_output(parent: str | Path, name: str) -> None:
     """``run.output`` must be a writable folder (or creatable) and the run name a plain file name."""
     if not _NAME.match(name) or name in (".", ".."):
-        raise RecipeError(f"recipe key 'name': {name!r}; expected a plain folder name (letters, digits and . _ + = , -, "
-                          "no path separators)")
+        raise RecipeError(
+            f"recipe key 'name': {name!r}; expected a plain folder name (letters, digits and . _ + = , -, "
+            "no path separators)"
+        )
     parent = Path(parent)
     existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():

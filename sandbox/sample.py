@@ -38,7 +38,7 @@ from sandbox.resume import RESUMABLE
 from sandbox.run import generate, render, score
 from sandbox.rundir import atomic_write, new_run_dir, read_json, write_json
 
-SAMPLING_SECTIONS = ("sampler.", "eval.")              # every key under these may change
+SAMPLING_SECTIONS = ("sampler.", "eval.")  # every key under these may change
 SAMPLING_KEYS = ("run.device", "run.threads", "run.seed")  # and these (run.seed: the sampling seed)
 SEED_OFFSET = 3  # run_recipe draws its final samples with run.seed + 3; the same seed gives the same samples
 
@@ -54,9 +54,11 @@ def sampling_recipe(run_dir: Path, overrides: list[str]) -> Recipe:
     changed = [key for key in checkpoint.differences(before, after) if not _may_change(key)]
     if changed:
         key = changed[0]
-        raise RecipeError(f"recipe key '{key}': cannot change when sampling ({checkpoint.value_at(before, key)!r} in the run, "
-                          f"{checkpoint.value_at(after, key)!r} asked): the weights were trained with the run's value; only "
-                          f"{', '.join(s + '*' for s in SAMPLING_SECTIONS)}, {', '.join(SAMPLING_KEYS)} may")
+        raise RecipeError(
+            f"recipe key '{key}': cannot change when sampling ({checkpoint.value_at(before, key)!r} in the run, "
+            f"{checkpoint.value_at(after, key)!r} asked): the weights were trained with the run's value; only "
+            f"{', '.join(s + '*' for s in SAMPLING_SECTIONS)}, {', '.join(SAMPLING_KEYS)} may"
+        )
     return recipe
 
 
@@ -87,40 +89,58 @@ def find_checkpoint(run_dir: Path, path: Path | None, console: Console) -> tuple
             warnings.warn(f"{exc}; trying an older one", stacklevel=2)
             continue
         status = (read_json(run_dir / "status.json") or {}).get("status", "unknown")
-        console.print(f"[yellow]note:[/] the run is unfinished (status: {status}; no {final}); sampling from "
-                      f"{candidate.name}, step {state['step']:,}")
+        console.print(
+            f"[yellow]note:[/] the run is unfinished (status: {status}; no {final}); sampling from "
+            f"{candidate.name}, step {state['step']:,}"
+        )
         return candidate, state
     if errors:
         raise checkpoint.CheckpointError(f"no usable checkpoint in {folder}: " + "; ".join(errors))
-    raise SandboxError(f"{run_dir} has no checkpoint to sample from (no {folder}/*.pt); it stopped before its "
-                       "first one: resume it with sandbox run --resume")
+    raise SandboxError(
+        f"{run_dir} has no checkpoint to sample from (no {folder}/*.pt); it stopped before its "
+        "first one: resume it with sandbox run --resume"
+    )
 
 
-def ema_denoiser(recipe: Recipe, parts: Parts, state: dict[str, Any], path: Path,
-                 device: torch.device) -> Preconditioned:
+def ema_denoiser(
+    recipe: Recipe, parts: Parts, state: dict[str, Any], path: Path, device: torch.device
+) -> Preconditioned:
     """The checkpoint's EMA weights in the recipe's network, preconditioned for its prediction target."""
     saved = state["recipe"] if isinstance(state.get("recipe"), dict) else {}
-    mismatch = [key for key in checkpoint.differences(saved, recipe.to_dict())
-                if not _may_change(key) and key not in RESUMABLE and key != "name"]
+    mismatch = [
+        key
+        for key in checkpoint.differences(saved, recipe.to_dict())
+        if not _may_change(key) and key not in RESUMABLE and key != "name"
+    ]
     if mismatch:
         key = mismatch[0]
-        raise checkpoint.CheckpointError(f"checkpoint {path} was written by another recipe: recipe key '{key}' is "
-                                         f"{checkpoint.value_at(saved, key)!r} there and {checkpoint.value_at(recipe.to_dict(), key)!r} "
-                                         "in the run")
+        raise checkpoint.CheckpointError(
+            f"checkpoint {path} was written by another recipe: recipe key '{key}' is "
+            f"{checkpoint.value_at(saved, key)!r} there and {checkpoint.value_at(recipe.to_dict(), key)!r} "
+            "in the run"
+        )
     assert parts.net is not None
     net = parts.net
     try:
         net.load_state_dict(state["ema"]["model"])
     except (KeyError, TypeError, RuntimeError) as exc:
         detail = (str(exc).splitlines() or [""])[0]
-        raise checkpoint.CheckpointError(f"checkpoint {path} holds no EMA weights for this network "
-                                         f"({type(exc).__name__}: {detail})") from exc
+        raise checkpoint.CheckpointError(
+            f"checkpoint {path} holds no EMA weights for this network ({type(exc).__name__}: {detail})"
+        ) from exc
     net = net.to(device).eval().requires_grad_(False)
     return Preconditioned(net, parts.schedule, recipe.train.target, recipe.train.sigma_data).eval()
 
 
-def sample_run(run_dir: Path, overrides: list[str], *, num: int | None = None, checkpoint_path: Path | None = None,
-               png: bool = False, console: Console | None = None) -> Path:
+def sample_run(
+    run_dir: Path,
+    overrides: list[str],
+    *,
+    num: int | None = None,
+    checkpoint_path: Path | None = None,
+    png: bool = False,
+    console: Console | None = None,
+) -> Path:
     """Draw ``num`` samples (default ``eval.num_samples``) from a run's EMA weights into a new folder, returned.
 
     The folder holds ``grid.png`` (where the data has a picture), ``samples.pt``,
@@ -141,13 +161,16 @@ def sample_run(run_dir: Path, overrides: list[str], *, num: int | None = None, c
     parts = build_parts(recipe)
     shape = tuple(parts.data.shape)
     if png and not (len(shape) == 3 and shape[0] in (1, 3)):
-        raise SandboxError(f"--png needs images of 1 or 3 channels; dataset '{recipe.components['dataset'][0]}' "
-                           f"gives items of shape {shape}")
+        raise SandboxError(
+            f"--png needs images of 1 or 3 channels; dataset '{recipe.components['dataset'][0]}' "
+            f"gives items of shape {shape}"
+        )
     denoise: Denoise
     if parts.exact_x0 is not None:  # an analytic denoiser: no weights
         if checkpoint_path is not None:
-            raise SandboxError(f"{run_dir} samples with an analytic denoiser, which has no checkpoint; "
-                               "drop --checkpoint")
+            raise SandboxError(
+                f"{run_dir} samples with an analytic denoiser, which has no checkpoint; drop --checkpoint"
+            )
         ckpt, step = None, 0
         denoise = exact_denoise(parts.exact_x0, parts.schedule, recipe.train.target, recipe.train.sigma_data)
     else:
@@ -181,8 +204,11 @@ def sample_run(run_dir: Path, overrides: list[str], *, num: int | None = None, c
             "nfe_per_sample": nfe,
             "seconds": seconds,
             "sample_quality": quality,
-            "outputs": {"samples": "samples.pt", "grid": "grid.png" if picture is not None else None,
-                        "png": "png/" if png else None},
+            "outputs": {
+                "samples": "samples.pt",
+                "grid": "grid.png" if picture is not None else None,
+                "png": "png/" if png else None,
+            },
         }
         write_json(folder / "summary.json", summary)
     except BaseException:
@@ -192,8 +218,9 @@ def sample_run(run_dir: Path, overrides: list[str], *, num: int | None = None, c
     return folder
 
 
-def _draw(recipe: Recipe, parts: Parts, denoise: Denoise, device: torch.device, n: int, nfe: int,
-          console: Console) -> tuple[torch.Tensor, int, float]:
+def _draw(
+    recipe: Recipe, parts: Parts, denoise: Denoise, device: torch.device, n: int, nfe: int, console: Console
+) -> tuple[torch.Tensor, int, float]:
     """:func:`sandbox.run.generate` with a bar that moves by ``batch / nfe`` samples per denoise call."""
     bar = counter(console)
     with bar:
@@ -236,13 +263,17 @@ def _table(summary: dict[str, Any]) -> Any:
     """The table printed at the end: sampler, NFE, time, quality of generated and real held-out data."""
     params = ", ".join(f"{k}={fmt(v)}" for k, v in summary["sampler"]["params"].items())
     ckpt = summary["checkpoint"]
-    rows = [["sampler", f"{summary['sampler']['name']} ({params})" if params else summary["sampler"]["name"]],
-            ["checkpoint", f"{ckpt['path']} (step {ckpt['step']:,})" if ckpt["path"] else "analytic denoiser"],
-            ["samples", summary["num_samples"]], ["NFE per sample", summary["nfe_per_sample"]],
-            ["sampling time (s)", summary["seconds"]]]
+    rows = [
+        ["sampler", f"{summary['sampler']['name']} ({params})" if params else summary["sampler"]["name"]],
+        ["checkpoint", f"{ckpt['path']} (step {ckpt['step']:,})" if ckpt["path"] else "analytic denoiser"],
+        ["samples", summary["num_samples"]],
+        ["NFE per sample", summary["nfe_per_sample"]],
+        ["sampling time (s)", summary["seconds"]],
+    ]
     quality = summary["sample_quality"]
     for metric, value in quality.get("generated", {}).items():
-        rows.append([f"{metric}: generated / real held-out",
-                     f"{fmt(value)} / {fmt(quality['real_heldout'].get(metric))}"])
+        rows.append(
+            [f"{metric}: generated / real held-out", f"{fmt(value)} / {fmt(quality['real_heldout'].get(metric))}"]
+        )
     rows.append(["folder", summary["folder"]])
     return table("Samples", ["", "value"], rows)

@@ -34,7 +34,7 @@ def scale_free(schedule: Schedule, t: float) -> tuple[float, float]:
 
 
 def t_from_sigma_tilde(schedule: Schedule, sigma_tilde: float) -> float:
-    """The time at which ``sigma~ = sigma_tilde``, through :meth:`Schedule.t_from_log_snr` (``lambda = -2 ln sigma~``)."""
+    """The time at which ``sigma~ = sigma_tilde``, by :meth:`Schedule.t_from_log_snr` (``lambda = -2 ln sigma~``)."""
     return float(schedule.t_from_log_snr(torch.tensor([-2.0 * math.log(sigma_tilde)], dtype=torch.float64)))
 
 

@@ -75,9 +75,11 @@ class DiscreteSchedule(Schedule):
         t = torch.where((pos - nearest).abs() < 1e-6, nearest, pos) / self.num_steps
         return torch.where(lambda_ > table[0], torch.zeros_like(t), t)  # above the table: clean data, t = 0
 
-    def sample_t(self, n: int, generator: Optional[torch.Generator] = None,
-                 device: Optional[torch.device] = None) -> torch.Tensor:
+    def sample_t(
+        self, n: int, generator: Optional[torch.Generator] = None, device: Optional[torch.device] = None
+    ) -> torch.Tensor:
         """Grid points ``n / T`` with n uniform on 1..T, as in Algorithm 1 of Ho et al. (2020)."""
-        idx = torch.randint(1, self.num_steps + 1, (n,), generator=generator,
-                            device=generator.device if generator else None)
+        idx = torch.randint(
+            1, self.num_steps + 1, (n,), generator=generator, device=generator.device if generator else None
+        )
         return (idx.to(torch.float32) / self.num_steps).to(device)

@@ -30,8 +30,8 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.table import Table
 
-from sandbox.rundir import read_json
 from sandbox.errors import RecipeError, SandboxError
+from sandbox.rundir import read_json
 from sandbox.sweep import SWEEP_FILE, parse_value, split_list
 
 DEFAULT_METRICS = ("train.final_val_loss_ema", "train.images_per_s")
@@ -42,14 +42,14 @@ CURVE = ("val_loss_ema", "val_loss")  # the metrics.jsonl key drawn as the valid
 
 @dataclass(frozen=True)
 class Metric:
-    key: str                       # dotted key in summary.json
+    key: str  # dotted key in summary.json
     lower_is_better: bool
 
     @property
     def label(self) -> str:
         for prefix in ("train.", "sample_quality."):
             if self.key.startswith(prefix):
-                return self.key[len(prefix):]
+                return self.key[len(prefix) :]
         return self.key
 
 
@@ -63,8 +63,10 @@ def parse_metric(text: str) -> Metric:
     """``key``, ``key:min`` (lower is better) or ``key:max``."""
     key, _, direction = text.partition(":")
     if direction not in ("", "min", "max") or not key:
-        raise RecipeError(f"metric '{text}': expected key, key:min or key:max, for example "
-                          "sample_quality.generated.confident_share:max")
+        raise RecipeError(
+            f"metric '{text}': expected key, key:min or key:max, for example "
+            "sample_quality.generated.confident_share:max"
+        )
     return Metric(key, lower_is_better(key) if not direction else direction == "min")
 
 
@@ -73,14 +75,15 @@ class CellResult:
     id: str
     group: tuple[str, ...]
     seed: int
-    status: str                    # done, diverged, failed, invalid or missing
+    status: str  # done, diverged, failed, invalid or missing
     error: Optional[str] = None
-    values: dict[str, float] = field(default_factory=dict)   # numeric summary.json entries, dotted keys
+    values: dict[str, float] = field(default_factory=dict)  # numeric summary.json entries, dotted keys
     curve: list[tuple[int, float]] = field(default_factory=list)
 
 
 @dataclass
 class Group:
+    # fmt: off
     labels: dict[str, str]         # axis key -> value label
     cells: list[CellResult]
     facts: dict[str, str]          # axis key (and keys inside section values) -> value, for --baseline
@@ -88,6 +91,7 @@ class Group:
     diff: dict[str, Optional[float]] = field(default_factory=dict)
     rank: Optional[int] = None
     baseline: bool = False
+    # fmt: on
 
     @property
     def name(self) -> str:
@@ -155,10 +159,13 @@ def load_cells(sweep_dir: Path) -> tuple[dict[str, Any], list[CellResult]]:
             status, error = "done", None
             if health.get("diverged"):  # its quality figures are not ranked beside healthy cells
                 status = "diverged"
-                error = (f"samples diverged: {health.get('finite_share', 0):.0%} finite, "
-                         f"{health.get('in_range_share', 0):.0%} within the data's range")
-            cells.append(CellResult(entry["id"], group, entry["seed"], status, error, values,
-                                    _curve(folder / "metrics.jsonl")))
+                error = (
+                    f"samples diverged: {health.get('finite_share', 0):.0%} finite, "
+                    f"{health.get('in_range_share', 0):.0%} within the data's range"
+                )
+            cells.append(
+                CellResult(entry["id"], group, entry["seed"], status, error, values, _curve(folder / "metrics.jsonl"))
+            )
         elif (folder / "error.json").exists():
             error = (read_json(folder / "error.json") or {}).get("message", "error.json is unreadable")
             cells.append(CellResult(entry["id"], group, entry["seed"], "failed", error))
@@ -209,21 +216,27 @@ def _resolve_metrics(requested: list[str] | None, cells: list[CellResult]) -> li
             matches = [k for k in available if k.endswith("." + metric.key)]
             matches = [k for k in matches if k.startswith(GENERATED)] or matches
             if len(matches) != 1:
-                raise RecipeError(f"metric '{metric.key}': " + (f"matches {', '.join(matches)}; give the full key"
-                                  if matches else f"not in the cells' summary.json; numeric keys: {', '.join(available)}"))
+                raise RecipeError(
+                    f"metric '{metric.key}': "
+                    + (
+                        f"matches {', '.join(matches)}; give the full key"
+                        if matches
+                        else f"not in the cells' summary.json; numeric keys: {', '.join(available)}"
+                    )
+                )
             metric = Metric(matches[0], metric.lower_is_better)
         metrics.append(metric)
     return metrics
 
 
-def mean_std(values: list[float]) -> tuple[Optional[float], Optional[float], int]:
+def mean_std(values: list[Optional[float]]) -> tuple[Optional[float], Optional[float], int]:
     """Mean, sample standard deviation (n - 1; None below two values) and n."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    n = len(values)
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    n = len(kept)
     if n == 0:
         return None, None, 0
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    mean = sum(kept) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in kept) / (n - 1)) if n > 1 else None
     return mean, std, n
 
 
@@ -237,8 +250,10 @@ def parse_baseline(text: str) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise RecipeError(f"--baseline '{text}': expected key=value,..., for example "
-                              "--baseline denoiser.name=unet,schedule.name=linear")
+            raise RecipeError(
+                f"--baseline '{text}': expected key=value,..., for example "
+                "--baseline denoiser.name=unet,schedule.name=linear"
+            )
         try:
             pairs[key.strip()] = _norm(parse_value(value.strip()))
         except ValueError as exc:
@@ -253,15 +268,17 @@ def _matches(group: Group, pairs: dict[str, str]) -> bool:
     return True
 
 
-def aggregate(plan: dict[str, Any], cells: list[CellResult], metrics: list[Metric],
-              baseline: str | None = None) -> list[Group]:
+def aggregate(
+    plan: dict[str, Any], cells: list[CellResult], metrics: list[Metric], baseline: str | None = None
+) -> list[Group]:
     """Groups in plan order with their statistics, rank by the first metric and difference to the baseline."""
     axes = plan["axes"]
     groups: dict[tuple[str, ...], Group] = {}
     for cell in cells:
         if cell.group not in groups:
-            groups[cell.group] = Group(labels=dict(zip((a["key"] for a in axes), cell.group)), cells=[],
-                                       facts=_facts(axes, cell.group))
+            groups[cell.group] = Group(
+                labels=dict(zip((a["key"] for a in axes), cell.group)), cells=[], facts=_facts(axes, cell.group)
+            )
         groups[cell.group].cells.append(cell)
     ordered = list(groups.values())
     for group in ordered:
@@ -274,20 +291,24 @@ def aggregate(plan: dict[str, Any], cells: list[CellResult], metrics: list[Metri
         chosen = [g for g in ordered if _matches(g, pairs)]
         if len(chosen) != 1:
             names = ", ".join(" ".join(f"{k}={v}" for k, v in g.labels.items()) for g in (chosen or ordered))
-            raise RecipeError(f"--baseline '{baseline}' matches {len(chosen)} groups; "
-                              f"{'these' if chosen else 'the groups are'}: {names}")
+            raise RecipeError(
+                f"--baseline '{baseline}' matches {len(chosen)} groups; "
+                f"{'these' if chosen else 'the groups are'}: {names}"
+            )
         base = chosen[0]
     else:
         base = ordered[0]
     base.baseline = True
     for group in ordered:
-        group.diff = {m.key: (group.stats[m.key][0] - base.stats[m.key][0]
-                              if group.stats[m.key][0] is not None and base.stats[m.key][0] is not None else None)
-                      for m in metrics}
+        for m in metrics:
+            mine, theirs = group.stats[m.key][0], base.stats[m.key][0]
+            group.diff[m.key] = mine - theirs if mine is not None and theirs is not None else None
     if metrics:
         first = metrics[0]
-        scored = [g for g in ordered if g.stats[first.key][0] is not None]
-        scored.sort(key=lambda g: g.stats[first.key][0] * (1 if first.lower_is_better else -1))
+        sign = 1.0 if first.lower_is_better else -1.0
+        means = {id(g): g.stats[first.key][0] for g in ordered}
+        scored = [g for g in ordered if means[id(g)] is not None]
+        scored.sort(key=lambda g: sign * (means[id(g)] or 0.0))
         for rank, group in enumerate(scored, 1):
             group.rank = rank
     return ordered
@@ -349,9 +370,13 @@ def rows(summary: SweepSummary) -> tuple[list[str], list[list[str]]]:
 
 def rich_table(summary: SweepSummary) -> Table:
     header, body = rows(summary)
-    table = Table(title=f"Sweep summary: {summary.sweep_dir}", title_justify="left",
-                  caption="mean ± std over seeds; ↓ lower is better, ↑ higher; Δ: difference to the baseline "
-                          "(bold), ranked by the first metric", caption_justify="left")
+    table = Table(
+        title=f"Sweep summary: {summary.sweep_dir}",
+        title_justify="left",
+        caption="mean ± std over seeds; ↓ lower is better, ↑ higher; Δ: difference to the baseline "
+        "(bold), ranked by the first metric",
+        caption_justify="left",
+    )
     for column in header:
         table.add_column(column, overflow="fold")
     for group, row in zip(summary.ranked, body):
@@ -363,8 +388,12 @@ def write_markdown(summary: SweepSummary, path: Path) -> None:
     header, body = rows(summary)
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
-    lines += ["", "Mean ± standard deviation over seeds; ↓ lower is better, ↑ higher; Δ: difference to the "
-              "baseline, ranked by the first metric.", ""] + _failure_lines(summary)
+    lines += [
+        "",
+        "Mean ± standard deviation over seeds; ↓ lower is better, ↑ higher; Δ: difference to the "
+        "baseline, ranked by the first metric.",
+        "",
+    ] + _failure_lines(summary)
     path.write_text("\n".join(lines).rstrip() + "\n")
 
 
@@ -376,13 +405,22 @@ def write_csv(summary: SweepSummary, path: Path) -> None:
             header += [f"{m.key}.mean", f"{m.key}.std", f"{m.key}.n", f"{m.key}.diff"]
         writer.writerow(header)
         for group in summary.ranked:
-            row: list[Any] = [group.rank or "", *group.labels.values(), group.baseline, len(group.cells),
-                              *(group.count(s) for s in ("done", "failed", "invalid", "missing"))]
+            row: list[Any] = [
+                group.rank or "",
+                *group.labels.values(),
+                group.baseline,
+                len(group.cells),
+                *(group.count(s) for s in ("done", "failed", "invalid", "missing")),
+            ]
             for m in summary.metrics:
                 mean, std, n = group.stats[m.key]
                 diff = group.diff.get(m.key)
-                row += ["" if mean is None else repr(mean), "" if std is None else repr(std), n,
-                        "" if diff is None else repr(diff)]
+                row += [
+                    "" if mean is None else repr(mean),
+                    "" if std is None else repr(std),
+                    n,
+                    "" if diff is None else repr(diff),
+                ]
             writer.writerow(row)
 
 
@@ -401,8 +439,14 @@ def write_plot(summary: SweepSummary, path: Path) -> None:
                 by_step.setdefault(step, []).append(value)
         if by_step:
             steps = sorted(by_step)
-            left.plot(steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], marker="o", markersize=3,
-                      label=group.name, linewidth=2.5 if group.baseline else 1.5)
+            left.plot(
+                steps,
+                [sum(by_step[s]) / len(by_step[s]) for s in steps],
+                marker="o",
+                markersize=3,
+                label=group.name,
+                linewidth=2.5 if group.baseline else 1.5,
+            )
     left.set(xlabel="step", ylabel="validation loss (EMA weights)", title="validation loss, mean over seeds")
     left.set_yscale("log")
     if left.lines:
@@ -413,8 +457,13 @@ def write_plot(summary: SweepSummary, path: Path) -> None:
         means = [g.stats[metric.key][0] for g in groups]
         errors = [g.stats[metric.key][1] or 0.0 for g in groups]
         positions = range(len(groups))
-        right.bar(positions, [m if m is not None else 0.0 for m in means], yerr=errors, capsize=4,
-                  color=["tab:orange" if g.baseline else "tab:blue" for g in groups])
+        right.bar(
+            positions,
+            [m if m is not None else 0.0 for m in means],
+            yerr=errors,
+            capsize=4,
+            color=["tab:orange" if g.baseline else "tab:blue" for g in groups],
+        )
         for position, mean in zip(positions, means):
             if mean is None:
                 right.annotate("no result", (position, 0), ha="center", va="bottom", rotation=90, fontsize=8)
@@ -434,12 +483,20 @@ def _failure_lines(summary: SweepSummary) -> list[str]:
             if cell.status in ("diverged", "failed", "invalid"):
                 message = (cell.error or "").splitlines()[0] if cell.error else ""
                 by_message.setdefault((cell.status, message), []).append(f"{cell.id} ({group.name}, seed {cell.seed})")
-    return [f"- {status} {'cell' if len(ids) == 1 else f'{len(ids)} cells'} {', '.join(ids)}: {message}"
-            for (status, message), ids in by_message.items()]
+    return [
+        f"- {status} {'cell' if len(ids) == 1 else f'{len(ids)} cells'} {', '.join(ids)}: {message}"
+        for (status, message), ids in by_message.items()
+    ]
 
 
-def summarize(sweep_dir: str | Path, *, metrics: list[str] | None = None, baseline: str | None = None,
-              console: Console | None = None, write: bool = True) -> SweepSummary:
+def summarize(
+    sweep_dir: str | Path,
+    *,
+    metrics: list[str] | None = None,
+    baseline: str | None = None,
+    console: Console | None = None,
+    write: bool = True,
+) -> SweepSummary:
     """Aggregate a sweep folder, print the table and write summary.csv, summary.md and summary.png."""
     from sandbox.console import console as default_console
 
@@ -450,8 +507,11 @@ def summarize(sweep_dir: str | Path, *, metrics: list[str] | None = None, baseli
     groups = aggregate(plan, cells, chosen, baseline)
     summary = SweepSummary(sweep_dir=sweep_dir, axes=[a["key"] for a in plan["axes"]], metrics=chosen, groups=groups)
     if write:
-        summary.files = {"csv": sweep_dir / "summary.csv", "md": sweep_dir / "summary.md",
-                         "png": sweep_dir / "summary.png"}
+        summary.files = {
+            "csv": sweep_dir / "summary.csv",
+            "md": sweep_dir / "summary.md",
+            "png": sweep_dir / "summary.png",
+        }
         write_csv(summary, summary.files["csv"])
         write_markdown(summary, summary.files["md"])
         write_plot(summary, summary.files["png"])

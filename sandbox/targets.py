@@ -37,8 +37,9 @@ tables. This module does not import torch (recipes validate against it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 class Scalings(NamedTuple):
     """One target's scalings at a batch of times, one value per item (shape ``(B,)``, float64)."""
 
+    # fmt: off
     alpha: Tensor
     sigma: Tensor
     c_skip: Tensor
@@ -56,6 +58,7 @@ class Scalings(NamedTuple):
     c_in: Tensor
     c_noise: Tensor   #: the network's noise input
     weight: Tensor    #: the row's own x0-space loss weight, ``1 / c_out^2``
+    # fmt: on
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,9 @@ import contextlib
 import importlib.metadata
 import math
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -68,11 +69,13 @@ from sandbox.registry import Registry, get_registry, load_registry, use_registry
 from sandbox.sampling import CountingDenoise
 from sandbox.training import first_tensor
 
+# fmt: off
 CALLBACK_KEYS = frozenset({"x", "i", "t", "denoised"})
 GAUSSIAN_MEAN = (1.0, -0.5)  # the target N(mu, s^2 I) samplers must recover with its exact denoiser
 GAUSSIAN_STD = 0.5
 GAUSSIAN_SAMPLES = 4000      # standard error of the mean 0.008, of the std 0.006
 GAUSSIAN_ATOL = 0.05
+# fmt: on
 
 
 def _expect(condition: Any, label: str, message: str) -> None:
@@ -104,7 +107,8 @@ def _built_all(kind: str, registry: Registry | None, names: Sequence[str] | None
 
 
 def gaussian_denoiser(schedule: Any, mu: torch.Tensor, s: float) -> Callable[[torch.Tensor, Any], torch.Tensor]:
-    """Exact ``E[x_0 | x_t]`` for ``x_0 ~ N(mu, s^2 I)``: ``mu + alpha s^2 / (alpha^2 s^2 + sigma^2) (x_t - alpha mu)``.
+    """Exact ``E[x_0 | x_t]`` for ``x_0 ~ N(mu, s^2 I)``: ``mu + alpha s^2 / (alpha^2 s^2 + sigma^2) (x_t - alpha mu)``
+    (a Gaussian's posterior mean).
 
     ``t`` may be a number, a 0-d tensor or one time per sample.
     """
@@ -126,14 +130,17 @@ def _likely_cause(schedule: Any) -> str:
     ts = torch.as_tensor(schedule.timesteps(50), dtype=torch.float64)
     alpha, sigma = (float(v) for v in schedule.alpha_sigma(ts[:1]))
     if alpha > 0.1 * sigma:
-        return (f" Likely cause: the schedule never reaches pure noise: at its first time t = {float(ts[0]):g}, "
-                f"alpha = {alpha:.3g} against sigma = {sigma:.3g}, so samplers start far from the data's "
-                "marginal; alpha(1) should be near 0 (or sigma(1) >> 1 for a variance-exploding schedule).")
+        return (
+            f" Likely cause: the schedule never reaches pure noise: at its first time t = {float(ts[0]):g}, "
+            f"alpha = {alpha:.3g} against sigma = {sigma:.3g}, so samplers start far from the data's "
+            "marginal; alpha(1) should be near 0 (or sigma(1) >> 1 for a variance-exploding schedule)."
+        )
     return ""
 
 
-def _gaussian_run(sampler: Any, schedule: Any, label: str, *, generator_seed: int = 1,
-                  global_seed: int = 123) -> tuple[torch.Tensor, CountingDenoise, list[Any]]:
+def _gaussian_run(
+    sampler: Any, schedule: Any, label: str, *, generator_seed: int = 1, global_seed: int = 123
+) -> tuple[torch.Tensor, CountingDenoise, list[Any]]:
     """Sample N(mu, s^2 I) with its exact denoiser; check the calling convention and the result."""
     mu = torch.tensor(GAUSSIAN_MEAN)
     noise = torch.randn(GAUSSIAN_SAMPLES, len(GAUSSIAN_MEAN), generator=torch.Generator().manual_seed(0))
@@ -149,31 +156,41 @@ def _gaussian_run(sampler: Any, schedule: Any, label: str, *, generator_seed: in
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(global_seed)
         try:
-            out = sampler(counter, noise, schedule, generator=torch.Generator().manual_seed(generator_seed),
-                          callback=callback)
+            out = sampler(
+                counter, noise, schedule, generator=torch.Generator().manual_seed(generator_seed), callback=callback
+            )
         except Exception as exc:
-            raise AssertionError(f"{label}: sampler(denoise, noise, schedule, generator=..., callback=...) "
-                                 f"raised {type(exc).__name__}: {exc}") from exc
-    _expect(isinstance(out, torch.Tensor) and out.shape == noise.shape, label,
-            f"returned {type(out).__name__} of shape {tuple(getattr(out, 'shape', ()))}; expected a tensor of "
-            f"the noise's shape {tuple(noise.shape)}")
+            raise AssertionError(
+                f"{label}: sampler(denoise, noise, schedule, generator=..., callback=...) "
+                f"raised {type(exc).__name__}: {exc}"
+            ) from exc
+    _expect(
+        isinstance(out, torch.Tensor) and out.shape == noise.shape,
+        label,
+        f"returned {type(out).__name__} of shape {tuple(getattr(out, 'shape', ()))}; expected a tensor of "
+        f"the noise's shape {tuple(noise.shape)}",
+    )
     _expect(bool(torch.isfinite(out).all()), label, "returned non-finite samples")
     _expect(torch.equal(noise, original), label, "changed the noise tensor in place")
     mean, std = out.mean(0), out.std(0)
     steps = f"{sampler.nfe(schedule)} denoise calls" if callable(getattr(sampler, "nfe", None)) else "its defaults"
-    _expect(torch.allclose(mean, mu, atol=GAUSSIAN_ATOL) and
-            torch.allclose(std, torch.full_like(std, GAUSSIAN_STD), atol=GAUSSIAN_ATOL), label,
-            f"with the exact denoiser of N({list(GAUSSIAN_MEAN)}, {GAUSSIAN_STD}^2 I) and {steps}, "
-            f"{GAUSSIAN_SAMPLES} samples have mean {[round(v, 3) for v in mean.tolist()]} and std "
-            f"{[round(v, 3) for v in std.tolist()]} (tolerance {GAUSSIAN_ATOL} on each).{_likely_cause(schedule)}")
+    _expect(
+        torch.allclose(mean, mu, atol=GAUSSIAN_ATOL)
+        and torch.allclose(std, torch.full_like(std, GAUSSIAN_STD), atol=GAUSSIAN_ATOL),
+        label,
+        f"with the exact denoiser of N({list(GAUSSIAN_MEAN)}, {GAUSSIAN_STD}^2 I) and {steps}, "
+        f"{GAUSSIAN_SAMPLES} samples have mean {[round(v, 3) for v in mean.tolist()]} and std "
+        f"{[round(v, 3) for v in std.tolist()]} (tolerance {GAUSSIAN_ATOL} on each).{_likely_cause(schedule)}",
+    )
     return out, counter, seen
 
 
 # ---------------------------------------------------------------- schedules
 
 
-def check_schedule(schedule: Any, params: Any = None, *, registry: Registry | None = None,
-                   samplers: Sequence[str] | None = None) -> Any:
+def check_schedule(
+    schedule: Any, params: Any = None, *, registry: Registry | None = None, samplers: Sequence[str] | None = None
+) -> Any:
     """Check a schedule (a registered name or a built :class:`sandbox.schedule.Schedule`).
 
     ``samplers`` names the registered samplers to sample with (default: the
@@ -185,36 +202,62 @@ def check_schedule(schedule: Any, params: Any = None, *, registry: Registry | No
         t = torch.linspace(0.0, 1.0, 101, dtype=dtype)
         alpha, sigma = schedule.alpha_sigma(t)
         for name, value in (("alpha", alpha), ("sigma", sigma)):
-            _expect(isinstance(value, torch.Tensor) and value.shape == t.shape and value.is_floating_point(), label,
-                    f"alpha_sigma(t) of shape {tuple(t.shape)} returned {name} of shape "
-                    f"{tuple(getattr(value, 'shape', ()))}; expected floating tensors of t's shape")
-            _expect(bool(torch.isfinite(value).all()) and bool((value >= 0).all()), label,
-                    f"{name}(t) must be finite and non-negative on [0, 1] ({t.dtype})")
-        _expect(bool((sigma[1:] > 0).all()), label,
-                f"sigma(t) must be positive for t > 0; it is 0 at t = {t[1:][sigma[1:] <= 0].tolist()[:3]}")
-        _expect(bool((alpha[:-1] > 0).all()), label,
-                f"alpha(t) must be positive for t < 1; it is 0 at t = {t[:-1][alpha[:-1] <= 0].tolist()[:3]}")
+            _expect(
+                isinstance(value, torch.Tensor) and value.shape == t.shape and value.is_floating_point(),
+                label,
+                f"alpha_sigma(t) of shape {tuple(t.shape)} returned {name} of shape "
+                f"{tuple(getattr(value, 'shape', ()))}; expected floating tensors of t's shape",
+            )
+            _expect(
+                bool(torch.isfinite(value).all()) and bool((value >= 0).all()),
+                label,
+                f"{name}(t) must be finite and non-negative on [0, 1] ({t.dtype})",
+            )
+        _expect(
+            bool((sigma[1:] > 0).all()),
+            label,
+            f"sigma(t) must be positive for t > 0; it is 0 at t = {t[1:][sigma[1:] <= 0].tolist()[:3]}",
+        )
+        _expect(
+            bool((alpha[:-1] > 0).all()),
+            label,
+            f"alpha(t) must be positive for t < 1; it is 0 at t = {t[:-1][alpha[:-1] <= 0].tolist()[:3]}",
+        )
 
     t = torch.linspace(0.0, 1.0, 1001, dtype=torch.float64)
     lam = schedule.log_snr(t).to(torch.float64)
-    _expect(lam.shape == t.shape and not bool(torch.isnan(lam).any()), label, "log_snr(t) must be a number for t in [0, 1]")
+    _expect(
+        lam.shape == t.shape and not bool(torch.isnan(lam).any()), label, "log_snr(t) must be a number for t in [0, 1]"
+    )
     rising = lam[1:] > lam[:-1] + 1e-6 * (1 + lam[:-1].abs())
-    _expect(not bool(rising.any()), label,
-            f"log_snr(t) must not increase with t; it rises after t = {t[:-1][rising].tolist()[:3]}")
+    _expect(
+        not bool(rising.any()),
+        label,
+        f"log_snr(t) must not increase with t; it rises after t = {t[:-1][rising].tolist()[:3]}",
+    )
     inner = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
     alpha, sigma = schedule.alpha_sigma(inner)
     direct = 2.0 * (torch.log(alpha.double()) - torch.log(sigma.double()))
-    _expect(torch.allclose(schedule.log_snr(inner).double(), direct, rtol=1e-3, atol=1e-3), label,
-            "log_snr(t) disagrees with 2 log(alpha(t) / sigma(t))")
+    _expect(
+        torch.allclose(schedule.log_snr(inner).double(), direct, rtol=1e-3, atol=1e-3),
+        label,
+        "log_snr(t) disagrees with 2 log(alpha(t) / sigma(t))",
+    )
 
     for steps in (1, 2, 7, 50, 1000):
         ts = schedule.timesteps(steps)
-        _expect(isinstance(ts, torch.Tensor) and ts.ndim == 1 and 2 <= len(ts) <= steps + 1, label,
-                f"timesteps({steps}) must be a 1-D tensor of 2 to {steps + 1} times, got "
-                f"{tuple(getattr(ts, 'shape', ()))}")
+        _expect(
+            isinstance(ts, torch.Tensor) and ts.ndim == 1 and 2 <= len(ts) <= steps + 1,
+            label,
+            f"timesteps({steps}) must be a 1-D tensor of 2 to {steps + 1} times, got "
+            f"{tuple(getattr(ts, 'shape', ()))}",
+        )
         ts = ts.to(torch.float64)
-        _expect(abs(float(ts[0]) - 1.0) <= 1e-6 and float(ts[-1]) == 0.0, label,
-                f"timesteps({steps}) must run from 1 to exactly 0, got {float(ts[0])} to {float(ts[-1])}")
+        _expect(
+            abs(float(ts[0]) - 1.0) <= 1e-6 and float(ts[-1]) == 0.0,
+            label,
+            f"timesteps({steps}) must run from 1 to exactly 0, got {float(ts[0])} to {float(ts[-1])}",
+        )
         _expect(bool((ts[1:] < ts[:-1]).all()), label, f"timesteps({steps}) must strictly descend")
 
     draws = [schedule.sample_t(2048, generator=torch.Generator().manual_seed(0)) for _ in range(2)]
@@ -229,14 +272,24 @@ def check_schedule(schedule: Any, params: Any = None, *, registry: Registry | No
             back = None
         if back is not None:
             back = torch.as_tensor(back).to(torch.float64)
-            _expect(back.shape == inner.shape and bool(((back >= 0) & (back <= 1)).all()), label,
-                    "t_from_log_snr must return one time in [0, 1] per log-SNR")
-            _expect(torch.allclose(schedule.log_snr(back).double(), schedule.log_snr(inner).double(),
-                                   rtol=1e-4, atol=1e-4), label,
-                    "log_snr(t_from_log_snr(lambda)) != lambda: t_from_log_snr does not invert log_snr")
+            _expect(
+                back.shape == inner.shape and bool(((back >= 0) & (back <= 1)).all()),
+                label,
+                "t_from_log_snr must return one time in [0, 1] per log-SNR",
+            )
+            _expect(
+                torch.allclose(
+                    schedule.log_snr(back).double(), schedule.log_snr(inner).double(), rtol=1e-4, atol=1e-4
+                ),
+                label,
+                "log_snr(t_from_log_snr(lambda)) != lambda: t_from_log_snr does not invert log_snr",
+            )
             steep = (schedule.log_snr(inner - 1e-3).double() - schedule.log_snr(inner + 1e-3).double()) > 1e-6
-            _expect(torch.allclose(back[steep], inner[steep], atol=1e-4), label,
-                    "t_from_log_snr(log_snr(t)) != t where log_snr is strictly decreasing")
+            _expect(
+                torch.allclose(back[steep], inner[steep], atol=1e-4),
+                label,
+                "t_from_log_snr(log_snr(t)) != t where log_snr is strictly decreasing",
+            )
 
     for name, sampler in _built_all("sampler", registry, samplers):
         _gaussian_run(sampler, schedule, f"{label} with sampler '{name}'")
@@ -246,8 +299,9 @@ def check_schedule(schedule: Any, params: Any = None, *, registry: Registry | No
 # ---------------------------------------------------------------- samplers
 
 
-def check_sampler(sampler: Any, params: Any = None, *, registry: Registry | None = None,
-                  schedules: Sequence[str] | None = None) -> Any:
+def check_sampler(
+    sampler: Any, params: Any = None, *, registry: Registry | None = None, schedules: Sequence[str] | None = None
+) -> Any:
     """Check a sampler (a registered name or a built callable) on registered schedules (default: the built-in ones)."""
     sampler, label = _built("sampler", sampler, params, registry)
     problems = PROBLEMS["sampler"](sampler)
@@ -259,27 +313,47 @@ def check_sampler(sampler: Any, params: Any = None, *, registry: Registry | None
         out, counter, seen = _gaussian_run(sampler, schedule, where)
         _expect(seen, where, "never called the callback; expected one dict per step")
         for info in seen:
-            _expect(isinstance(info, dict) and CALLBACK_KEYS <= set(info), where,
-                    f"callback got {sorted(info) if isinstance(info, dict) else type(info).__name__}; expected "
-                    f"a dict with keys {sorted(CALLBACK_KEYS)}")
-            _expect(info["x"] == tuple(out.shape) and info["denoised"] == tuple(out.shape), where,
-                    "callback's 'x' and 'denoised' must have the samples' shape")
-        _expect([info["i"] for info in seen] == list(range(len(seen))), where,
-                f"callback steps 'i' must count 0, 1, 2, ...; got {[info['i'] for info in seen][:8]}")
-        _expect(counter.nfe == sampler.nfe(schedule), where,
-                f"made {counter.nfe} denoise calls but nfe(schedule) says {sampler.nfe(schedule)}")
+            _expect(
+                isinstance(info, dict) and set(info) >= CALLBACK_KEYS,
+                where,
+                f"callback got {sorted(info) if isinstance(info, dict) else type(info).__name__}; expected "
+                f"a dict with keys {sorted(CALLBACK_KEYS)}",
+            )
+            _expect(
+                info["x"] == tuple(out.shape) and info["denoised"] == tuple(out.shape),
+                where,
+                "callback's 'x' and 'denoised' must have the samples' shape",
+            )
+        _expect(
+            [info["i"] for info in seen] == list(range(len(seen))),
+            where,
+            f"callback steps 'i' must count 0, 1, 2, ...; got {[info['i'] for info in seen][:8]}",
+        )
+        _expect(
+            counter.nfe == sampler.nfe(schedule),
+            where,
+            f"made {counter.nfe} denoise calls but nfe(schedule) says {sampler.nfe(schedule)}",
+        )
         if index == 0:  # the generator, not the global RNG, drives every draw
             again, _, _ = _gaussian_run(sampler, schedule, where, global_seed=456)
-            _expect(torch.allclose(out, again, rtol=0, atol=1e-6), where,
-                    "does not honour its generator: the same generator seed gave different samples when the "
-                    "global RNG changed (draw noise with torch.randn(..., generator=generator))")
+            _expect(
+                torch.allclose(out, again, rtol=0, atol=1e-6),
+                where,
+                "does not honour its generator: the same generator seed gave different samples when the "
+                "global RNG changed (draw noise with torch.randn(..., generator=generator))",
+            )
             with torch.random.fork_rng(devices=[]):
                 try:
-                    plain = sampler(gaussian_denoiser(schedule, torch.tensor(GAUSSIAN_MEAN), GAUSSIAN_STD),
-                                    torch.randn(8, len(GAUSSIAN_MEAN)), schedule)
+                    plain = sampler(
+                        gaussian_denoiser(schedule, torch.tensor(GAUSSIAN_MEAN), GAUSSIAN_STD),
+                        torch.randn(8, len(GAUSSIAN_MEAN)),
+                        schedule,
+                    )
                 except Exception as exc:
-                    raise AssertionError(f"{where}: sampler(denoise, noise, schedule) without generator and "
-                                         f"callback raised {type(exc).__name__}: {exc}") from exc
+                    raise AssertionError(
+                        f"{where}: sampler(denoise, noise, schedule) without generator and "
+                        f"callback raised {type(exc).__name__}: {exc}"
+                    ) from exc
             _expect(bool(torch.isfinite(plain).all()), where, "non-finite samples without a generator")
     return sampler
 
@@ -287,8 +361,16 @@ def check_sampler(sampler: Any, params: Any = None, *, registry: Registry | None
 # ---------------------------------------------------------------- denoisers
 
 
-def check_denoiser(denoiser: Any, shape: Sequence[int], params: Any = None, *, registry: Registry | None = None,
-                   batch: int = 2, data: DataSplits | None = None, steps: int = 4) -> Any:
+def check_denoiser(
+    denoiser: Any,
+    shape: Sequence[int],
+    params: Any = None,
+    *,
+    registry: Registry | None = None,
+    batch: int = 2,
+    data: DataSplits | None = None,
+    steps: int = 4,
+) -> Any:
     """Check a denoiser (a registered name, built for ``shape``, or a built object).
 
     A network is trained a few steps; an analytic denoiser
@@ -306,16 +388,25 @@ def check_denoiser(denoiser: Any, shape: Sequence[int], params: Any = None, *, r
             if data is not None:
                 alpha = torch.full((batch,) + (1,) * len(shape), 0.8)
                 out = net.bind(data)(x, alpha, (1 - alpha**2).sqrt())
-                _expect(out.shape == x.shape and bool(torch.isfinite(out).all()), label,
-                        "bind(data)(x_t, alpha, sigma) must be finite and keep x_t's shape")
+                _expect(
+                    out.shape == x.shape and bool(torch.isfinite(out).all()),
+                    label,
+                    "bind(data)(x_t, alpha, sigma) must be finite and keep x_t's shape",
+                )
             return net
         c_noise = torch.linspace(50.0, 800.0, batch)
         out = net(x, c_noise)
-        _expect(isinstance(out, torch.Tensor) and out.shape == x.shape, label,
-                f"forward(x, c_noise) on x of shape {tuple(x.shape)} returned shape "
-                f"{tuple(getattr(out, 'shape', ()))}; expected x's shape")
-        _expect(out.dtype == x.dtype and bool(torch.isfinite(out).all()), label,
-                f"forward must return finite {x.dtype} values")
+        _expect(
+            isinstance(out, torch.Tensor) and out.shape == x.shape,
+            label,
+            f"forward(x, c_noise) on x of shape {tuple(x.shape)} returned shape "
+            f"{tuple(getattr(out, 'shape', ()))}; expected x's shape",
+        )
+        _expect(
+            out.dtype == x.dtype and bool(torch.isfinite(out).all()),
+            label,
+            f"forward must return finite {x.dtype} values",
+        )
         trainable = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
         _expect(trainable, label, "has no trainable parameters")
         # Zero-initialised output layers (as in DDPM) pass no gradient on the first step: allow a few.
@@ -343,41 +434,65 @@ def check_denoiser(denoiser: Any, shape: Sequence[int], params: Any = None, *, r
 # ---------------------------------------------------------------- datasets
 
 
-def check_dataset(dataset: Any, params: Any = None, *, registry: Registry | None = None, items: int = 4,
-                  evaluate: bool = True) -> DataSplits:
+def check_dataset(
+    dataset: Any, params: Any = None, *, registry: Registry | None = None, items: int = 4, evaluate: bool = True
+) -> DataSplits:
     """Check a dataset (a registered name or built :class:`DataSplits`); ``evaluate=False`` skips scoring."""
     splits, label = _built("dataset", dataset, params, registry)
-    _expect(isinstance(splits, DataSplits), label,
-            f"build(params) returned {type(splits).__name__}; expected sandbox.protocols.DataSplits")
+    _expect(
+        isinstance(splits, DataSplits),
+        label,
+        f"build(params) returned {type(splits).__name__}; expected sandbox.protocols.DataSplits",
+    )
     shape = splits.shape
-    _expect(isinstance(shape, tuple) and shape and all(isinstance(s, int) and s > 0 for s in shape), label,
-            f"shape {shape!r} must be a tuple of positive ints")
+    _expect(
+        isinstance(shape, tuple) and shape and all(isinstance(s, int) and s > 0 for s in shape),
+        label,
+        f"shape {shape!r} must be a tuple of positive ints",
+    )
     for split_name in ("train", "val"):
         split = getattr(splits, split_name)
         _expect(len(split) > 0, label, f"the {split_name} split is empty")
         for i in range(min(items, len(split))):
             item = first_tensor(split[i])
-            _expect(isinstance(item, torch.Tensor) and item.is_floating_point(), label,
-                    f"{split_name}[{i}] is {type(item).__name__}; expected a float tensor (or a tuple starting with one)")
-            _expect(tuple(item.shape) == shape, label, f"{split_name}[{i}] has shape {tuple(item.shape)}; expected {shape}")
+            _expect(
+                isinstance(item, torch.Tensor) and item.is_floating_point(),
+                label,
+                f"{split_name}[{i}] is {type(item).__name__}; expected a float tensor (or a tuple starting with one)",
+            )
+            _expect(
+                tuple(item.shape) == shape, label, f"{split_name}[{i}] has shape {tuple(item.shape)}; expected {shape}"
+            )
             _expect(bool(torch.isfinite(item).all()), label, f"{split_name}[{i}] is not finite")
     batch = torch.stack([first_tensor(splits.val[i]) for i in range(min(64, len(splits.val)))]).float()
     if splits.render is not None:
         picture = splits.render(batch[:16])
-        _expect(isinstance(picture, torch.Tensor) and picture.ndim == 3 and picture.shape[0] == 3, label,
-                f"render(samples) returned {tuple(getattr(picture, 'shape', ()))}; expected a [3, H, W] tensor")
+        _expect(
+            isinstance(picture, torch.Tensor) and picture.ndim == 3 and picture.shape[0] == 3,
+            label,
+            f"render(samples) returned {tuple(getattr(picture, 'shape', ()))}; expected a [3, H, W] tensor",
+        )
         _expect(bool((picture >= 0).all() and (picture <= 1).all()), label, "render(samples) must lie in [0, 1]")
     if splits.evaluate is not None and evaluate:
         scores = splits.evaluate(batch)
         _expect(isinstance(scores, dict) and scores, label, "evaluate(samples) must return a non-empty dict")
         for key, value in scores.items():
-            _expect(isinstance(key, str) and isinstance(value, (int, float)) and not isinstance(value, bool)
-                    and math.isfinite(value), label, f"evaluate(samples)[{key!r}] = {value!r}; expected a finite float")
+            _expect(
+                isinstance(key, str)
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value),
+                label,
+                f"evaluate(samples)[{key!r}] = {value!r}; expected a finite float",
+            )
     if splits.exact_x0 is not None:
         alpha = torch.full((len(batch),) + (1,) * len(shape), 0.8)
         out = splits.exact_x0(batch, alpha, (1 - alpha**2).sqrt())
-        _expect(isinstance(out, torch.Tensor) and out.shape == batch.shape and bool(torch.isfinite(out).all()), label,
-                "exact_x0(x_t, alpha, sigma) must be finite and keep x_t's shape")
+        _expect(
+            isinstance(out, torch.Tensor) and out.shape == batch.shape and bool(torch.isfinite(out).all()),
+            label,
+            "exact_x0(x_t, alpha, sigma) must be finite and keep x_t's shape",
+        )
     return splits
 
 
@@ -409,8 +524,9 @@ class _FakeDistribution:
 
 
 @contextlib.contextmanager
-def fake_distribution(name: str, version: str, entry_points: dict[str, str],
-                      modules: dict[str, ModuleType] | None = None) -> Iterator[None]:
+def fake_distribution(
+    name: str, version: str, entry_points: dict[str, str], modules: dict[str, ModuleType] | None = None
+) -> Iterator[None]:
     """Pretend distribution ``name`` is installed, with ``sandbox`` entry points ``{entry name: module}``.
 
     ``modules`` are put in ``sys.modules`` for the block (an entry point may

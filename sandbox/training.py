@@ -21,9 +21,10 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 from torch.utils.data import DataLoader
@@ -63,8 +64,14 @@ def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
 
 
 @torch.no_grad()
-def validation_loss(denoiser: Preconditioned, loss_fn: DiffusionLoss, loader: DataLoader, device: torch.device,
-                    max_batches: int, seed: int) -> float:
+def validation_loss(
+    denoiser: Preconditioned,
+    loss_fn: DiffusionLoss,
+    loader: DataLoader,
+    device: torch.device,
+    max_batches: int,
+    seed: int,
+) -> float:
     """Mean loss on the held-out split with the same t and noise draws at every evaluation."""
     was_training = denoiser.training
     denoiser.eval()
@@ -85,6 +92,7 @@ def validation_loss(denoiser: Preconditioned, loss_fn: DiffusionLoss, loader: Da
 class TrainState:
     """The loop's running figures (saved in every checkpoint, so a resumed run logs exactly the same lines)."""
 
+    # fmt: off
     step: int = 0
     train_loss: float = math.nan
     val_loss: float = math.nan
@@ -96,6 +104,7 @@ class TrainState:
     interval_n: int = 0
     interval_images: int = 0
     lowest_interval_loss: float = math.inf  # the divergence check's reference
+    # fmt: on
 
 
 @dataclass
@@ -134,15 +143,23 @@ class StopRequest:
 class Trainer:
     """Runs ``train.steps`` optimizer steps of a denoiser network, logs to ``metrics.jsonl``, checkpoints."""
 
-    def __init__(self, recipe: Any, parts: Any, device: torch.device, run_dir: Path, *,
-                 on_sample_grid: Callable[[int, Preconditioned], None] | None = None):
+    def __init__(
+        self,
+        recipe: Any,
+        parts: Any,
+        device: torch.device,
+        run_dir: Path,
+        *,
+        on_sample_grid: Callable[[int, Preconditioned], None] | None = None,
+    ):
         cfg = recipe.train
         self.recipe, self.cfg, self.device, self.run_dir = recipe, cfg, device, run_dir
         self.net = parts.net.to(device).train()
         self.loss_fn = DiffusionLoss(cfg.weighting, cfg.min_snr_gamma)
         self.steps = cfg.steps
-        self.optimizer = torch.optim.AdamW([p for p in self.net.parameters() if p.requires_grad], lr=cfg.lr,
-                                           weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_lambda(cfg.warmup_steps))
         self.ema = EMA(self.net, cfg.ema_decay)
         self.denoiser = Preconditioned(self.net, parts.schedule, cfg.target, cfg.sigma_data)
@@ -157,15 +174,23 @@ class Trainer:
         self.loader_gen = torch.Generator().manual_seed(seed)
         train_set = parts.data.train
         workers = recipe.run.workers
-        self.train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
-                                       drop_last=len(train_set) >= cfg.batch_size, generator=self.loader_gen,
-                                       num_workers=workers, persistent_workers=workers > 0,
-                                       pin_memory=device.type == "cuda")
-        self.val_loader = DataLoader(parts.data.val, batch_size=cfg.batch_size, shuffle=False,
-                                     num_workers=workers)
+        self.train_loader = DataLoader(
+            train_set,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            drop_last=len(train_set) >= cfg.batch_size,
+            generator=self.loader_gen,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=device.type == "cuda",
+        )
+        self.val_loader = DataLoader(parts.data.val, batch_size=cfg.batch_size, shuffle=False, num_workers=workers)
         self.val_seed = seed + 1
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                         if recipe.run.precision == "bf16" and device.type == "cuda" else contextlib.nullcontext())
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if recipe.run.precision == "bf16" and device.type == "cuda"
+            else contextlib.nullcontext()
+        )
 
     # ------------------------------------------------------------------------------------------- state
 
@@ -206,8 +231,9 @@ class Trainer:
     def save_checkpoint(self, name: Optional[str] = None) -> Path:
         """Write a checkpoint atomically (``step_NNNNNN.pt`` unless ``name``) and point ``latest`` at it."""
         name = name or checkpoint.step_name(self.state.step)
-        self.last_checkpoint = checkpoint.save(self.checkpoints, name, self.state_dict(),
-                                               keep=self.cfg.keep_checkpoints)
+        self.last_checkpoint = checkpoint.save(
+            self.checkpoints, name, self.state_dict(), keep=self.cfg.keep_checkpoints
+        )
         return self.last_checkpoint
 
     # ------------------------------------------------------------------------------------------- the loop
@@ -231,10 +257,12 @@ class Trainer:
     def validate(self) -> tuple[float, float]:
         max_batches = self.recipe.eval.val_batches
         with self.autocast:
-            raw = validation_loss(self.denoiser, self.loss_fn, self.val_loader, self.device, max_batches,
-                                  self.val_seed)
-            ema = validation_loss(self.ema_denoiser, self.loss_fn, self.val_loader, self.device, max_batches,
-                                  self.val_seed)
+            raw = validation_loss(
+                self.denoiser, self.loss_fn, self.val_loader, self.device, max_batches, self.val_seed
+            )
+            ema = validation_loss(
+                self.ema_denoiser, self.loss_fn, self.val_loader, self.device, max_batches, self.val_seed
+            )
         return raw, ema
 
     def step(self, x0: torch.Tensor) -> float:
@@ -254,12 +282,17 @@ class Trainer:
         state.train_loss = state.interval_loss / state.interval_n
         state.images_per_s = state.interval_images / max(now - interval_start, 1e-9)
         if state.train_loss > DIVERGENCE_FACTOR * state.lowest_interval_loss:
-            raise Diverged(f"training diverged: the mean loss of the {state.interval_n} steps up to step {step} is "
-                           f"{state.train_loss:.4g}, over {DIVERGENCE_FACTOR:g} times the lowest earlier mean "
-                           f"({state.lowest_interval_loss:.4g}); try a lower train.lr. {self._kept()}")
+            raise Diverged(
+                f"training diverged: the mean loss of the {state.interval_n} steps up to step {step} is "
+                f"{state.train_loss:.4g}, over {DIVERGENCE_FACTOR:g} times the lowest earlier mean "
+                f"({state.lowest_interval_loss:.4g}); try a lower train.lr. {self._kept()}"
+            )
         state.lowest_interval_loss = min(state.lowest_interval_loss, state.train_loss)
-        record = {"train_loss": state.train_loss, "images_per_s": state.images_per_s,
-                  "lr": self.scheduler.get_last_lr()[0]}
+        record = {
+            "train_loss": state.train_loss,
+            "images_per_s": state.images_per_s,
+            "lr": self.scheduler.get_last_lr()[0],
+        }
         state.interval_loss, state.interval_n, state.interval_images = 0.0, 0, 0
         return record
 
@@ -285,8 +318,10 @@ class Trainer:
                 x0 = next(batches).to(self.device, non_blocking=True)
                 loss = self.step(x0)
                 if not math.isfinite(loss):
-                    raise Diverged(f"training diverged: the loss is {loss} at step {step}; try a lower train.lr "
-                                   f"or train.grad_clip. {self._kept()}")
+                    raise Diverged(
+                        f"training diverged: the loss is {loss} at step {step}; try a lower train.lr "
+                        f"or train.grad_clip. {self._kept()}"
+                    )
                 state.step = step
                 state.interval_loss += loss
                 state.interval_n += 1
@@ -310,7 +345,8 @@ class Trainer:
                     self.metrics.write({"step": step, **record})
                 state.wall_s = wall_before + time.perf_counter() - session_start
                 due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or (
-                    cfg.checkpoint_minutes and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes)
+                    cfg.checkpoint_minutes and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes
+                )
                 if (due and step != self.steps) or stop.signum is not None:
                     self.save_checkpoint()
                     last_save = interval_start = time.perf_counter()

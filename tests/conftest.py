@@ -25,7 +25,7 @@ denoiser: {{name: mlp, hidden: 32, layers: 2}}
 sampler: {{name: ddim, steps: 10}}
 train: {{steps: 30, batch_size: 64, log_every: 10, val_every: 15, sample_every: 20, warmup_steps: 5}}
 eval: {{val_batches: 2, num_samples: 64, sample_batch: 32, grid_samples: 16}}
-run: {{device: cpu, seed: 0, output: {tmp_path / 'runs'}}}
+run: {{device: cpu, seed: 0, output: {tmp_path / "runs"}}}
 """
     )
     return path

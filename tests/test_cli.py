@@ -18,14 +18,17 @@ from sandbox.run import run_recipe
 
 
 def sandbox(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sandbox.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 @pytest.mark.parametrize("command", [["--help"], ["list"], ["plugins"]])
 def test_listing_commands_do_not_import_torch(command):
-    code = ("import sys; from sandbox import cli; rc = cli.main(%r); "
-            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)" % (command,))
+    code = (
+        f"import sys; from sandbox import cli; rc = cli.main({command!r}); "
+        "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -33,8 +36,17 @@ def test_listing_commands_do_not_import_torch(command):
 def test_list_shows_every_kind_with_provider(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    for word in ("datasets", "schedules", "denoisers", "samplers", "cosine", "ddim", "unet", "digits",
-                 "diffusion-sandbox"):
+    for word in (
+        "datasets",
+        "schedules",
+        "denoisers",
+        "samplers",
+        "cosine",
+        "ddim",
+        "unet",
+        "digits",
+        "diffusion-sandbox",
+    ):
         assert word in out
 
 
@@ -47,19 +59,24 @@ def test_plugins_shows_distribution_and_version(capsys):
 
 
 def test_show_prints_the_resolved_recipe(tiny_recipe, capsys):
+    # fmt: off
     assert cli.main(["show", str(tiny_recipe), "train.steps=9"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["train"]["steps"] == 9
     assert shown["train"]["lr"] == 2e-4              # a typed default, made explicit
     assert shown["denoiser"]["dropout"] == 0.0       # a component default, made explicit
+    # fmt: on
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("train.steps=abc", "recipe key 'train.steps'"),
-    ("sampler.name=ddin", "Did you mean 'ddim'"),
-    ("denoiser.hiden=3", "recipe key 'denoiser.hiden'"),
-    ("dataset.shape=spiral", "recipe key 'dataset.shape'"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.steps=abc", "recipe key 'train.steps'"),
+        ("sampler.name=ddin", "Did you mean 'ddim'"),
+        ("denoiser.hiden=3", "recipe key 'denoiser.hiden'"),
+        ("dataset.shape=spiral", "recipe key 'dataset.shape'"),
+    ],
+)
 def test_bad_input_exits_non_zero_with_one_message_and_no_traceback(tiny_recipe, override, fragment):
     result = sandbox("run", str(tiny_recipe), override)
     assert result.returncode == 2, result.stderr
@@ -82,7 +99,7 @@ def test_run_end_to_end_writes_every_output_and_never_overwrites(tiny_recipe):
     steps = [line["step"] for line in lines]
     assert steps == sorted(steps) and steps[-1] == 30
     assert {"train_loss", "images_per_s", "val_loss", "val_loss_ema"} <= set(lines[-1])
-    assert sum("val_loss" in line for line in lines) == 2          # val_every 15 over 30 steps
+    assert sum("val_loss" in line for line in lines) == 2  # val_every 15 over 30 steps
 
     ckpt = torch.load(first / "checkpoints" / "final.pt", weights_only=False)
     assert ckpt["step"] == 30 and {"model", "ema", "optimizer"} <= set(ckpt)
@@ -108,7 +125,9 @@ def test_cpu_run_is_repeatable_with_a_seed(tiny_recipe):
     recipe = load_recipe(tiny_recipe, ["train.sample_every=0"])
     a = run_recipe(recipe, console=Console(record=True))
     b = run_recipe(recipe, console=Console(record=True))
-    losses = lambda d: [(r["step"], r.get("train_loss"), r.get("val_loss")) for r in  # noqa: E731
-                        map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+    losses = lambda d: [
+        (r["step"], r.get("train_loss"), r.get("val_loss"))
+        for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+    ]
     assert losses(a) == losses(b)
     assert torch.equal(torch.load(a / "samples" / "final.pt"), torch.load(b / "samples" / "final.pt"))

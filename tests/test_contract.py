@@ -46,21 +46,32 @@ def test_signatures_are_read_against_the_protocol():
     assert accepts(lambda *args, **kwargs: None, 3, ("generator",)) == []
     assert sampler_problems(NoKeywords()) == [
         "has no keyword 'generator'; expected sampler(denoise, noise, schedule, *, generator=None, callback=None)",
-        "has no keyword 'callback'; expected sampler(denoise, noise, schedule, *, generator=None, callback=None)"]
+        "has no keyword 'callback'; expected sampler(denoise, noise, schedule, *, generator=None, callback=None)",
+    ]
     assert sampler_problems(NoNFE()) == ["has no nfe(schedule) method (the number of denoise calls per sample)"]
     assert denoiser_problems(OneArgument()) == ["forward(x, c_noise) takes 1 positional argument, not 2"]
     assert denoiser_problems("not a module")[0].startswith("build(params, shape) returned str")
 
 
-@pytest.mark.parametrize("override, message", [
-    ("sampler.name=no-keywords", "sampler 'no-keywords' from throwaway-plugin does not follow the sampler protocol "
-                                 "(sandbox.protocols): has no keyword 'generator'"),
-    ("sampler.name=no-nfe", "sampler 'no-nfe' from throwaway-plugin does not follow the sampler protocol"),
-    ("denoiser.name=one-argument", "denoiser 'one-argument' from throwaway-plugin does not follow the denoiser "
-                                   "protocol (sandbox.protocols): forward(x, c_noise) takes 1 positional argument"),
-])
-def test_a_component_breaking_its_protocol_stops_the_run_before_training(override, message, tiny_recipe, tmp_path,
-                                                                          capsys):
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "sampler.name=no-keywords",
+            "sampler 'no-keywords' from throwaway-plugin does not follow the sampler protocol "
+            "(sandbox.protocols): has no keyword 'generator'",
+        ),
+        ("sampler.name=no-nfe", "sampler 'no-nfe' from throwaway-plugin does not follow the sampler protocol"),
+        (
+            "denoiser.name=one-argument",
+            "denoiser 'one-argument' from throwaway-plugin does not follow the denoiser "
+            "protocol (sandbox.protocols): forward(x, c_noise) takes 1 positional argument",
+        ),
+    ],
+)
+def test_a_component_breaking_its_protocol_stops_the_run_before_training(
+    override, message, tiny_recipe, tmp_path, capsys
+):
     with register_plugin(Plugin()):
         code = cli.main(["run", str(tiny_recipe), override, f"run.output={tmp_path / 'out'}"])
     assert code == 1

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
-
-from sandbox.errors import ParameterError
-from sandbox.registry import get_registry
 from sandbox_plugins.datasets import digits_classifier
 from sandbox_plugins.datasets.metrics import sliced_wasserstein
 from sandbox_plugins.datasets.params import TOY_SHAPES, Cifar10Params, DigitsParams, Toy2DParams
 from sandbox_plugins.datasets.toy2d import SHAPES
+from torch.utils.data import DataLoader
+
+from sandbox.errors import ParameterError
+from sandbox.registry import get_registry
 
 PER_BATCH = 20  # images per fake CIFAR-10 batch file
 
@@ -65,8 +65,11 @@ def fake_cifar(tmp_path_factory):
         }
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f, protocol=2)
-    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-            "num_cases_per_batch": PER_BATCH, "num_vis": 3072}
+    meta = {
+        "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+        "num_cases_per_batch": PER_BATCH,
+        "num_vis": 3072,
+    }
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump(meta, f, protocol=2)
     return root, np.concatenate(rows)
@@ -112,7 +115,7 @@ def test_params_are_typed_dataclasses_omegaconf_accepts(name):
 
 
 def test_items_are_float_tensors_of_shape(built):
-    name, splits = built
+    _name, splits = built
     assert isinstance(splits.shape, tuple)
     for split in (splits.train, splits.val):
         assert len(split) > 0
@@ -129,7 +132,7 @@ def test_items_are_float_tensors_of_shape(built):
 
 
 def test_render_and_evaluate(built):
-    name, splits = built
+    _name, splits = built
     real = _stack(splits.val)[:64]
     if splits.render is not None:
         image = splits.render(real)
@@ -149,7 +152,7 @@ def test_torch_free_import():
 
 
 def test_cifar_reader_layout_and_scaling(fake_cifar):
-    root, rows = fake_cifar
+    root, _rows = fake_cifar
     splits = get_registry().get("dataset", "cifar10").build(_cifar_params(root, flip=False))
     assert len(splits.train) == 5 * PER_BATCH - 10 and len(splits.val) == 10
     assert set(splits.train.indices.tolist()).isdisjoint(splits.val.indices.tolist())
@@ -260,9 +263,15 @@ def test_digit_classifier_is_cached_on_disk(tmp_path, monkeypatch, digits):
     assert digits.evaluate(real) == first
 
 
-@pytest.mark.parametrize("overrides, key", [
-    ({"size": 1}, "size"), ({"size": 257}, "size"), ({"val_size": 1797}, "val_size"), ({"val_size": 0}, "val_size"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"size": 1}, "size"),
+        ({"size": 257}, "size"),
+        ({"val_size": 1797}, "val_size"),
+        ({"val_size": 0}, "val_size"),
+    ],
+)
 def test_digits_bad_params(overrides, key):
     with pytest.raises(ParameterError) as info:
         DigitsParams(**overrides)

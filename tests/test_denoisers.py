@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from sandbox_plugins.denoisers.layers import timestep_embedding
+from sandbox_plugins.denoisers.params import MLPParams, ResNetParams, UNetParams
 
 from sandbox.errors import ParameterError
 from sandbox.registry import get_registry
-from sandbox_plugins.denoisers.layers import timestep_embedding
-from sandbox_plugins.denoisers.params import MLPParams, ResNetParams, UNetParams
 
 SHAPES = [(1, 8, 8), (3, 16, 16), (2,)]
 BATCH = 2
@@ -139,13 +139,17 @@ def _count_sdpa(monkeypatch, net, shape):
     ],
 )
 def test_unet_attention_uses_sdpa_at_chosen_resolutions(monkeypatch, attention_resolutions, expected):
-    p = UNetParams(channels=16, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=attention_resolutions, groups=8)
+    p = UNetParams(
+        channels=16, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=attention_resolutions, groups=8
+    )
     net = build("unet", (3, 16, 16), p)
     assert _count_sdpa(monkeypatch, net, (3, 16, 16)) == expected
 
 
 def test_unet_heads(monkeypatch):
-    p = UNetParams(channels=16, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[8], num_heads=4, groups=8)
+    p = UNetParams(
+        channels=16, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[8], num_heads=4, groups=8
+    )
     heads = []
     real = F.scaled_dot_product_attention
     monkeypatch.setattr(
@@ -180,8 +184,13 @@ SMALL_UNET = {"channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "grou
         ("unet", (3, 8, 8), UNetParams(channel_mult=[1, 2, 2, 2, 2]), "channel_mult", "divisible by 16"),
         ("unet", (3, 12, 12), UNetParams(), "channel_mult", "at most 3 entries for 12x12 images"),
         ("unet", (3, 8, 8), UNetParams(), "attention_resolutions", "[8, 4, 2, 1]"),
-        ("unet", (3, 16, 16), UNetParams(**SMALL_UNET, attention_resolutions=[16], num_heads=32), "num_heads",
-         "16 channels of the attention at height 16"),
+        (
+            "unet",
+            (3, 16, 16),
+            UNetParams(**SMALL_UNET, attention_resolutions=[16], num_heads=32),
+            "num_heads",
+            "16 channels of the attention at height 16",
+        ),
     ],
 )
 def test_shape_dependent_checks_raise_parameter_error_at_build(name, shape, params, key, words):

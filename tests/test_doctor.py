@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 
@@ -28,8 +29,12 @@ def test_every_registered_sampler_schedule_and_target_passes():
     report = run_doctor(samples=1000, console=console)
     rows = {(r.sampler, r.schedule, r.target) for r in report.rows}
     assert rows == {(a, b, c) for a in REGISTRY.names("sampler") for b in REGISTRY.names("schedule") for c in TARGETS}
-    bad = [(r.sampler, r.schedule, r.target, c.budget, c.status, c.error)
-           for r in report.rows for c in r.cells if c.status != OK]
+    bad = [
+        (r.sampler, r.schedule, r.target, c.budget, c.status, c.error)
+        for r in report.rows
+        for c in r.cells
+        if c.status != OK
+    ]
     assert not bad, bad
     assert report.exit_status == 0
     for row in report.rows:
@@ -75,7 +80,8 @@ def build_broken(how):
 def build_fixed(params):
     """No parameters: the doctor runs it once, at its defaults."""
     return lambda denoise, noise, schedule, **kwargs: Broken(BrokenParams(steps=25, how="noise"))(
-        denoise, noise, schedule)
+        denoise, noise, schedule
+    )
 
 
 class BrokenSamplers:
@@ -94,8 +100,16 @@ def broken_registry():
 def test_a_broken_sampler_is_marked_and_fails_the_doctor(broken_registry):
     schedule = broken_registry.names("schedule")[0]
     names = [n for n in broken_registry.names("sampler") if n.startswith("broken-")]
-    report = run_doctor(broken_registry, samples=200, budgets=(10, 25), samplers=names, schedules=[schedule],
-                        targets=["epsilon"], console=Console(file=open("/dev/null", "w")))
+    report = run_doctor(
+        broken_registry,
+        samples=200,
+        budgets=(10, 25),
+        samplers=names,
+        schedules=[schedule],
+        targets=["epsilon"],
+        console=Console(file=io.StringIO()),
+    )
+    # fmt: off
     status = {r.sampler: [c.status for c in r.cells] for r in report.rows}
     assert status["broken-raise"] == [FAILED, FAILED]
     assert status["broken-nan"] == [NONFINITE, NONFINITE]
@@ -109,13 +123,27 @@ def test_a_broken_sampler_is_marked_and_fails_the_doctor(broken_registry):
     table = text_of(render(report))
     assert "failed" in table and "nan" in table and "diverged" in table and "inaccurate" in table
     assert sum(counts[s] for s in BAD) == 8
+    # fmt: on
 
 
 def test_cli_writes_json_and_exits_zero(tmp_path, capsys):
     path = tmp_path / "doctor.json"
     sampler, schedule = REGISTRY.names("sampler")[0], REGISTRY.names("schedule")[0]
-    code = cli.main(["doctor", "--samples", "300", "--sampler", sampler, "--schedule", schedule,
-                     "--target", "v", "--json", str(path)])
+    code = cli.main(
+        [
+            "doctor",
+            "--samples",
+            "300",
+            "--sampler",
+            sampler,
+            "--schedule",
+            schedule,
+            "--target",
+            "v",
+            "--json",
+            str(path),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert sampler in out and "3 ok" in out
@@ -146,8 +174,21 @@ def register_samplers(register):
 def test_cli_checks_local_plugin_files_as_run_does(tmp_path, capsys):
     (tmp_path / "my_sampler.py").write_text(LOCAL_SAMPLER)
     (tmp_path / "broken.py").write_text("import no_such_dependency\n")
-    code = cli.main(["doctor", "--plugin", str(tmp_path / "my_sampler.py"), "--sampler", "my-ddim",
-                     "--schedule", "cosine", "--target", "x0", "--samples", "500"])
+    code = cli.main(
+        [
+            "doctor",
+            "--plugin",
+            str(tmp_path / "my_sampler.py"),
+            "--sampler",
+            "my-ddim",
+            "--schedule",
+            "cosine",
+            "--target",
+            "x0",
+            "--samples",
+            "500",
+        ]
+    )
     out = " ".join(capsys.readouterr().out.split())
     assert code == 0 and "my-ddim" in out and "3 ok" in out
     assert cli.main(["doctor", "--plugin", str(tmp_path / "broken.py")]) == 1

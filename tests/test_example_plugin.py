@@ -27,28 +27,56 @@ def installed(tmp_path_factory) -> dict:
     """Install a copy of the example (pip builds in the source folder) and return the environment to use it."""
     tmp = tmp_path_factory.mktemp("loglinear")
     source = tmp / "sandbox-loglinear"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    shutil.copytree(
+        EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache")
+    )
     site = tmp / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--quiet", "--target", str(site), str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     env = {k: v for k, v in os.environ.items() if k not in ("SANDBOX_PLUGINS", "SANDBOX_TRACE")}
-    env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")])),
-               COLUMNS="200", PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="2")
+    env.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")])),
+        COLUMNS="200",
+        PYTHONDONTWRITEBYTECODE="1",
+        OMP_NUM_THREADS="2",
+    )
     return {"env": env, "source": source, "tmp": tmp}
 
 
 def python(installed: dict, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=installed["env"],
-                          cwd=cwd or installed["tmp"], timeout=300)
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=installed["env"],
+        cwd=cwd or installed["tmp"],
+        timeout=300,
+    )
 
 
 def test_list_shows_the_schedule_with_its_distribution_without_importing_torch(installed):
-    code = ("import sys; from sandbox import cli; rc = cli.main(['list']); "
-            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")
+    code = (
+        "import sys; from sandbox import cli; rc = cli.main(['list']); "
+        "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)"
+    )
     result = python(installed, "-c", code)
     assert result.returncode == 0, result.stderr
     row = next((line for line in result.stdout.splitlines() if " loglinear " in line), "")
@@ -73,7 +101,7 @@ denoiser: {{name: mlp, hidden: 32, layers: 2}}
 sampler: {{name: ddim, steps: 8}}
 train: {{steps: 20, batch_size: 64, log_every: 10, val_every: 0, sample_every: 0, warmup_steps: 5}}
 eval: {{val_batches: 1, num_samples: 32, sample_batch: 32, grid_samples: 16}}
-run: {{device: cpu, seed: 0, output: {tmp / 'runs'}}}
+run: {{device: cpu, seed: 0, output: {tmp / "runs"}}}
 """)
     result = python(installed, "-m", "sandbox.cli", "run", str(recipe))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -122,28 +122,47 @@ def test_module_name_and_command_line_path(tmp_path, monkeypatch):
     assert recipe.plugins == ["symmetric_plugin"]
     assert recipe.registry.get("sampler", "local-ddim").plugin == "local:symmetric_plugin"
     monkeypatch.chdir(package)  # a path on the command line is relative to the working folder
-    assert load_recipe(recipe_path, ["plugins=./symmetric_plugin.py"]).plugins == [str(package / "symmetric_plugin.py")]
+    assert load_recipe(recipe_path, ["plugins=./symmetric_plugin.py"]).plugins == [
+        str(package / "symmetric_plugin.py")
+    ]
 
 
-@pytest.mark.parametrize("plugins, fragment", [
-    ("[missing.py]", "recipe key 'plugins[0]': '{tmp}/missing.py' failed to load as a plugin: FileNotFoundError"),
-    ("[my_plugin.py, broken.py]", "recipe key 'plugins[1]': '{tmp}/broken.py' failed to load as a plugin: "
-                                  "ModuleNotFoundError: No module named 'no_such_dependency'"),
-    ("[no_such_plugin_module]", "recipe key 'plugins[0]': 'no_such_plugin_module' failed to load as a plugin: "
-                                "ModuleNotFoundError"),
-    ("[typo.py]", "recipe key 'plugins[0]': '{tmp}/typo.py' failed to load as a plugin: PluginValidationError"),
-    ("[invalid.py]", "recipe key 'plugins[0]': '{tmp}/invalid.py' failed to load as a plugin: plugin "
-                     "'local:{tmp}/invalid.py' registered a schedule named 'Not A Name'"),
-    ("{{a: 1}}", "recipe key 'plugins' in {tmp}/bad.yaml: {{'a': 1}}; expected a list of module names"),
-])
+@pytest.mark.parametrize(
+    "plugins, fragment",
+    [
+        ("[missing.py]", "recipe key 'plugins[0]': '{tmp}/missing.py' failed to load as a plugin: FileNotFoundError"),
+        (
+            "[my_plugin.py, broken.py]",
+            "recipe key 'plugins[1]': '{tmp}/broken.py' failed to load as a plugin: "
+            "ModuleNotFoundError: No module named 'no_such_dependency'",
+        ),
+        (
+            "[no_such_plugin_module]",
+            "recipe key 'plugins[0]': 'no_such_plugin_module' failed to load as a plugin: ModuleNotFoundError",
+        ),
+        ("[typo.py]", "recipe key 'plugins[0]': '{tmp}/typo.py' failed to load as a plugin: PluginValidationError"),
+        (
+            "[invalid.py]",
+            "recipe key 'plugins[0]': '{tmp}/invalid.py' failed to load as a plugin: plugin "
+            "'local:{tmp}/invalid.py' registered a schedule named 'Not A Name'",
+        ),
+        ("{{a: 1}}", "recipe key 'plugins' in {tmp}/bad.yaml: {{'a': 1}}; expected a list of module names"),
+    ],
+)
 def test_a_plugin_that_fails_stops_with_its_recipe_key(tmp_path, plugins, fragment, capsys):
     (tmp_path / "my_plugin.py").write_text(PLUGIN)
     (tmp_path / "broken.py").write_text("import no_such_dependency\n")
-    (tmp_path / "typo.py").write_text("from sandbox import hookimpl\n\n@hookimpl\ndef register_schedule(register):\n    pass\n")
-    (tmp_path / "invalid.py").write_text("from sandbox import hookimpl\n\n@hookimpl\ndef register_schedules(register):\n"
-                                         "    register('Not A Name', lambda params: None)\n")
-    (tmp_path / "clash.py").write_text("from sandbox import hookimpl\n\n@hookimpl\ndef register_schedules(register):\n"
-                                       "    register('cosine', lambda params: None)\n")
+    (tmp_path / "typo.py").write_text(
+        "from sandbox import hookimpl\n\n@hookimpl\ndef register_schedule(register):\n    pass\n"
+    )
+    (tmp_path / "invalid.py").write_text(
+        "from sandbox import hookimpl\n\n@hookimpl\ndef register_schedules(register):\n"
+        "    register('Not A Name', lambda params: None)\n"
+    )
+    (tmp_path / "clash.py").write_text(
+        "from sandbox import hookimpl\n\n@hookimpl\ndef register_schedules(register):\n"
+        "    register('cosine', lambda params: None)\n"
+    )
     path = tmp_path / "bad.yaml"
     path.write_text(f"plugins: {plugins.format()}\n" + TINY.format(output=tmp_path / "runs"))
     expected = fragment.format(tmp=tmp_path)
@@ -174,11 +193,18 @@ def _register_raises(register):
     raise ValueError("the plugin's own bug")
 
 
-@pytest.mark.parametrize("module, reason", [
-    (None, "ModuleNotFoundError: No module named 'sandbox_broken_nowhere'"),
-    (_module("sandbox_broken_nowhere", register_schedules=_register_bad_name), "registered a schedule named 'Bad Name'"),
-    (_module("sandbox_broken_nowhere", register_schedules=_register_raises), "ValueError: the plugin's own bug"),
-], ids=["import-error", "invalid-registration", "hook-raises"])
+@pytest.mark.parametrize(
+    "module, reason",
+    [
+        (None, "ModuleNotFoundError: No module named 'sandbox_broken_nowhere'"),
+        (
+            _module("sandbox_broken_nowhere", register_schedules=_register_bad_name),
+            "registered a schedule named 'Bad Name'",
+        ),
+        (_module("sandbox_broken_nowhere", register_schedules=_register_raises), "ValueError: the plugin's own bug"),
+    ],
+    ids=["import-error", "invalid-registration", "hook-raises"],
+)
 def test_broken_installed_plugin_is_reported_by_the_cli_and_the_rest_works(module, reason, tiny_recipe, capsys):
     modules = {"sandbox_broken_nowhere": module} if module is not None else {}
     with fake_distribution("sandbox-broken", "0.3", {"broken": "sandbox_broken_nowhere"}, modules):
@@ -207,8 +233,10 @@ def test_a_local_plugin_reusing_a_name_disables_only_that_name(tmp_path, capsys,
     (tmp_path / "clash.py").write_text(CLASH)
     (tmp_path / "my_plugin.py").write_text(PLUGIN)
     uses = tmp_path / "uses.yaml"
-    uses.write_text("plugins: [clash.py, my_plugin.py]\n" + TINY.format(output=tmp_path / "runs")
-                    .replace("{name: symmetric, top: 5}", "{name: cosine}"))
+    uses.write_text(
+        "plugins: [clash.py, my_plugin.py]\n"
+        + TINY.format(output=tmp_path / "runs").replace("{name: symmetric, top: 5}", "{name: cosine}")
+    )
     with pytest.raises(DuplicateComponentError) as info:
         load_recipe(uses)
     message = str(info.value)

@@ -93,16 +93,20 @@ def reference(tmp_path_factory):
     return weights(run), metrics(run)
 
 
-@pytest.mark.parametrize("where, at", [
-    ("step", 1),         # before any checkpoint: the run restarts in its folder
-    ("step", 13),        # between checkpoints (the last is at step 10)
-    ("checkpoint", 2),   # halfway through writing the step-10 checkpoint
-    ("checkpoint", 6),   # halfway through writing final.pt
-])
+@pytest.mark.parametrize(
+    "where, at",
+    [
+        ("step", 1),  # before any checkpoint: the run restarts in its folder
+        ("step", 13),  # between checkpoints (the last is at step 10)
+        ("checkpoint", 2),  # halfway through writing the step-10 checkpoint
+        ("checkpoint", 6),  # halfway through writing final.pt
+    ],
+)
 def test_killed_and_resumed_run_is_bit_identical_to_one_left_alone(where, at, tmp_path, reference):
     recipe = write_recipe(tmp_path)
-    killed = subprocess.run([sys.executable, "-c", KILLER, where, str(at), "run", str(recipe)],
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, where, str(at), "run", str(recipe)], capture_output=True, text=True, timeout=300
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     run = only_run(tmp_path)
     assert not (run / "summary.json").exists()
@@ -140,8 +144,12 @@ def test_sigterm_and_sigint_checkpoint_and_stop_with_their_exit_status(tmp_path)
     for signum, status in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
         for old in (tmp_path / "runs").glob("*"):
             old.rename(tmp_path / f"done-{old.name}")
-        process = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "run", str(recipe)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sandbox.cli", "run", str(recipe)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait until it trains
             runs = list((tmp_path / "runs").glob("*/metrics.jsonl")) if (tmp_path / "runs").exists() else []
@@ -191,8 +199,12 @@ def test_checkpoints_load_with_weights_only_and_bad_files_stop_with_one_message(
     truncated.write_bytes(truncated.read_bytes()[:500])
     foreign = tmp_path / "foreign.pt"
     torch.save(torch.nn.Linear(2, 2).state_dict(), foreign)
-    for path, message in ((evil, "cannot be read"), (truncated, "cannot be read"),
-                          (foreign, "is not a sandbox checkpoint of format 1"), (tmp_path / "nope.pt", "does not exist")):
+    for path, message in (
+        (evil, "cannot be read"),
+        (truncated, "cannot be read"),
+        (foreign, "is not a sandbox checkpoint of format 1"),
+        (tmp_path / "nope.pt", "does not exist"),
+    ):
         with pytest.raises(checkpoint.CheckpointError, match=message) as info:
             checkpoint.load(path)
         assert str(path) in str(info.value)
@@ -227,11 +239,14 @@ def test_a_failed_write_leaves_the_old_file_and_no_partial_one(tmp_path):
         assert read_json(path) is None
 
 
-@pytest.mark.parametrize("override, message", [
-    ("name=a/b", "recipe key 'name': 'a/b'; expected a plain folder name"),
-    ("name=../../x", "recipe key 'name': '../../x'"),
-    ("run.output={file}", "is a file, expected a folder"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("name=a/b", "recipe key 'name': 'a/b'; expected a plain folder name"),
+        ("name=../../x", "recipe key 'name': '../../x'"),
+        ("run.output={file}", "is a file, expected a folder"),
+    ],
+)
 def test_bad_output_paths_stop_before_any_work(override, message, tmp_path, capsys):
     recipe = write_recipe(tmp_path)
     (tmp_path / "a-file").write_text("")

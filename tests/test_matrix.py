@@ -51,7 +51,7 @@ def trains_and_samples(schedule_name: str, target: str, toy) -> None:
         denoiser = Preconditioned(net, schedule, target)
         loss_fn = DiffusionLoss(weighting)
 
-        def val_loss():
+        def val_loss(loss_fn=loss_fn, denoiser=denoiser):
             with torch.no_grad():
                 return float(loss_fn(denoiser, val, torch.Generator().manual_seed(5)).mean())
 
@@ -97,9 +97,21 @@ def _flow(alpha, sigma, sigma_data):
 
 
 @pytest.mark.parametrize("schedule_name", ["cosine", "edm"])
-def test_a_target_added_as_one_table_entry_trains_and_samples_with_every_sampler(schedule_name, toy, one_thread,
-                                                                                 monkeypatch):
+def test_a_target_added_as_one_table_entry_trains_and_samples_with_every_sampler(
+    schedule_name, toy, one_thread, monkeypatch
+):
     monkeypatch.setitem(TARGETS, "flow", Target(_flow, description="u = eps - x0"))
-    assert load_recipe(None, ["dataset.name=toy2d", "schedule.name=cosine", "denoiser.name=mlp",
-                              "sampler.name=euler", "train.target=flow"]).train.target == "flow"
+    assert (
+        load_recipe(
+            None,
+            [
+                "dataset.name=toy2d",
+                "schedule.name=cosine",
+                "denoiser.name=mlp",
+                "sampler.name=euler",
+                "train.target=flow",
+            ],
+        ).train.target
+        == "flow"
+    )
     trains_and_samples(schedule_name, "flow", toy)

@@ -15,24 +15,26 @@ from pathlib import Path
 
 import pytest
 import torch
+from sandbox_plugins.datasets.gaussian_mixture import Reference, gaussian_w2, mixture
+from sandbox_plugins.datasets.metrics import sliced_wasserstein
 
 from sandbox import cli
 from sandbox.build import build_parts
 from sandbox.doctor import steps_for_budget
-from sandbox.errors import RecipeError, SandboxError
+from sandbox.errors import RecipeError
+from sandbox.precond import exact_denoise
+from sandbox.protocols import AnalyticDenoiser
 from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoise
-from sandbox.precond import exact_denoise
-from sandbox.protocols import AnalyticDenoiser
 from sandbox.targets import TARGETS
-from sandbox_plugins.datasets.gaussian_mixture import Reference, gaussian_w2, mixture
-from sandbox_plugins.datasets.metrics import sliced_wasserstein
 
+# fmt: off
 REGISTRY = get_registry()
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SAMPLE_NFE = 100   # network evaluations per sample in the sampling tests (the doctor's largest budget)
 SAMPLE_SWD = 0.1   # bound on the sliced Wasserstein distance of 2,000 samples (noise floor about 0.03)
+# fmt: on
 
 
 def params(**overrides):
@@ -51,8 +53,12 @@ def per_item(value: float, b: int, ndim: int = 2) -> torch.Tensor:
     return torch.full((b,) + (1,) * (ndim - 1), value, dtype=torch.float64)
 
 
-UNEVEN = dict(components=3, means=[[1.0, 0.0], [-0.5, 0.8], [0.2, -1.1]], stds=[0.1, 0.3, 0.05],
-              weights=[0.5, 0.3, 0.2])
+UNEVEN = {
+    "components": 3,
+    "means": [[1.0, 0.0], [-0.5, 0.8], [0.2, -1.1]],
+    "stds": [0.1, 0.3, 0.05],
+    "weights": [0.5, 0.3, 0.2],
+}
 
 
 def test_one_component_is_the_single_gaussian_formula():
@@ -85,16 +91,17 @@ def test_exact_x0_agrees_with_monte_carlo(alpha, sigma):
     data = build(**UNEVEN)
     x0 = mixture(params(**UNEVEN)).sample(200_000, torch.Generator().manual_seed(1)).double()
     g = torch.Generator().manual_seed(2)
-    x_t = alpha * mixture(params(**UNEVEN)).sample(6, g).double() + sigma * torch.randn(6, 2, generator=g,
-                                                                                         dtype=torch.float64)
+    x_t = alpha * mixture(params(**UNEVEN)).sample(6, g).double() + sigma * torch.randn(
+        6, 2, generator=g, dtype=torch.float64
+    )
     log_w = -((x_t[:, None, :] - alpha * x0[None]) ** 2).sum(-1) / (2 * sigma**2)
     w = torch.softmax(log_w, dim=1)
     estimate = w @ x0
     ess = 1 / (w**2).sum(1)
-    spread = (w @ x0**2 - estimate**2).clamp(min=0).sqrt()        # posterior std per coordinate
+    spread = (w @ x0**2 - estimate**2).clamp(min=0).sqrt()  # posterior std per coordinate
     exact = data.exact_x0(x_t, per_item(alpha, 6), per_item(sigma, 6))
     assert bool((ess > 200).all())
-    tolerance = 5 * spread / ess.sqrt()[:, None] + 1e-4          # five Monte-Carlo standard errors
+    tolerance = 5 * spread / ess.sqrt()[:, None] + 1e-4  # five Monte-Carlo standard errors
     assert bool(((exact - estimate).abs() <= tolerance).all()), (exact, estimate, tolerance)
 
 
@@ -111,8 +118,8 @@ def test_overwhelming_noise_returns_the_mixture_mean():
     data = build(**UNEVEN)
     mean = torch.tensor(UNEVEN["weights"], dtype=torch.float64) @ torch.tensor(UNEVEN["means"], dtype=torch.float64)
     x = torch.randn(32, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    ve = data.exact_x0(1e4 * x, per_item(1.0, 32), per_item(1e4, 32))             # variance exploding
-    vp = data.exact_x0(x, per_item(1e-12, 32), per_item(1.0, 32))                  # alpha -> 0
+    ve = data.exact_x0(1e4 * x, per_item(1.0, 32), per_item(1e4, 32))  # variance exploding
+    vp = data.exact_x0(x, per_item(1e-12, 32), per_item(1.0, 32))  # alpha -> 0
     assert torch.allclose(ve, mean.expand_as(ve), atol=1e-3)
     assert torch.allclose(vp, mean.expand_as(vp), atol=1e-9)
     edm = data.exact_x0((80 * x).float(), per_item(1.0, 32).float(), per_item(80.0, 32).float())  # EDM's sigma_max
@@ -141,27 +148,42 @@ def test_gaussian_w2_closed_form():
     assert gaussian_w2(m1[:2], a, m1[:2], a) == pytest.approx(0.0, abs=1e-7)
 
 
-@pytest.mark.parametrize("overrides, keys", [
-    (["components=2", "means=[[0.0,0.0]]"], "recipe keys 'dataset.means', 'dataset.components'"),
-    (["components=1", "means=[[0.0,0.0,1.0]]"], "recipe key 'dataset.means[0]'"),
-    (["std=0.0"], "recipe key 'dataset.std'"),
-    (["stds=[0.1,nan]", "components=2"], "recipe key 'dataset.stds[1]'"),
-    (["weights=[1.0,2.0]"], "recipe keys 'dataset.weights', 'dataset.components'"),
-    (["components=2", "weights=[0.0,0.0]"], "recipe key 'dataset.weights'"),
-    (["components=0"], "recipe key 'dataset.components'"),
-    (["image_shape=[1,0,8]"], "recipe key 'dataset.image_shape'"),
-])
+@pytest.mark.parametrize(
+    "overrides, keys",
+    [
+        (["components=2", "means=[[0.0,0.0]]"], "recipe keys 'dataset.means', 'dataset.components'"),
+        (["components=1", "means=[[0.0,0.0,1.0]]"], "recipe key 'dataset.means[0]'"),
+        (["std=0.0"], "recipe key 'dataset.std'"),
+        (["stds=[0.1,nan]", "components=2"], "recipe key 'dataset.stds[1]'"),
+        (["weights=[1.0,2.0]"], "recipe keys 'dataset.weights', 'dataset.components'"),
+        (["components=2", "weights=[0.0,0.0]"], "recipe key 'dataset.weights'"),
+        (["components=0"], "recipe key 'dataset.components'"),
+        (["image_shape=[1,0,8]"], "recipe key 'dataset.image_shape'"),
+    ],
+)
 def test_invalid_parameters_name_the_recipe_key(overrides, keys):
     """The mixture's parameters check themselves when the recipe is loaded."""
     with pytest.raises(RecipeError, match=re.escape(keys)):
-        load_recipe(None, ["dataset.name=gaussian_mixture", *(f"dataset.{o}" for o in overrides),
-                           "schedule.name=cosine", "denoiser.name=oracle", "sampler.name=ddim"])
+        load_recipe(
+            None,
+            [
+                "dataset.name=gaussian_mixture",
+                *(f"dataset.{o}" for o in overrides),
+                "schedule.name=cosine",
+                "denoiser.name=oracle",
+                "sampler.name=ddim",
+            ],
+        )
 
 
 def test_oracle_needs_a_dataset_with_a_closed_form(tmp_path):
-    recipe = load_recipe(None, ["dataset.name=toy2d", "schedule.name=cosine", "denoiser.name=oracle",
-                                "sampler.name=ddim", "train.steps=0"])
-    with pytest.raises(RecipeError, match="recipe key 'denoiser.name': 'oracle'; expected a dataset with a closed-form"):
+    recipe = load_recipe(
+        None,
+        ["dataset.name=toy2d", "schedule.name=cosine", "denoiser.name=oracle", "sampler.name=ddim", "train.steps=0"],
+    )
+    with pytest.raises(
+        RecipeError, match=re.escape("recipe key 'denoiser.name': 'oracle'; expected a dataset with a closed-form")
+    ):
         build_parts(recipe, REGISTRY)
 
 
@@ -196,8 +218,9 @@ def sample(oracle, noise, sampler_name, schedule_name, target):
 
 @pytest.mark.parametrize("schedule_name", REGISTRY.names("schedule"))
 @pytest.mark.parametrize("sampler_name", REGISTRY.names("sampler"))
-def test_every_sampler_and_schedule_samples_the_mixture_with_the_oracle(sampler_name, schedule_name, oracle_setup,
-                                                                        one_thread):
+def test_every_sampler_and_schedule_samples_the_mixture_with_the_oracle(
+    sampler_name, schedule_name, oracle_setup, one_thread
+):
     """At about 100 NFE every target lands within SAMPLE_SWD of the mixture, and all targets agree."""
     data, oracle, noise = oracle_setup
     outputs = {}

@@ -27,8 +27,12 @@ from sandbox.testing import built_in
 
 REGISTRY = get_registry()
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml")
-PARAMETRISED = [(kind, name, component.params) for kind in KINDS
-                for name, component in sorted(REGISTRY.components[kind].items()) if component.params is not None]
+PARAMETRISED = [
+    (kind, name, component.params)
+    for kind in KINDS
+    for name, component in sorted(REGISTRY.components[kind].items())
+    if component.params is not None
+]
 IDS = [f"{kind}.{name}" for kind, name, _ in PARAMETRISED]
 
 
@@ -86,12 +90,14 @@ BAD = [  # (overrides on recipes/quickstart.yaml, the exact recipe key(s) the me
     (["schedule.name=sigmoid", "schedule.start=3", "schedule.end=-3"], "recipe keys 'schedule.start', 'schedule.end'"),
     (["schedule.name=sigmoid", "schedule.tau=0"], "recipe key 'schedule.tau'"),
     (["schedule.name=sigmoid", "schedule.clip_min=0"], "recipe key 'schedule.clip_min'"),
-    (["schedule.name=sigmoid", "schedule.start=40", "schedule.end=50"],
-     "recipe keys 'schedule.start', 'schedule.end', 'schedule.tau'"),
+    (
+        ["schedule.name=sigmoid", "schedule.start=40", "schedule.end=50"],
+        "recipe keys 'schedule.start', 'schedule.end', 'schedule.tau'",
+    ),
     (["schedule.name=edm", "schedule.sigma_min=100"], "recipe keys 'schedule.sigma_min', 'schedule.sigma_max'"),
     (["schedule.name=edm", "schedule.p_std=-1"], "recipe key 'schedule.p_std'"),
     (["schedule.name=edm", "schedule.p_mean=nan"], "recipe key 'schedule.p_mean'"),
-    (["denoiser.groups=7"], "recipe key 'denoiser.groups'"),           # quickstart's UNet has 32 channels
+    (["denoiser.groups=7"], "recipe key 'denoiser.groups'"),  # quickstart's UNet has 32 channels
     (["denoiser.num_heads=3"], "recipe key 'denoiser.num_heads'"),
     (["denoiser.dropout=1.0"], "recipe key 'denoiser.dropout'"),
     (["denoiser.channel_mult=[]"], "recipe key 'denoiser.channel_mult'"),
@@ -103,8 +109,10 @@ BAD = [  # (overrides on recipes/quickstart.yaml, the exact recipe key(s) the me
     (["dataset.name=toy2d", "dataset.noise=-0.1"], "recipe key 'dataset.noise'"),
     (["dataset.name=cifar10", "dataset.val_size=0"], "recipe key 'dataset.val_size'"),
     (["dataset.name=gaussian_mixture", "dataset.radius=inf"], "recipe key 'dataset.radius'"),
-    (["dataset.name=gaussian_mixture", "dataset.weights=[1,2]"],
-     "recipe keys 'dataset.weights', 'dataset.components'"),
+    (
+        ["dataset.name=gaussian_mixture", "dataset.weights=[1,2]"],
+        "recipe keys 'dataset.weights', 'dataset.components'",
+    ),
     (["train.lr=nan"], "recipe key 'train.lr'"),
     (["train.weight_decay=nan"], "recipe key 'train.weight_decay'"),
     (["train.grad_clip=nan"], "recipe key 'train.grad_clip'"),
@@ -145,13 +153,20 @@ def test_show_and_sweep_dry_run_exit_2(overrides, keys, tmp_path, capsys):
 # ---------------------------------------------------------------- what needs the data waits for the build
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["denoiser.attention_resolutions=[16]"], "recipe key 'denoiser.attention_resolutions': [16]; expected a subset "
-                                              "of [8, 4]"),
-    (["denoiser.channel_mult=[1,1,1,1,1]"], "recipe key 'denoiser.channel_mult': [1, 1, 1, 1, 1]; expected at most 4 "
-                                            "entries for 8x8 images"),
-    (["dataset.name=toy2d"], "recipe key 'denoiser.name': 'unet'; expected image data of shape (C, H, W)"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["denoiser.attention_resolutions=[16]"],
+            "recipe key 'denoiser.attention_resolutions': [16]; expected a subset of [8, 4]",
+        ),
+        (
+            ["denoiser.channel_mult=[1,1,1,1,1]"],
+            "recipe key 'denoiser.channel_mult': [1, 1, 1, 1, 1]; expected at most 4 entries for 8x8 images",
+        ),
+        (["dataset.name=toy2d"], "recipe key 'denoiser.name': 'unet'; expected image data of shape (C, H, W)"),
+    ],
+)
 def test_shape_dependent_values_pass_loading_and_fail_the_build_naming_the_key(overrides, message):
     recipe = load_recipe(QUICKSTART, overrides)  # the parameters alone are fine
     with pytest.raises(RecipeError) as info:

@@ -38,7 +38,7 @@ def paragraph(title: str) -> str:
     """README from a bold paragraph title to the next one (or the next heading)."""
     start = README.index(title)
     ends = [i for i in (README.find("\n\n**", start + 1), README.find("\n#", start + 1)) if i > 0]
-    return README[start:min(ends)]
+    return README[start : min(ends)]
 
 
 def test_readme_schedule_plugin_registers_trains_and_samples(monkeypatch, tiny_recipe):
@@ -53,9 +53,18 @@ def test_readme_schedule_plugin_registers_trains_and_samples(monkeypatch, tiny_r
     assert torch.allclose(schedule.log_snr(torch.tensor([0.0, 1.0])), torch.tensor([10.0, -10.0]), atol=1e-4)
 
     for sampler in registry.names("sampler"):
-        recipe = load_recipe(tiny_recipe, ["schedule.name=loglinear", "schedule.lambda_min=-12",
-                                           f"sampler.name={sampler}", "sampler.steps=8", "train.steps=10",
-                                           "train.sample_every=0"], registry=registry)
+        recipe = load_recipe(
+            tiny_recipe,
+            [
+                "schedule.name=loglinear",
+                "schedule.lambda_min=-12",
+                f"sampler.name={sampler}",
+                "sampler.steps=8",
+                "train.steps=10",
+                "train.sample_every=0",
+            ],
+            registry=registry,
+        )
         run = run_recipe(recipe, console=Console(record=True))
         samples = torch.load(run / "samples" / "final.pt")
         assert bool(torch.isfinite(samples).all())
@@ -75,8 +84,19 @@ def test_readme_sampler_conforms_and_runs(monkeypatch, tiny_recipe):
     with register_plugin(module, "my-sampler") as registry:
         sampler = check_sampler("euler_ancestral", registry=registry)
         assert sampler.nfe(registry.get("schedule", "cosine").build()) == 200
-        assert cli.main(["run", str(tiny_recipe), "sampler.name=euler_ancestral", "sampler.steps=8",
-                         "train.steps=10", "train.sample_every=0"]) == 0
+        assert (
+            cli.main(
+                [
+                    "run",
+                    str(tiny_recipe),
+                    "sampler.name=euler_ancestral",
+                    "sampler.steps=8",
+                    "train.steps=10",
+                    "train.sample_every=0",
+                ]
+            )
+            == 0
+        )
         assert cli.main(["show", str(tiny_recipe), "sampler.name=euler_ancestral", "sampler.steps=0"]) == 2
 
 
@@ -85,13 +105,39 @@ def test_readme_denoiser_conforms_and_trains_on_digits(monkeypatch, tmp_path):
     with register_plugin(module, "my-denoiser") as registry:
         check_denoiser("tiny_conv", (1, 8, 8), registry=registry)
         check_denoiser("tiny_conv", (3, 16, 16), module.TinyConvParams(width=7), registry=registry)
-        assert cli.main(["run", str(ROOT / "recipes" / "quickstart.yaml"), "denoiser.name=tiny_conv",
-                         "train.steps=20", "train.val_every=10", "eval.num_samples=16", "sampler.steps=5",
-                         f"run.output={tmp_path}"]) == 0
-        assert cli.main(["show", str(ROOT / "recipes" / "quickstart.yaml"), "dataset.name=toy2d",
-                         "denoiser.name=tiny_conv"]) == 0  # the shape is refused when the run builds it
-        assert cli.main(["run", str(ROOT / "recipes" / "quickstart.yaml"), "dataset.name=toy2d",
-                         "denoiser.name=tiny_conv", f"run.output={tmp_path / 'refused'}"]) == 2
+        assert (
+            cli.main(
+                [
+                    "run",
+                    str(ROOT / "recipes" / "quickstart.yaml"),
+                    "denoiser.name=tiny_conv",
+                    "train.steps=20",
+                    "train.val_every=10",
+                    "eval.num_samples=16",
+                    "sampler.steps=5",
+                    f"run.output={tmp_path}",
+                ]
+            )
+            == 0
+        )
+        assert (
+            cli.main(
+                ["show", str(ROOT / "recipes" / "quickstart.yaml"), "dataset.name=toy2d", "denoiser.name=tiny_conv"]
+            )
+            == 0
+        )  # the shape is refused when the run builds it
+        assert (
+            cli.main(
+                [
+                    "run",
+                    str(ROOT / "recipes" / "quickstart.yaml"),
+                    "dataset.name=toy2d",
+                    "denoiser.name=tiny_conv",
+                    f"run.output={tmp_path / 'refused'}",
+                ]
+            )
+            == 2
+        )
     (run,) = tmp_path.glob("quickstart-*")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["denoiser_parameters"] > 0 and summary["train"]["steps"] == 20

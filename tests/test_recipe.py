@@ -27,6 +27,7 @@ train: {steps: 300, lr: 1e-3}
 
 
 def test_precedence_defaults_file_then_command_line(tmp_path):
+    # fmt: off
     path = write(tmp_path / "r.yaml", BASE)
     recipe = load_recipe(path, ["train.steps=7", "schedule.s=0.02"])
     assert recipe.train.steps == 7                   # command line beats the file
@@ -36,6 +37,7 @@ def test_precedence_defaults_file_then_command_line(tmp_path):
     assert recipe.components["schedule"][1].s == 0.02
     assert recipe.components["schedule"][1].num_steps == 1000  # the component's own default
     assert recipe.name == "r"
+    # fmt: on
 
 
 def test_base_recipe_is_extended_and_a_new_component_name_starts_afresh(tmp_path):
@@ -44,7 +46,7 @@ def test_base_recipe_is_extended_and_a_new_component_name_starts_afresh(tmp_path
     recipe = load_recipe(child)
     assert recipe.train.steps == 5 and recipe.train.lr == 1e-3
     name, params = recipe.components["denoiser"]
-    assert name == "mlp" and params.hidden == 128    # no UNet keys leaked into the MLP
+    assert name == "mlp" and params.hidden == 128  # no UNet keys leaked into the MLP
     assert recipe.components["schedule"][1].s == 0.01
     # the same on the command line
     recipe = load_recipe(tmp_path / "base.yaml", ["denoiser.name=resnet"])
@@ -65,21 +67,24 @@ def test_base_loop_is_reported(tmp_path):
         load_recipe(tmp_path / "a.yaml")
 
 
-@pytest.mark.parametrize("overrides, key, fragment", [
-    (["train.stepz=3"], "train.stepz", "Did you mean: 'steps'"),
-    (["train.steps=abc"], "train.steps", "abc"),
-    (["trian.steps=3"], "trian", "Did you mean: 'train'"),
-    (["denoiser.channels=abc"], "denoiser.channels", "abc"),
-    (["denoiser.chanels=8"], "denoiser.chanels", "'channels'"),
-    (["schedule.s=abc"], "schedule.s", "abc"),
-    (["train.target=eps"], "train.target", "Did you mean 'epsilon'"),
-    (["run.device=gpu"], "run.device", "'gpu'"),
-    (["train.lr=-1"], "train.lr", "-1"),
-    (["train.ema_decay=1.5"], "train.ema_decay", "1.5"),
-    (["schedule.s=-1"], "schedule.s", "-1.0; expected a number >= 0"),
-    (["sampler.steps=0"], "sampler.steps", "0; expected an integer >= 1"),
-    (["denoiser.groups=5"], "denoiser.groups", "5; expected a divisor of channels (16)"),
-])
+@pytest.mark.parametrize(
+    "overrides, key, fragment",
+    [
+        (["train.stepz=3"], "train.stepz", "Did you mean: 'steps'"),
+        (["train.steps=abc"], "train.steps", "abc"),
+        (["trian.steps=3"], "trian", "Did you mean: 'train'"),
+        (["denoiser.channels=abc"], "denoiser.channels", "abc"),
+        (["denoiser.chanels=8"], "denoiser.chanels", "'channels'"),
+        (["schedule.s=abc"], "schedule.s", "abc"),
+        (["train.target=eps"], "train.target", "Did you mean 'epsilon'"),
+        (["run.device=gpu"], "run.device", "'gpu'"),
+        (["train.lr=-1"], "train.lr", "-1"),
+        (["train.ema_decay=1.5"], "train.ema_decay", "1.5"),
+        (["schedule.s=-1"], "schedule.s", "-1.0; expected a number >= 0"),
+        (["sampler.steps=0"], "sampler.steps", "0; expected an integer >= 1"),
+        (["denoiser.groups=5"], "denoiser.groups", "5; expected a divisor of channels (16)"),
+    ],
+)
 def test_bad_values_name_the_key_and_the_value(tmp_path, overrides, key, fragment):
     path = write(tmp_path / "r.yaml", BASE)
     with pytest.raises(RecipeError) as info:
@@ -98,7 +103,7 @@ def test_unknown_component_name_suggests_the_closest(tmp_path):
 
 def test_missing_component_section_lists_choices(tmp_path):
     path = write(tmp_path / "r.yaml", "dataset: {name: toy2d}\nschedule: {name: cosine}\nsampler: {name: ddim}\n")
-    with pytest.raises(RecipeError, match="recipe key 'denoiser': missing.*mlp"):
+    with pytest.raises(RecipeError, match=r"recipe key 'denoiser': missing.*mlp"):
         load_recipe(path)
 
 

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import pluggy
 import pytest
 
-from sandbox import hookimpl
-from sandbox import cli
+from sandbox import cli, hookimpl
 from sandbox.errors import DuplicateComponentError, RegistryError
 from sandbox.plugins import new_plugin_manager
 from sandbox.registry import KINDS, collect, get_registry, load_registry, use_registry
@@ -170,10 +169,13 @@ def test_invalid_registration_is_recorded_as_a_failure_of_that_plugin():
     assert any("Not A Name" in f.reason for f in registry.failures)
 
 
-@pytest.mark.parametrize("kwargs, expected", [
-    ({"build": 42}, "expected a callable"),
-    ({"build": build_half, "params": dict}, "expected a dataclass"),
-])
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"build": 42}, "expected a callable"),
+        ({"build": build_half, "params": dict}, "expected a dataclass"),
+    ],
+)
 def test_register_validates_its_arguments(kwargs, expected):
     class Plugin:
         @hookimpl
@@ -228,8 +230,9 @@ def test_plugin_calling_sys_exit_while_loading_is_a_broken_plugin(monkeypatch):
     monkeypatch.setitem(sys.modules, "sandbox_exits", Exits("sandbox_exits"))
     monkeypatch.setattr(importlib.metadata, "distributions", lambda: iter(dists))
     registry = fresh_registry()
-    assert [(f.distribution, f.reason) for f in registry.failures] == [("sandbox-exits",
-                                                                          "called sys.exit(3) while loading")]
+    assert [(f.distribution, f.reason) for f in registry.failures] == [
+        ("sandbox-exits", "called sys.exit(3) while loading")
+    ]
     assert "cosine" in registry.names("schedule")
 
 

@@ -16,11 +16,25 @@ from sandbox import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
-DIGITS_UNET = ["dataset.name=digits", "denoiser.name=unet", "denoiser.channels=16", "denoiser.channel_mult=[1,2]",
-               "denoiser.attention_resolutions=[4]", "denoiser.groups=8", "denoiser.num_res_blocks=1",
-               "train.steps=2", "train.batch_size=16", "train.log_every=1", "train.val_every=0",
-               "train.sample_every=0", "train.warmup_steps=1", "eval.val_batches=1", "eval.num_samples=4",
-               "eval.sample_batch=4", "sampler.steps=3"]
+DIGITS_UNET = [
+    "dataset.name=digits",
+    "denoiser.name=unet",
+    "denoiser.channels=16",
+    "denoiser.channel_mult=[1,2]",
+    "denoiser.attention_resolutions=[4]",
+    "denoiser.groups=8",
+    "denoiser.num_res_blocks=1",
+    "train.steps=2",
+    "train.batch_size=16",
+    "train.log_every=1",
+    "train.val_every=0",
+    "train.sample_every=0",
+    "train.warmup_steps=1",
+    "eval.val_batches=1",
+    "eval.num_samples=4",
+    "eval.sample_batch=4",
+    "sampler.steps=3",
+]
 
 
 def trained(recipe: Path, *overrides: str) -> Path:
@@ -53,8 +67,7 @@ def test_another_sampler_writes_a_new_folder_with_its_nfe_and_quality(tiny_recip
     assert "NFE per sample" in out and "swd: generated / real held-out" in out
 
 
-def test_the_runs_own_sampler_and_seed_repeat_its_final_samples_and_folders_are_never_reused(tiny_recipe,
-                                                                                              monkeypatch):
+def test_the_runs_own_sampler_and_seed_repeat_its_final_samples_and_folders_are_never_reused(tiny_recipe, monkeypatch):
     run_dir = trained(tiny_recipe)
     monkeypatch.setattr(time, "strftime", lambda *args: "20260101-000000")  # both calls in the same second
     assert cli.main(["sample", str(run_dir)]) == 0
@@ -70,8 +83,10 @@ def test_the_runs_own_sampler_and_seed_repeat_its_final_samples_and_folders_are_
     assert not torch.equal(torch.load(other / "samples.pt"), final)
 
 
-@pytest.mark.parametrize("override, key", [("train.lr=1", "train.lr"), ("denoiser.hidden=64", "denoiser.hidden"),
-                                           ("run.output=elsewhere", "run.output")])
+@pytest.mark.parametrize(
+    "override, key",
+    [("train.lr=1", "train.lr"), ("denoiser.hidden=64", "denoiser.hidden"), ("run.output=elsewhere", "run.output")],
+)
 def test_an_override_of_a_training_key_is_refused_naming_it(tiny_recipe, capsys, override, key):
     run_dir = trained(tiny_recipe)
     capsys.readouterr()

@@ -41,7 +41,7 @@ def denoiser(schedule):
 
 def error(schedule, smp) -> float:
     times = smp.times(schedule) if hasattr(smp, "times") else schedule.timesteps(smp.num_steps(schedule)).tolist()
-    alpha_T, sigma_T = scale_free(schedule, times[0])
+    _alpha_T, sigma_T = scale_free(schedule, times[0])
     _, sigma_L = scale_free(schedule, times[-2])
     x_T = X_T * (1.0 + sigma_T**2) ** 0.5  # x~_T of the prior: noise * sqrt(alpha^2 + sigma^2) / alpha
     x_L = MU + (x_T - MU) * math.sqrt(S**2 + sigma_L**2) / math.sqrt(S**2 + sigma_T**2)

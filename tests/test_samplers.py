@@ -159,8 +159,13 @@ def test_heun_with_churn_calls_the_network_at_raised_noise_and_still_recovers_a_
     smp = sampler("heun", steps=25, s_churn=10.0, s_tmin=0.05, s_tmax=50.0)
     plain = sampler("heun", steps=25).times(sched)
     seen = []
-    out = smp(denoise, torch.randn(4000, 2, generator=torch.Generator().manual_seed(0)), sched,
-              generator=torch.Generator().manual_seed(1), callback=seen.append)
+    out = smp(
+        denoise,
+        torch.randn(4000, 2, generator=torch.Generator().manual_seed(0)),
+        sched,
+        generator=torch.Generator().manual_seed(1),
+        callback=seen.append,
+    )
     assert len(times) == smp.nfe(sched)
     gamma = min(10.0 / 25, 2**0.5 - 1)
     churned = 0

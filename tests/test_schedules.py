@@ -47,7 +47,7 @@ def test_cosine_matches_nichol_dhariwal_closed_form():
     """alpha_bar(t) = f(t) / f(0), f(t) = cos^2(((t + s) / (1 + s)) pi / 2), s = 0.008 (eq. 17)."""
     schedule = build("cosine")
     T, s = 1000, 0.008
-    f = lambda t: math.cos((t + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    f = lambda t: math.cos((t + s) / (1 + s) * math.pi / 2) ** 2
     for n in (1, 10, 250, 500, 750, 990, 999):
         assert float(alpha_bar_at(schedule, n, T)) == pytest.approx(f(n / T) / f(0), rel=1e-9)
     # the last beta is clipped at 0.999, as in the paper
@@ -117,13 +117,15 @@ def test_discrete_inverse_is_exact_on_the_grid():
 
 def chen_sigmoid(t, start=-3.0, end=3.0, tau=1.0, clip_min=1e-9):
     """Algorithm 1 of Chen (2023), "On the importance of noise scheduling for diffusion models"."""
-    sigmoid = lambda x: 1.0 / (1.0 + math.exp(-x))  # noqa: E731
+    sigmoid = lambda x: 1.0 / (1.0 + math.exp(-x))
     v_start, v_end = sigmoid(start / tau), sigmoid(end / tau)
     output = (v_end - sigmoid((t * (end - start) + start) / tau)) / (v_end - v_start)
     return min(max(output, clip_min), 1.0)
 
 
-@pytest.mark.parametrize("params", [{}, {"start": 0.0, "end": 3.0, "tau": 0.9}, {"start": -3.0, "end": 3.0, "tau": 1.1}])
+@pytest.mark.parametrize(
+    "params", [{}, {"start": 0.0, "end": 3.0, "tau": 0.9}, {"start": -3.0, "end": 3.0, "tau": 1.1}]
+)
 def test_sigmoid_matches_chen_algorithm_1(params):
     schedule = build("sigmoid", **params)
     for t in (0.0, 0.01, 0.25, 0.5, 0.75, 0.99, 0.999999, 1.0):

@@ -32,9 +32,14 @@ def sweep_dir(tmp_path: Path) -> Path:
     for (denoiser, schedule), outcomes in CELLS.items():
         for seed, outcome in enumerate(outcomes):
             cell_id = f"{denoiser}-{schedule}-{seed}"
-            entry = {"id": cell_id, "group": {"denoiser": denoiser, "schedule.name": schedule}, "seed": seed,
-                     "overrides": [], "status": "invalid" if outcome == "invalid" else "ran",
-                     "error": "recipe key 'x': nope" if outcome == "invalid" else None}
+            entry = {
+                "id": cell_id,
+                "group": {"denoiser": denoiser, "schedule.name": schedule},
+                "seed": seed,
+                "overrides": [],
+                "status": "invalid" if outcome == "invalid" else "ran",
+                "error": "recipe key 'x': nope" if outcome == "invalid" else None,
+            }
             cells.append(entry)
             folder = tmp_path / "cells" / cell_id
             if outcome == "invalid":
@@ -44,20 +49,35 @@ def sweep_dir(tmp_path: Path) -> Path:
                 (folder / "error.json").write_text(json.dumps({"message": "RuntimeError: boom", "traceback": ""}))
                 continue
             loss, share = outcome
-            (folder / "summary.json").write_text(json.dumps({
-                "train": {"final_val_loss_ema": loss, "images_per_s": 100.0 * (seed + 1), "steps": 10},
-                "sample_quality": {"generated": {"confident_share": share, "class_coverage": 0.9},
-                                   "real_heldout": {"confident_share": 0.95, "class_coverage": 0.99}},
-            }))
-            (folder / "metrics.jsonl").write_text("".join(
-                json.dumps({"step": step, "train_loss": 9.0, "val_loss_ema": loss * (3 - step / 5)}) + "\n"
-                for step in (5, 10)))
-    axes = [{"key": "denoiser", "labels": ["unet", "resnet"], "source": "recipe",
-             "values": [{"name": "unet"}, {"name": "resnet", "channels": 32}]},
-            {"key": "schedule.name", "labels": ["linear", "cosine"], "values": ["linear", "cosine"],
-             "source": "recipe"}]
-    (tmp_path / "sweep.json").write_text(json.dumps({"recipe": "x.yaml", "overrides": [], "seeds": 2,
-                                                     "axes": axes, "cells": cells}))
+            (folder / "summary.json").write_text(
+                json.dumps(
+                    {
+                        "train": {"final_val_loss_ema": loss, "images_per_s": 100.0 * (seed + 1), "steps": 10},
+                        "sample_quality": {
+                            "generated": {"confident_share": share, "class_coverage": 0.9},
+                            "real_heldout": {"confident_share": 0.95, "class_coverage": 0.99},
+                        },
+                    }
+                )
+            )
+            (folder / "metrics.jsonl").write_text(
+                "".join(
+                    json.dumps({"step": step, "train_loss": 9.0, "val_loss_ema": loss * (3 - step / 5)}) + "\n"
+                    for step in (5, 10)
+                )
+            )
+    axes = [
+        {
+            "key": "denoiser",
+            "labels": ["unet", "resnet"],
+            "source": "recipe",
+            "values": [{"name": "unet"}, {"name": "resnet", "channels": 32}],
+        },
+        {"key": "schedule.name", "labels": ["linear", "cosine"], "values": ["linear", "cosine"], "source": "recipe"},
+    ]
+    (tmp_path / "sweep.json").write_text(
+        json.dumps({"recipe": "x.yaml", "overrides": [], "seeds": 2, "axes": axes, "cells": cells})
+    )
     return tmp_path
 
 
@@ -71,8 +91,13 @@ def by_name(summary):
 
 def test_mean_std_over_seeds_and_default_metrics(sweep_dir):
     summary = summarize(sweep_dir, console=quiet(), write=False)
-    assert [m.key for m in summary.metrics] == [SHARE, "sample_quality.generated.class_coverage", LOSS,
-                                                "train.images_per_s"]   # sample quality ranks by default
+    assert [m.key for m in summary.metrics] == [
+        SHARE,
+        "sample_quality.generated.class_coverage",
+        LOSS,
+        "train.images_per_s",
+    ]  # sample quality ranks by default
+    # fmt: off
     groups = by_name(summary)
     mean, std, n = groups["unet / linear"].stats[LOSS]
     assert (mean, n) == (2.0, 2) and std == pytest.approx(math.sqrt(2.0))   # sample std, n - 1
@@ -81,12 +106,13 @@ def test_mean_std_over_seeds_and_default_metrics(sweep_dir):
     assert groups["resnet / cosine"].stats[LOSS] == (None, None, 0)
     assert [groups["unet / cosine"].count(s) for s in ("done", "failed")] == [1, 1]
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)
+    # fmt: on
 
 
 def test_ranking_follows_each_metrics_direction(sweep_dir):
     loss_first = summarize(sweep_dir, metrics=[LOSS], console=quiet(), write=False)
     assert [g.name for g in loss_first.ranked][:3] == ["resnet / linear", "unet / linear", "unet / cosine"]
-    assert loss_first.ranked[3].rank is None                                # nothing finished: unranked, last
+    assert loss_first.ranked[3].rank is None  # nothing finished: unranked, last
     share_first = summarize(sweep_dir, metrics=["confident_share", LOSS], console=quiet(), write=False)
     assert share_first.metrics[0].key == SHARE and not share_first.metrics[0].lower_is_better
     assert [g.name for g in share_first.ranked][:3] == ["unet / cosine", "unet / linear", "resnet / linear"]
@@ -94,9 +120,18 @@ def test_ranking_follows_each_metrics_direction(sweep_dir):
     assert flipped.ranked[0].name == "resnet / linear"
 
 
-@pytest.mark.parametrize("key, lower", [("train.final_val_loss_ema", True), ("generated.swd", True),
-                                        ("w2", True), ("energy_distance", True), ("confident_share", False),
-                                        ("train.images_per_s", False), ("class_coverage", False)])
+@pytest.mark.parametrize(
+    "key, lower",
+    [
+        ("train.final_val_loss_ema", True),
+        ("generated.swd", True),
+        ("w2", True),
+        ("energy_distance", True),
+        ("confident_share", False),
+        ("train.images_per_s", False),
+        ("class_coverage", False),
+    ],
+)
 def test_lower_is_better_rule(key, lower):
     assert lower_is_better(key) is lower
     assert parse_metric(key).lower_is_better is lower
@@ -104,15 +139,17 @@ def test_lower_is_better_rule(key, lower):
 
 def test_difference_to_the_baseline_group(sweep_dir):
     first = by_name(summarize(sweep_dir, console=quiet(), write=False))
-    assert first["unet / linear"].baseline                                  # the first group in plan order
+    assert first["unet / linear"].baseline  # the first group in plan order
     assert first["resnet / linear"].diff[LOSS] == pytest.approx(-1.4)
-    chosen = by_name(summarize(sweep_dir, baseline="denoiser.name=resnet,schedule.name=linear",
-                               console=quiet(), write=False))
+    chosen = by_name(
+        summarize(sweep_dir, baseline="denoiser.name=resnet,schedule.name=linear", console=quiet(), write=False)
+    )
     assert chosen["resnet / linear"].baseline and not chosen["unet / linear"].baseline
     assert chosen["unet / linear"].diff[LOSS] == pytest.approx(1.4)
     assert chosen["resnet / cosine"].diff[LOSS] is None
-    assert by_name(summarize(sweep_dir, baseline="denoiser.channels=32,schedule.name=linear", console=quiet(),
-                             write=False))["resnet / linear"].baseline     # keys inside a section value
+    assert by_name(
+        summarize(sweep_dir, baseline="denoiser.channels=32,schedule.name=linear", console=quiet(), write=False)
+    )["resnet / linear"].baseline  # keys inside a section value
     with pytest.raises(RecipeError, match="matches 2 groups"):
         summarize(sweep_dir, baseline="denoiser=unet", console=quiet(), write=False)
     with pytest.raises(RecipeError, match="matches 0 groups"):
@@ -123,7 +160,7 @@ def test_csv_markdown_and_plot_are_written(sweep_dir):
     console = quiet()
     summary = summarize(sweep_dir, metrics=[LOSS, SHARE], console=console)
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
-    assert [r["denoiser"] + "/" + r["schedule.name"] for r in rows][0] == "resnet/linear"
+    assert next(r["denoiser"] + "/" + r["schedule.name"] for r in rows) == "resnet/linear"
     first = rows[0]
     assert float(first[f"{LOSS}.mean"]) == pytest.approx(0.6) and first[f"{LOSS}.n"] == "2"
     assert float(first[f"{LOSS}.diff"]) == pytest.approx(-1.4)
@@ -159,8 +196,9 @@ def test_a_diverged_cell_is_flagged_and_not_ranked(sweep_dir, capsys):
     assert resnet.count("diverged") == 1 and resnet.stats[SHARE][:1] == (0.40,) and resnet.stats[SHARE][2] == 1
     assert summary.ranked[0].name == "unet / cosine"
     assert "1/2 (1 diverged)" in (sweep_dir / "summary.md").read_text()
-    assert "resnet-linear-0 (resnet / linear, seed 0): samples diverged: 100% finite, 6% within" in \
-        " ".join(capsys.readouterr().out.split())
+    assert "resnet-linear-0 (resnet / linear, seed 0): samples diverged: 100% finite, 6% within" in " ".join(
+        capsys.readouterr().out.split()
+    )
     other = sweep_dir / "cells" / "resnet-linear-1" / "summary.json"
     other.write_text(json.dumps({**json.loads(other.read_text()), "sample_health": data["sample_health"]}))
     again = summarize(sweep_dir, console=Console(record=True, width=200), write=False)

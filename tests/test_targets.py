@@ -43,9 +43,9 @@ def regression_target(target, x0, eps, alpha, sigma):
 def test_each_row_regresses_its_published_target(alpha, sigma):
     x0, eps = draws()
     closed = {
-        "epsilon": eps,                                   # Ho et al. (2020)
+        "epsilon": eps,  # Ho et al. (2020)
         "x0": x0,
-        "v": alpha * eps - sigma * x0,                    # Salimans & Ho (2022), section 4
+        "v": alpha * eps - sigma * x0,  # Salimans & Ho (2022), section 4
     }
     for target, expected in closed.items():
         value, _, _ = regression_target(target, x0, eps, alpha, sigma)

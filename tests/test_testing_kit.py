@@ -11,13 +11,19 @@ import pytest
 import torch
 
 from sandbox import hookimpl
-from sandbox.protocols import DataSplits
 from sandbox.errors import ParameterError
+from sandbox.protocols import DataSplits
 from sandbox.registry import get_registry
 from sandbox.sampling import prior
 from sandbox.schedule import Schedule
-from sandbox.testing import (check_dataset, check_denoiser, check_sampler, check_schedule, gaussian_denoiser,
-                             register_plugin)
+from sandbox.testing import (
+    check_dataset,
+    check_denoiser,
+    check_sampler,
+    check_schedule,
+    gaussian_denoiser,
+    register_plugin,
+)
 
 REGISTRY = get_registry()
 SHAPES = [(2,), (1, 8, 8), (3, 16, 16)]  # a denoiser is checked on the first shape its parameters accept
@@ -77,8 +83,12 @@ def dataset_params(tmp_path_factory):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        entry = {"data": rng.integers(0, 256, size=(4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3],
-                 "batch_label": name, "filenames": [f"{i}.png" for i in range(4)]}
+        entry = {
+            "data": rng.integers(0, 256, size=(4, 3072), dtype=np.uint8),
+            "labels": [0, 1, 2, 3],
+            "batch_label": name,
+            "filenames": [f"{i}.png" for i in range(4)],
+        }
         (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}, protocol=2))
     return {"cifar10": {"root": str(root), "verify": False, "val_size": 4}}
@@ -188,17 +198,21 @@ def test_checking_a_schedule_uses_only_the_builtin_samplers():
             check_schedule(VP(), registry=registry, samplers=["broken-sampler"])
 
 
-@pytest.mark.parametrize("schedule, message", [
-    (RisingLogSNR(), r"log_snr\(t\) must not increase with t; it rises after t = \[0\.5"),
-    (NotEndingAtZero(), r"timesteps\(1\) must run from 1 to exactly 0"),
-    (TooManySteps(), r"timesteps\(1\) must be a 1-D tensor of 2 to 2 times"),
-    (SampleTIncludesZero(), r"sample_t must draw times in \(0, 1\]"),
-    (SampleTIgnoresGenerator(), r"sample_t ignores its generator"),
-    (WrongInverse(), r"log_snr\(t_from_log_snr\(lambda\)\) != lambda: t_from_log_snr does not invert log_snr"),
-    (ScalarAlpha(), r"returned alpha of shape \(\); expected floating tensors of t's shape"),
-    (InconsistentLogSNR(), r"log_snr\(t\) disagrees with 2 log\(alpha\(t\) / sigma\(t\)\)"),
-    (ZeroSigma(), r"sigma\(t\) must be positive for t > 0"),
-], ids=lambda value: type(value).__name__ if isinstance(value, Schedule) else "")
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        (RisingLogSNR(), r"log_snr\(t\) must not increase with t; it rises after t = \[0\.5"),
+        (NotEndingAtZero(), r"timesteps\(1\) must run from 1 to exactly 0"),
+        (TooManySteps(), r"timesteps\(1\) must be a 1-D tensor of 2 to 2 times"),
+        (SampleTIncludesZero(), r"sample_t must draw times in \(0, 1\]"),
+        (SampleTIgnoresGenerator(), r"sample_t ignores its generator"),
+        (WrongInverse(), r"log_snr\(t_from_log_snr\(lambda\)\) != lambda: t_from_log_snr does not invert log_snr"),
+        (ScalarAlpha(), r"returned alpha of shape \(\); expected floating tensors of t's shape"),
+        (InconsistentLogSNR(), r"log_snr\(t\) disagrees with 2 log\(alpha\(t\) / sigma\(t\)\)"),
+        (ZeroSigma(), r"sigma\(t\) must be positive for t > 0"),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Schedule) else "",
+)
 def test_broken_schedule_fails_with_a_clear_message(schedule, message):
     with pytest.raises(AssertionError, match=rf"^schedule {type(schedule).__name__}: .*{message}"):
         check_schedule(schedule, samplers=[])
@@ -220,8 +234,9 @@ class Reference:
         x = prior(noise, schedule, ts[0])
         for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
             x0 = denoise(x, t)
-            (alpha_t, sigma_t), (alpha_s, sigma_s) = (schedule.alpha_sigma(torch.tensor([v], dtype=torch.float64))
-                                                      for v in (t, s))
+            (alpha_t, sigma_t), (alpha_s, sigma_s) = (
+                schedule.alpha_sigma(torch.tensor([v], dtype=torch.float64)) for v in (t, s)
+            )
             if callback is not None:
                 callback({"x": x, "i": i, "t": t, "denoised": x0})
             x = float(alpha_s) * x0 + float(sigma_s) * (x - float(alpha_t) * x0) / float(sigma_t)
@@ -238,8 +253,13 @@ class IgnoresGenerator(Reference):
 
 class ShortCallback(Reference):
     def __call__(self, denoise, noise, schedule, *, generator=None, callback=None):
-        return super().__call__(denoise, noise, schedule, generator=generator,
-                                callback=lambda info: callback({"x": info["x"], "i": info["i"]}))
+        return super().__call__(
+            denoise,
+            noise,
+            schedule,
+            generator=generator,
+            callback=lambda info: callback({"x": info["x"], "i": info["i"]}),
+        )
 
 
 class WrongNFE(Reference):
@@ -269,16 +289,25 @@ def test_reference_sampler_passes():
     check_sampler(Reference())
 
 
-@pytest.mark.parametrize("sampler, message", [
-    (IgnoresGenerator(), "does not honour its generator"),
-    (ShortCallback(), r"callback got \['i', 'x'\]; expected a dict with keys \['denoised', 'i', 't', 'x'\]"),
-    (WrongNFE(), r"made 50 denoise calls but nfe\(schedule\) says 51"),
-    (ReturnsNoise(), r"and 50 denoise calls, 4000 samples have mean \[.*\] and std \[.*\] \(tolerance 0.05 on each\)"),
-    (NoCallbackKeyword(), r"has no keyword 'callback'; expected sampler\(denoise, noise, schedule, \*, generator"),
-    (InPlace(), "changed the noise tensor in place"),
-], ids=lambda value: type(value).__name__ if isinstance(value, Reference) else "")
+@pytest.mark.parametrize(
+    "sampler, message",
+    [
+        (IgnoresGenerator(), "does not honour its generator"),
+        (ShortCallback(), r"callback got \['i', 'x'\]; expected a dict with keys \['denoised', 'i', 't', 'x'\]"),
+        (WrongNFE(), r"made 50 denoise calls but nfe\(schedule\) says 51"),
+        (
+            ReturnsNoise(),
+            r"and 50 denoise calls, 4000 samples have mean \[.*\] and std \[.*\] \(tolerance 0.05 on each\)",
+        ),
+        (NoCallbackKeyword(), r"has no keyword 'callback'; expected sampler\(denoise, noise, schedule, \*, generator"),
+        (InPlace(), "changed the noise tensor in place"),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Reference) else "",
+)
 def test_broken_sampler_fails_with_a_clear_message(sampler, message):
-    with pytest.raises(AssertionError, match=rf"^sampler {type(sampler).__name__}( on schedule 'linear')?: .*{message}"):
+    with pytest.raises(
+        AssertionError, match=rf"^sampler {type(sampler).__name__}( on schedule 'linear')?: .*{message}"
+    ):
         check_sampler(sampler, schedules=["linear"])
 
 
@@ -313,12 +342,16 @@ class DeadParameter(Net):
         self.unused = torch.nn.Parameter(torch.zeros(3))
 
 
-@pytest.mark.parametrize("net, message", [
-    (Net(), None),
-    (IgnoresNoiseLevel(), r"the output does not depend on c_noise"),
-    (ChangesShape(), r"returned shape \(2, 1\); expected x's shape"),
-    (DeadParameter(), r"no gradient reached \['unused'\]"),
-], ids=lambda value: type(value).__name__ if isinstance(value, torch.nn.Module) else "")
+@pytest.mark.parametrize(
+    "net, message",
+    [
+        (Net(), None),
+        (IgnoresNoiseLevel(), r"the output does not depend on c_noise"),
+        (ChangesShape(), r"returned shape \(2, 1\); expected x's shape"),
+        (DeadParameter(), r"no gradient reached \['unused'\]"),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, torch.nn.Module) else "",
+)
 def test_denoiser_contract(net, message):
     if message is None:
         check_denoiser(net, (2,))
@@ -332,15 +365,19 @@ def _splits(**overrides) -> DataSplits:
     return DataSplits(**{"train": items, "val": items, "shape": (2,), **overrides})
 
 
-@pytest.mark.parametrize("splits, message", [
-    (_splits(), None),
-    ({"train": [], "val": []}, r"returned dict; expected sandbox.protocols.DataSplits"),
-    (_splits(shape=(3,)), r"train\[0\] has shape \(2,\); expected \(3,\)"),
-    (_splits(train=torch.zeros(0, 2)), r"the train split is empty"),
-    (_splits(val=torch.arange(16).reshape(8, 2)), r"val\[0\] is Tensor; expected a float tensor"),
-    (_splits(render=lambda batch: torch.ones(3, 4, 4) * 2), r"render\(samples\) must lie in \[0, 1\]"),
-    (_splits(evaluate=lambda batch: {"score": "high"}), r"evaluate\(samples\)\['score'\] = 'high'"),
-], ids=["good", "not-splits", "shape", "empty", "int-items", "render", "evaluate"])
+@pytest.mark.parametrize(
+    "splits, message",
+    [
+        (_splits(), None),
+        ({"train": [], "val": []}, r"returned dict; expected sandbox.protocols.DataSplits"),
+        (_splits(shape=(3,)), r"train\[0\] has shape \(2,\); expected \(3,\)"),
+        (_splits(train=torch.zeros(0, 2)), r"the train split is empty"),
+        (_splits(val=torch.arange(16).reshape(8, 2)), r"val\[0\] is Tensor; expected a float tensor"),
+        (_splits(render=lambda batch: torch.ones(3, 4, 4) * 2), r"render\(samples\) must lie in \[0, 1\]"),
+        (_splits(evaluate=lambda batch: {"score": "high"}), r"evaluate\(samples\)\['score'\] = 'high'"),
+    ],
+    ids=["good", "not-splits", "shape", "empty", "int-items", "render", "evaluate"],
+)
 def test_dataset_contract(splits, message):
     if message is None:
         check_dataset(splits)
@@ -383,9 +420,8 @@ def test_register_plugin_is_seen_inside_and_gone_after():
 
 
 def test_register_plugin_unregisters_even_when_the_block_fails():
-    with pytest.raises(RuntimeError, match="boom"):
-        with register_plugin(TwoStepPlugin()):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), register_plugin(TwoStepPlugin()):
+        raise RuntimeError("boom")
     assert "two-step" not in get_registry().names("sampler")
 
 

@@ -81,16 +81,23 @@ class _Wrap(torch.nn.Module):
 
 
 def test_training_reduces_validation_loss_on_toy_data(tiny_recipe):
+    import json
+
     from rich.console import Console
 
     from sandbox.recipe import load_recipe
     from sandbox.run import run_recipe
-    import json
 
-    run = run_recipe(load_recipe(tiny_recipe, ["train.steps=200", "train.val_every=20", "train.lr=3e-3",
-                                               "train.sample_every=0", "eval.num_samples=16"]),
-                     console=Console(record=True))
-    vals = [r["val_loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "val_loss" in r]
+    run = run_recipe(
+        load_recipe(
+            tiny_recipe,
+            ["train.steps=200", "train.val_every=20", "train.lr=3e-3", "train.sample_every=0", "eval.num_samples=16"],
+        ),
+        console=Console(record=True),
+    )
+    vals = [
+        r["val_loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "val_loss" in r
+    ]
     assert vals[-1] < 0.8 * vals[0]
 
 
@@ -101,6 +108,8 @@ def test_cuda_bf16_run(tiny_recipe):
     from sandbox.recipe import load_recipe
     from sandbox.run import run_recipe
 
-    run = run_recipe(load_recipe(tiny_recipe, ["run.device=cuda", "run.precision=bf16", "train.sample_every=0"]),
-                     console=Console(record=True))
+    run = run_recipe(
+        load_recipe(tiny_recipe, ["run.device=cuda", "run.precision=bf16", "train.sample_every=0"]),
+        console=Console(record=True),
+    )
     assert bool(torch.isfinite(torch.load(run / "samples" / "final.pt")).all())

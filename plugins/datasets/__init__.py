@@ -3,8 +3,9 @@
 This module must stay torch-free: the CLI lists components without importing torch.
 """
 
-from sandbox import hookimpl
 from sandbox_plugins.datasets.params import Cifar10Params, DigitsParams, GaussianMixtureParams, Toy2DParams
+
+from sandbox import hookimpl
 
 
 @hookimpl

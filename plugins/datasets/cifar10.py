@@ -13,14 +13,14 @@ import os
 import pickle
 
 import torch
-from torchvision.datasets import CIFAR10
-from torchvision.datasets.utils import check_integrity
-
-from sandbox.protocols import DataSplits
-from sandbox.errors import ParameterError
 from sandbox_plugins.datasets.items import Uint8Images
 from sandbox_plugins.datasets.params import Cifar10Params
 from sandbox_plugins.datasets.split import carve_validation
+from torchvision.datasets import CIFAR10
+from torchvision.datasets.utils import check_integrity
+
+from sandbox.errors import ParameterError
+from sandbox.protocols import DataSplits
 
 SHAPE = (3, 32, 32)
 
@@ -34,9 +34,9 @@ class UnverifiedCIFAR10(CIFAR10):
     ones (a local copy re-pickled, a subset written for tests).
     """
 
-    train_list = [[name, None] for name, _ in CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in CIFAR10.test_list]
-    meta = {**CIFAR10.meta, "md5": None}
+    train_list = [[name, None] for name, _ in CIFAR10.train_list]  # noqa: RUF012 - torchvision reads these
+    test_list = [[name, None] for name, _ in CIFAR10.test_list]  # noqa: RUF012
+    meta = {**CIFAR10.meta, "md5": None}  # noqa: RUF012
 
 
 def _expected_files() -> list[tuple[str, str]]:
@@ -53,7 +53,8 @@ def _check_files(params: Cifar10Params) -> None:
     if missing:
         found = "no CIFAR-10 files" if len(missing) == len(_expected_files()) else "incomplete CIFAR-10 files"
         raise ParameterError(
-            "root", params.root,
+            "root",
+            params.root,
             f"a folder holding {CIFAR10.base_folder}/data_batch_1..5, test_batch and batches.meta, but it has "
             f"{found} (missing: {', '.join(missing)}); set download=true to fetch them",
         )
@@ -61,7 +62,8 @@ def _check_files(params: Cifar10Params) -> None:
         corrupt = [name for name, md5 in _expected_files() if not check_integrity(os.path.join(folder, name), md5)]
         if corrupt:
             raise ParameterError(
-                "verify", params.verify,
+                "verify",
+                params.verify,
                 f"the official CIFAR-10 files, but {', '.join(corrupt)} under '{folder}' fail torchvision's "
                 "md5 integrity check (corrupted, truncated or not the official files); delete them and set "
                 "download=true to fetch fresh copies, or set verify=false to load locally written files as they are",
@@ -74,7 +76,8 @@ def _download(params: Cifar10Params) -> None:
         _run_download(reader, params.root)
     except Exception as exc:  # network, disk or archive errors all mean the same to the user
         raise ParameterError(
-            "download", params.download,
+            "download",
+            params.download,
             f"a download that succeeds, but fetching CIFAR-10 into '{params.root}' failed "
             f"({type(exc).__name__}: {exc}); download {CIFAR10.url} by hand and unpack it "
             f"under '{params.root}', or check the network",
@@ -98,7 +101,8 @@ def load_images(params: Cifar10Params) -> torch.Tensor:
         dataset = reader(root=params.root, train=True, download=False)
     except (RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise ParameterError(
-            "root", params.root,
+            "root",
+            params.root,
             f"CIFAR-10 files in the official cifar-10-batches-py format, but torchvision's reader cannot "
             f"read them ({type(exc).__name__}: {exc})",
         ) from exc

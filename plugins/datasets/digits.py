@@ -14,14 +14,14 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-
-from sandbox.protocols import DataSplits
 from sandbox_plugins.datasets.digits_classifier import digit_scores, get_classifier
 from sandbox_plugins.datasets.items import TensorItems
 from sandbox_plugins.datasets.params import DigitsParams
 from sandbox_plugins.datasets.split import carve_validation
 
-NATIVE = 8      # side of the bundled images (pixels)
+from sandbox.protocols import DataSplits
+
+NATIVE = 8  # side of the bundled images (pixels)
 
 
 def load_real_digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +41,9 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return out.clamp(-1.0, 1.0)
 
 
-def _evaluate(samples: torch.Tensor, *, train_images: torch.Tensor, train_labels: torch.Tensor, key: str) -> dict[str, float]:
+def _evaluate(
+    samples: torch.Tensor, *, train_images: torch.Tensor, train_labels: torch.Tensor, key: str
+) -> dict[str, float]:
     return digit_scores(get_classifier(train_images, train_labels, key=key), samples)
 
 

@@ -24,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# fmt: off
 VERSION = "mlp2x128-v2"  # bump when the architecture or training recipe changes
 CONFIDENT = 0.9          # top-class probability at or above which a sample counts as confidently a digit
 STEPS = 200              # full-batch AdamW steps (about a second on two CPU cores)
+# fmt: on
 
 _MEMORY: dict[str, nn.Module] = {}
 
@@ -91,10 +93,11 @@ def get_classifier(images: torch.Tensor, labels: torch.Tensor, *, key: str) -> D
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         model = model.eval().requires_grad_(False)
-    except Exception as exc:  # noqa: BLE001 - absent, truncated, stale or garbage file: rebuild it
+    except Exception as exc:
         if path.exists():
-            warnings.warn(f"digit-classifier cache {path} is unreadable ({type(exc).__name__}); rebuilding it",
-                          stacklevel=2)
+            warnings.warn(
+                f"digit-classifier cache {path} is unreadable ({type(exc).__name__}); rebuilding it", stacklevel=2
+            )
         model = train_classifier(images, labels)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-
-from sandbox.protocols import DataSplits
 from sandbox_plugins.datasets.items import TensorItems
 from sandbox_plugins.datasets.metrics import random_directions, sliced_wasserstein
 from sandbox_plugins.datasets.params import GaussianMixtureParams
 
+from sandbox.protocols import DataSplits
+
+# fmt: off
 REFERENCE_SIZE = 20_000  # points of the exact draw that the sliced Wasserstein distance compares against
 PROJECTIONS = 128        # directions of the sliced Wasserstein distance (those of metrics.sliced_wasserstein)
+# fmt: on
 
 
 def _stream_seed(seed: int, stream: str) -> int:
@@ -62,12 +64,14 @@ class GaussianMixture:
     """``sum_k w_k N(mu_k, s_k^2 I)`` over items of ``shape``, held in float64."""
 
     def __init__(self, means: torch.Tensor, stds: torch.Tensor, weights: torch.Tensor, shape: Sequence[int]):
+        # fmt: off
         self.means = means.double()                 # [K, D]
         self.stds = stds.double()                   # [K]
         self.weights = weights.double() / weights.double().sum()  # [K]
         self.shape = tuple(int(s) for s in shape)
         self.dim = self.means.shape[1]
         self.log_weights = self.weights.log()
+        # fmt: on
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` exact draws, ``float32 [n, *shape]``."""
@@ -95,17 +99,21 @@ class GaussianMixture:
         (where it returns ``x_t / alpha``), for alpha -> 0 (the mixture mean) and
         for variance-exploding noise levels (sigma ~ 80).
         """
+        # fmt: off
         b = x_t.shape[0]
         x = x_t.detach().reshape(b, -1).to(torch.float64).cpu()
         a = self._per_item(alpha, b)                # [B, 1]
         s = self._per_item(sigma, b)                # [B, 1]
         means, s2 = self.means, self.stds**2        # [K, D], [K]
         var = a**2 * s2 + s**2                      # [B, K]: variance of x_t given component k
+        # fmt: on
         # ||x - alpha mu_k||^2, expanded so no [B, K, D] tensor is formed
+        # fmt: off
         dist2 = ((x * x).sum(1, keepdim=True) - 2 * a * (x @ means.T) + a**2 * (means * means).sum(1)).clamp(min=0)
         log_r = self.log_weights - 0.5 * self.dim * var.log() - 0.5 * dist2 / var
         r = torch.softmax(log_r, dim=1)             # [B, K] posterior responsibilities
         gain = a * s2 / var                         # [B, K]: g_k
+        # fmt: on
         # sum_k r_k (mu_k + g_k (x - alpha mu_k)) = (sum_k r_k g_k) x + sum_k r_k (1 - alpha g_k) mu_k
         x0 = (r * gain).sum(1, keepdim=True) * x + (r * (1 - a * gain)) @ means
         return x0.to(device=x_t.device, dtype=x_t.dtype).reshape(x_t.shape)
@@ -117,13 +125,14 @@ class GaussianMixture:
             return value.reshape(1, 1).expand(b, 1)
         return value.reshape(b, -1)[:, :1]
 
-    def evaluate(self, samples: torch.Tensor, reference: "Reference") -> dict[str, float]:
+    def evaluate(self, samples: torch.Tensor, reference: Reference) -> dict[str, float]:
         """``swd`` to the exact ``reference`` draw and ``gauss_w2`` of the fitted Gaussian to the exact moments."""
         x = samples.detach().reshape(len(samples), -1).double().cpu()
         out = {"swd": reference.sliced_wasserstein(x)}
         if bool(torch.isfinite(x).all()) and len(x) > 1:
-            out["gauss_w2"] = gaussian_w2(x.mean(0), torch.cov(x.T).reshape(self.dim, self.dim),
-                                          self.mean(), self.covariance())
+            out["gauss_w2"] = gaussian_w2(
+                x.mean(0), torch.cov(x.T).reshape(self.dim, self.dim), self.mean(), self.covariance()
+            )
         else:
             out["gauss_w2"] = math.nan
         return out
@@ -166,19 +175,27 @@ class Reference:
                 out = torch.zeros(values.shape[:-1] + (n,), dtype=torch.float64)
                 return out.index_add_(-1, low, values)
 
-            self._coefficients[n] = (per_k((1 - frac) ** 2), per_k(frac**2), per_k(2 * frac * (1 - frac)),
-                                     per_k(-2 * (1 - frac) * r), per_k(-2 * frac * r), (r**2).sum())
+            self._coefficients[n] = (
+                per_k((1 - frac) ** 2),
+                per_k(frac**2),
+                per_k(2 * frac * (1 - frac)),
+                per_k(-2 * (1 - frac) * r),
+                per_k(-2 * frac * r),
+                (r**2).sum(),
+            )
         return self._coefficients[n]
 
     def sliced_wasserstein(self, x: torch.Tensor) -> float:
         x = x.detach().reshape(len(x), -1).double().cpu()
         if len(x) == 0 or len(x) > len(self.points) or x.shape[1] != self.points.shape[1]:
             return sliced_wasserstein(x, self.points, n_projections=PROJECTIONS)
+        # fmt: off
         x = torch.nan_to_num(x, nan=0.0, posinf=1e6, neginf=-1e6)
         s = (self.theta @ x.T).sort(dim=1).values                     # [P, N] order statistics
         s_next = torch.cat([s[:, 1:], s[:, -1:]], dim=1)              # s_{k+1}, the last one repeated
         a, b, c, d, e, r2 = self._coefficients_for(len(x))
         total = (a * s**2 + b * s_next**2 + c * s * s_next + d * s + e * s_next).sum() + r2
+        # fmt: on
         return float(total.clamp(min=0) / self.quantiles.numel()) ** 0.5
 
 
@@ -214,7 +231,7 @@ def build(params: GaussianMixtureParams) -> DataSplits:
     def evaluate(samples: torch.Tensor) -> dict[str, float]:
         return mix.evaluate(samples, reference)
 
-    stds = sorted(set(float(s) for s in mix.stds))
+    stds = sorted({float(s) for s in mix.stds})
     return DataSplits(
         train=TensorItems(draw(params.n_train, "train")),
         val=TensorItems(draw(params.n_val, "val")),

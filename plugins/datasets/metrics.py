@@ -21,9 +21,7 @@ def _quantiles(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     return ordered[low] * (1 - frac) + ordered[high] * frac
 
 
-def sliced_wasserstein(
-    x: torch.Tensor, y: torch.Tensor, n_projections: int = 128, p: int = 2, seed: int = 0
-) -> float:
+def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 128, p: int = 2, seed: int = 0) -> float:
     """Sliced Wasserstein distance ``SW_p`` between point sets ``x [N, D]`` and ``y [M, D]``.
 
     ``SW_p(x, y) = (E_theta W_p^p(theta.x, theta.y))^(1/p)``, averaged over
@@ -41,7 +39,10 @@ def sliced_wasserstein(
     x = torch.nan_to_num(x.detach().reshape(len(x), -1).double().cpu(), nan=0.0, posinf=1e6, neginf=-1e6)
     y = torch.nan_to_num(y.detach().reshape(len(y), -1).double().cpu(), nan=0.0, posinf=1e6, neginf=-1e6)
     if x.shape[1] != y.shape[1] or len(x) == 0 or len(y) == 0:
-        raise ValueError(f"sliced_wasserstein needs two non-empty sets of equal dimension, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"sliced_wasserstein needs two non-empty sets of equal dimension, got {tuple(x.shape)} and "
+            f"{tuple(y.shape)}"
+        )
     theta = random_directions(n_projections, x.shape[1], seed)
     m = max(len(x), len(y))
     levels = (torch.arange(m, dtype=torch.float64) + 0.5) / m

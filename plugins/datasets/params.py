@@ -15,10 +15,12 @@ from typing import Any, Optional
 from sandbox.errors import ParameterError
 from sandbox.params import at_least, one_of, positive
 
+# fmt: off
 CIFAR10_TRAIN = 50_000       # training images of the official CIFAR-10 files
 DIGITS = 1_797               # images in scikit-learn's bundled digits
 DIGITS_MAX_SIZE = 256        # largest accepted digits `size` (pixels)
 TOY_SHAPES = ("moons", "swissroll", "checkerboard", "gaussians8")
+# fmt: on
 
 
 def _integer_in(obj: Any, key: str, low: int, high: int, why: str) -> None:
@@ -36,8 +38,11 @@ def _per_component(obj: Any, key: str) -> list:
     """``obj.<key>``, a list with one entry per mixture component (``obj.components``)."""
     values = getattr(obj, key)
     if len(values) != obj.components:
-        raise ParameterError(f"{key}, components", (len(values), obj.components),
-                             f"one entry of {key} per component: {len(values)} entries, {obj.components} components")
+        raise ParameterError(
+            f"{key}, components",
+            (len(values), obj.components),
+            f"one entry of {key} per component: {len(values)} entries, {obj.components} components",
+        )
     return values
 
 
@@ -45,12 +50,14 @@ def _per_component(obj: Any, key: str) -> list:
 class Cifar10Params:
     """CIFAR-10 (Krizhevsky, 2009): 32x32 RGB photographs, scaled to [-1, 1]."""
 
+    # fmt: off
     root: str = "data/cifar10"  # folder holding cifar-10-batches-py/ (path, relative to the working dir)
     download: bool = False      # fetch the official archive into `root` when files are missing
     val_size: int = 1000        # held-out validation images carved from the 50,000 training images (count)
     flip: bool = True           # random horizontal flip, training split only
     split_seed: int = 0         # seed of the permutation that picks the validation images
     verify: bool = True         # check torchvision's md5 of the official files; false loads locally written ones
+    # fmt: on
 
     def __post_init__(self) -> None:
         _integer_in(self, "val_size", 1, CIFAR10_TRAIN - 1, f"CIFAR-10 has {CIFAR10_TRAIN} training images")
@@ -60,9 +67,11 @@ class Cifar10Params:
 class DigitsParams:
     """scikit-learn's bundled 8x8 handwritten digits (UCI optdigits test set, 1,797 images), in [-1, 1]."""
 
+    # fmt: off
     size: int = 8               # side of the square image (pixels); other than 8 resamples bilinearly
     val_size: int = 297         # held-out validation images (count, of 1,797)
     split_seed: int = 0         # seed of the permutation that picks the validation images
+    # fmt: on
 
     def __post_init__(self) -> None:
         _integer_in(self, "size", 2, DIGITS_MAX_SIZE, "pixels; 8 is native")
@@ -73,11 +82,13 @@ class DigitsParams:
 class Toy2DParams:
     """Two-dimensional toy distributions for fast CPU experiments, scaled to about unit variance per axis."""
 
+    # fmt: off
     shape: str = "moons"        # one of: moons, swissroll, checkerboard, gaussians8
     n_train: int = 20000        # training points (count)
     n_val: int = 2000           # validation points (count), an independent draw
     noise: float = 0.05         # std of isotropic Gaussian jitter added after scaling (data units)
     seed: int = 0               # seed of the draws (train, val and the evaluation reference differ)
+    # fmt: on
 
     def __post_init__(self) -> None:
         one_of(self, "shape", TOY_SHAPES)
@@ -90,10 +101,11 @@ class Toy2DParams:
 class GaussianMixtureParams:
     """A mixture of isotropic Gaussians whose exact denoiser E[x0 | x_t] is known in closed form."""
 
+    # fmt: off
     dim: int = 2                # dimension of an item (used when image_shape is empty)
     image_shape: list[int] = field(default_factory=list)  # item shape, e.g. [1, 8, 8]; [] uses dim
     components: int = 8         # number of mixture components K
-    radius: float = 1.0         # 2-D: means evenly on the circle of this radius; else entries uniform in [-radius, radius]
+    radius: float = 1.0         # 2-D: means evenly on this circle; else entries uniform in [-radius, radius]
     means: Optional[list[list[float]]] = None  # explicit means, K lists of prod(shape) numbers; overrides radius
     std: float = 0.1            # isotropic std of every component (data units)
     stds: Optional[list[float]] = None  # per-component stds (K numbers); overrides std
@@ -101,6 +113,7 @@ class GaussianMixtureParams:
     n_train: int = 20000        # training items (count)
     n_val: int = 2000           # validation items (count), an independent draw
     seed: int = 0               # seed of the draws (means, train, val and the evaluation reference differ)
+    # fmt: on
 
     @property
     def shape(self) -> tuple[int, ...]:

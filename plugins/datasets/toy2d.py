@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-from functools import lru_cache, partial
-from typing import Callable
+from collections.abc import Callable
+from functools import cache, partial
 
 import torch
-
-from sandbox.protocols import DataSplits
 from sandbox_plugins.datasets.items import TensorItems
 from sandbox_plugins.datasets.metrics import sliced_wasserstein
 from sandbox_plugins.datasets.params import Toy2DParams
 
+from sandbox.protocols import DataSplits
+
+# fmt: off
 REFERENCE_SIZE = 10_000  # points in the reference draw that evaluate compares against
 EXTENT = 3.0             # render covers [-EXTENT, EXTENT]^2 (data units)
 RESOLUTION = 256         # render side (pixels)
+# fmt: on
 
 
 def _moons(n: int, g: torch.Generator) -> torch.Tensor:
@@ -76,7 +78,7 @@ def _stream_seed(seed: int, stream: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-@lru_cache(maxsize=None)
+@cache
 def standardisation(shape: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-axis mean and std of the noiseless shape, from a fixed 2^18-point draw (constants per shape)."""
     clean = SHAPES[shape](2**18, torch.Generator().manual_seed(0))

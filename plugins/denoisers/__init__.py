@@ -3,8 +3,9 @@
 Registered lazily by ``"module:attr"``: importing this plugin does not import torch.
 """
 
-from sandbox import hookimpl
 from sandbox_plugins.denoisers.params import MLPParams, ResNetParams, UNetParams
+
+from sandbox import hookimpl
 
 
 @hookimpl

@@ -37,7 +37,9 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 def ddpm_init(module: nn.Module, scale: float = 1.0) -> nn.Module:
-    """DDPM's ``default_init(scale)``: variance scaling (fan-avg, uniform), i.e. Glorot-uniform with gain sqrt(scale), and zero bias.
+    """DDPM's ``default_init(scale)``: variance scaling (fan-avg, uniform), zero bias.
+
+    That is Glorot-uniform with gain sqrt(scale).
 
     ``scale=0`` zero-initialises the layer, as DDPM does for the last conv of
     each residual block, the attention output projection and the output conv.
@@ -58,12 +60,15 @@ def group_norm(groups: int, channels: int) -> nn.GroupNorm:
 
 
 class NoiseEmbedding(nn.Module):
-    """DDPM's time embedding: ``c_noise`` (B,) -> :func:`timestep_embedding` of width ``dim`` -> ``Linear(dim, temb_dim) - SiLU - Linear(temb_dim, temb_dim)``."""
+    """DDPM's time embedding: ``c_noise`` (B,) -> :func:`timestep_embedding` of width ``dim``
+    -> ``Linear(dim, temb_dim) - SiLU - Linear(temb_dim, temb_dim)``."""
 
     def __init__(self, dim: int, temb_dim: int):
         super().__init__()
         self.dim = dim
-        self.mlp = nn.Sequential(ddpm_init(nn.Linear(dim, temb_dim)), nn.SiLU(), ddpm_init(nn.Linear(temb_dim, temb_dim)))
+        self.mlp = nn.Sequential(
+            ddpm_init(nn.Linear(dim, temb_dim)), nn.SiLU(), ddpm_init(nn.Linear(temb_dim, temb_dim))
+        )
 
     def forward(self, c_noise: torch.Tensor, batch: int, dtype: torch.dtype) -> torch.Tensor:
         c_noise = torch.as_tensor(c_noise, device=self.mlp[0].weight.device).reshape(-1)

@@ -10,15 +10,14 @@ layer zero-initialised, as DDPM does for its convs.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from sandbox_plugins.denoisers import checks
 from sandbox_plugins.denoisers.layers import NoiseEmbedding, ddpm_init
 from sandbox_plugins.denoisers.params import MLPParams
+from torch import nn
 
 
 class MLPBlock(nn.Module):

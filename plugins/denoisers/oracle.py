@@ -24,8 +24,11 @@ class Oracle:
         """The dataset's exact denoiser; a dataset without one is a recipe error."""
         if data.exact_x0 is None:
             described = data.description or "this dataset"
-            raise ParameterError("name", "oracle", f"a dataset with a closed-form denoiser (exact_x0), such as "
-                                 f"gaussian_mixture; {described} has none")
+            raise ParameterError(
+                "name",
+                "oracle",
+                f"a dataset with a closed-form denoiser (exact_x0), such as gaussian_mixture; {described} has none",
+            )
         return data.exact_x0
 
     def __repr__(self) -> str:

@@ -24,13 +24,15 @@ def _positive_ints(values: object) -> bool:
 class UNetParams:
     """DDPM UNet of Ho et al. (2020); defaults are their CIFAR-10 model."""
 
+    # fmt: off
     channels: int = 128                     # base width: channels of conv_in and of level 0 (x channel_mult[0])
-    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # width multiplier per resolution level; each level after the first halves H and W
-    num_res_blocks: int = 2                 # residual blocks per level on the way down (num_res_blocks + 1 on the way up)
-    attention_resolutions: list[int] = field(default_factory=lambda: [16])  # feature-map heights (pixels) that get self-attention after each residual block
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # width per level; each level halves H, W
+    num_res_blocks: int = 2                 # residual blocks per level down (one more per level up)
+    attention_resolutions: list[int] = field(default_factory=lambda: [16])  # feature-map heights with self-attention
     dropout: float = 0.1                    # dropout probability inside each residual block
     num_heads: int = 1                      # attention heads; must divide the channels at every attention level
     groups: int = 32                        # GroupNorm groups; must divide channels x every channel_mult entry
+    # fmt: on
 
     def __post_init__(self) -> None:
         for key in ("channels", "num_res_blocks", "num_heads", "groups"):
@@ -39,27 +41,32 @@ class UNetParams:
         if not self.channel_mult or not _positive_ints(self.channel_mult):
             raise ParameterError("channel_mult", self.channel_mult, "a non-empty list of integers >= 1")
         if not _positive_ints(self.attention_resolutions):
-            raise ParameterError("attention_resolutions", self.attention_resolutions,
-                                 "a list of feature-map heights >= 1 (pixels)")
+            raise ParameterError(
+                "attention_resolutions", self.attention_resolutions, "a list of feature-map heights >= 1 (pixels)"
+            )
         # every GroupNorm's width is channels x a channel_mult entry, or a sum of two (the up path's skip
         # concatenations), and the first block's is channels itself: dividing channels is exactly what is needed
-        divides(self, "groups", self.channels, f"channels ({self.channels}), and so of channels x every "
-                "channel_mult entry")
+        divides(
+            self, "groups", self.channels, f"channels ({self.channels}), and so of channels x every channel_mult entry"
+        )
         middle = self.channels * self.channel_mult[-1]  # the middle block always attends
-        divides(self, "num_heads", middle, f"the {middle} channels of the middle attention "
-                "(channels x channel_mult[-1])")
+        divides(
+            self, "num_heads", middle, f"the {middle} channels of the middle attention (channels x channel_mult[-1])"
+        )
 
 
 @dataclass
 class ResNetParams:
     """Residual stack at full resolution: no down-sampling."""
 
+    # fmt: off
     channels: int = 64                      # width of every residual block
     num_blocks: int = 6                     # residual blocks, each conditioned on the noise level
     dropout: float = 0.0                    # dropout probability inside each residual block
-    attention: bool = False                 # one self-attention block over all pixels after the first half of the blocks
+    attention: bool = False                 # one self-attention over all pixels, mid-stack
     num_heads: int = 1                      # attention heads when attention is on; must divide channels
     groups: int = 32                        # GroupNorm groups; must divide channels
+    # fmt: on
 
     def __post_init__(self) -> None:
         for key in ("channels", "num_blocks", "num_heads", "groups"):
@@ -74,9 +81,11 @@ class ResNetParams:
 class MLPParams:
     """Residual MLP on the flattened data item (for 2-D toy data and any small shape)."""
 
+    # fmt: off
     hidden: int = 128                       # width of the hidden layers and of the noise-level embedding
-    layers: int = 3                         # residual blocks of LayerNorm-Linear-SiLU-Linear, each conditioned on the noise level
+    layers: int = 3                         # residual LayerNorm-Linear-SiLU-Linear blocks, noise-conditioned
     dropout: float = 0.0                    # dropout probability inside each residual block
+    # fmt: on
 
     def __post_init__(self) -> None:
         for key in ("hidden", "layers"):

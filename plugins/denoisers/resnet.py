@@ -9,14 +9,13 @@ structure on larger images.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-from torch import nn
-
 from sandbox_plugins.denoisers import checks
 from sandbox_plugins.denoisers.layers import AttentionBlock, NoiseEmbedding, OutputHead, ResAttn, ResBlock, ddpm_init
 from sandbox_plugins.denoisers.params import ResNetParams
+from torch import nn
 
 
 class ResNet(nn.Module):

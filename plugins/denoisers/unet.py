@@ -10,13 +10,9 @@ parameters (35,746,307).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-from torch import nn
-
-from sandbox.errors import ParameterError
-from sandbox.params import divides
 from sandbox_plugins.denoisers import checks
 from sandbox_plugins.denoisers.layers import (
     AttentionBlock,
@@ -29,6 +25,10 @@ from sandbox_plugins.denoisers.layers import (
     ddpm_init,
 )
 from sandbox_plugins.denoisers.params import UNetParams
+from torch import nn
+
+from sandbox.errors import ParameterError
+from sandbox.params import divides
 
 
 def check(p: UNetParams, shape: Sequence[int]) -> tuple[int, int, int]:
@@ -37,19 +37,30 @@ def check(p: UNetParams, shape: Sequence[int]) -> tuple[int, int, int]:
     mult = list(p.channel_mult)
     halvings = len(mult) - 1
     if H % 2**halvings or W % 2**halvings:
-        raise ParameterError("channel_mult", mult, f"at most {_max_levels(H, W)} entries for {H}x{W} images: "
-                             f"{len(mult)} levels halve H and W {halvings} times, so both must be divisible by "
-                             f"{2**halvings}")
+        raise ParameterError(
+            "channel_mult",
+            mult,
+            f"at most {_max_levels(H, W)} entries for {H}x{W} images: "
+            f"{len(mult)} levels halve H and W {halvings} times, so both must be divisible by "
+            f"{2**halvings}",
+        )
     resolutions = [H // 2**level for level in range(len(mult))]
     unused = [r for r in p.attention_resolutions if r not in resolutions]
     if unused:
-        raise ParameterError("attention_resolutions", list(p.attention_resolutions),
-                             f"a subset of {resolutions}, the feature-map heights of {H}x{W} images with "
-                             f"channel_mult {mult}; {unused} never occur")
+        raise ParameterError(
+            "attention_resolutions",
+            list(p.attention_resolutions),
+            f"a subset of {resolutions}, the feature-map heights of {H}x{W} images with "
+            f"channel_mult {mult}; {unused} never occur",
+        )
     for level, m in enumerate(mult[:-1]):  # the last level has the middle's width, which UNetParams checks
         if resolutions[level] in p.attention_resolutions:
-            divides(p, "num_heads", p.channels * m, f"the {p.channels * m} channels of the attention at "
-                    f"height {resolutions[level]}")
+            divides(
+                p,
+                "num_heads",
+                p.channels * m,
+                f"the {p.channels * m} channels of the attention at height {resolutions[level]}",
+            )
     return C, H, W
 
 

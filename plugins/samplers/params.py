@@ -10,17 +10,21 @@ from typing import Optional
 from sandbox.errors import ParameterError
 from sandbox.params import at_least, one_of, positive
 
+# fmt: off
 VARIANCES = ("large", "small")                # DDPM's two choices of the reverse variance
 SPACINGS = ("log_snr", "karras", "schedule")  # Heun's placements of the noise levels
+# fmt: on
 
 
 @dataclass
 class DDPMParams:
     """Ancestral sampling, Algorithm 2 of Ho et al. (2020)."""
 
+    # fmt: off
     steps: Optional[int] = None  # number of steps; None = every point of the schedule's grid
     variance: str = "large"      # "large": sigma^2 = beta (the paper's choice); "small": beta-tilde
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+    # fmt: on
 
     def __post_init__(self) -> None:
         at_least(self, "steps", 1, optional=True)
@@ -31,9 +35,11 @@ class DDPMParams:
 class DDIMParams:
     """Denoising diffusion implicit models (Song et al. 2021)."""
 
+    # fmt: off
     steps: int = 50              # number of steps (= network evaluations)
     eta: float = 0.0             # 0: deterministic DDIM; 1: DDPM's posterior noise
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+    # fmt: on
 
     def __post_init__(self) -> None:
         at_least(self, "steps", 1)
@@ -44,8 +50,10 @@ class DDIMParams:
 class EulerParams:
     """Euler steps on the probability-flow ODE (Karras et al. 2022, Algorithm 1)."""
 
+    # fmt: off
     steps: int = 50              # number of steps (= network evaluations)
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+    # fmt: on
 
     def __post_init__(self) -> None:
         at_least(self, "steps", 1)
@@ -55,6 +63,7 @@ class EulerParams:
 class HeunParams:
     """Heun's 2nd-order method with optional churn (Karras et al. 2022, Algorithm 2)."""
 
+    # fmt: off
     steps: int = 25              # number of steps; network evaluations = 2 * steps - 1
     s_churn: float = 0.0         # total stochasticity; 0 is the deterministic ODE solver
     s_tmin: float = 0.0          # churn only where sigma~ >= s_tmin
@@ -63,6 +72,7 @@ class HeunParams:
     spacing: str = "log_snr"     # noise levels: "log_snr" (uniform in log sigma~), "karras" (eq. 5), "schedule"
     rho: float = 7.0             # exponent of the "karras" spacing
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+    # fmt: on
 
     def __post_init__(self) -> None:
         at_least(self, "steps", 1)
@@ -79,8 +89,10 @@ class HeunParams:
 class DPMPP2MParams:
     """DPM-Solver++(2M), multistep in log-SNR with data prediction (Lu et al. 2022)."""
 
+    # fmt: off
     steps: int = 25              # number of steps (= network evaluations)
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+    # fmt: on
 
     def __post_init__(self) -> None:
         at_least(self, "steps", 1)

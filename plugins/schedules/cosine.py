@@ -9,7 +9,7 @@ from sandbox.schedule import DiscreteSchedule
 
 def alpha_bar(t: torch.Tensor, s: float) -> torch.Tensor:
     """``f(t) / f(0)`` with ``f(t) = cos^2(((t + s) / (1 + s)) * pi / 2)``."""
-    f = lambda u: torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    f = lambda u: torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
     return f(t) / f(torch.zeros_like(t))
 
 

@@ -18,8 +18,10 @@ __version__ = "0.1.0"
 class LogLinearParams:
     """Log-SNR linear in t (Kingma et al. 2021)."""
 
+    # fmt: off
     lambda_max: float = 10.0   # log-SNR at t = 0 (almost clean data)
     lambda_min: float = -10.0  # log-SNR at t = 1 (almost pure noise)
+    # fmt: on
 
     def __post_init__(self) -> None:
         """Checked when the recipe is loaded, so ``sandbox show`` already rejects a bad pair."""
