@@ -13,41 +13,67 @@ from sandbox.errors import SandboxError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sandbox", description="A plugin-based research sandbox for diffusion models.")
+    parser = argparse.ArgumentParser(
+        prog="sandbox", description="A plugin-based research sandbox for diffusion models."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="train, evaluate and sample from a recipe")
     run.add_argument("recipe", nargs="?", help="path of a YAML recipe (omit with --resume)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in its folder from its latest "
-                                                         "good checkpoint (overrides: train.steps, run.device, ...)")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run in its folder from its latest "
+        "good checkpoint (overrides: train.steps, run.device, ...)",
+    )
     run.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides, e.g. train.steps=200")
     sample = sub.add_parser("sample", help="draw samples from a run's EMA weights, with its sampler or another")
     sample.add_argument("run_dir", metavar="RUN_DIR", help="the folder of a finished or interrupted run")
-    sample.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="sampler.*, eval.*, run.device, run.threads or run.seed, e.g. sampler.name=dpmpp_2m")
+    sample.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="sampler.*, eval.*, run.device, run.threads or run.seed, e.g. sampler.name=dpmpp_2m",
+    )
     sample.add_argument("--num", type=_count, metavar="N", help="samples to draw (default eval.num_samples)")
-    sample.add_argument("--checkpoint", metavar="PATH", help="checkpoint to load (default checkpoints/final.pt, "
-                                                             "else the newest step checkpoint)")
+    sample.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="checkpoint to load (default checkpoints/final.pt, else the newest step checkpoint)",
+    )
     sample.add_argument("--png", action="store_true", help="also write one PNG per sample in png/ (image data)")
     show = sub.add_parser("show", help="print the fully resolved recipe without running it")
     show.add_argument("recipe", help="path of a YAML recipe")
     show.add_argument("overrides", nargs="*", metavar="key=value")
     sub.add_parser("list", help="every registered component by kind, with its provider")
     sub.add_parser("plugins", help="the loaded plugins with their distributions and versions")
-    doctor = sub.add_parser("doctor", help="check every sampler x schedule x target against the exact oracle "
-                                           "denoiser of a Gaussian mixture")
+    doctor = sub.add_parser(
+        "doctor",
+        help="check every sampler x schedule x target against the exact oracle denoiser of a Gaussian mixture",
+    )
     doctor.add_argument("--samples", type=int, default=2000, metavar="N", help="samples per cell (default 2000)")
     doctor.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     for kind in ("sampler", "schedule", "target"):
-        doctor.add_argument(f"--{kind}", action="append", default=None, metavar="NAME",
-                            help=f"check only this {kind} (repeatable)")
-    doctor.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-                        help="also load this local plugin, as a recipe's plugins: list does (repeatable)")
+        doctor.add_argument(
+            f"--{kind}", action="append", default=None, metavar="NAME", help=f"check only this {kind} (repeatable)"
+        )
+    doctor.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="also load this local plugin, as a recipe's plugins: list does (repeatable)",
+    )
     sweep = sub.add_parser("sweep", help="run the cartesian product of a recipe's matrix axes (resumable)")
     sweep.add_argument("recipe", help="path of a YAML recipe, usually with a top-level matrix: mapping")
     sweep.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides applied to every cell")
-    sweep.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2",
-                       help="an axis (replaces the recipe's on the same key); repeatable")
+    sweep.add_argument(
+        "--axis",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="an axis (replaces the recipe's on the same key); repeatable",
+    )
     sweep.add_argument("--seeds", type=_count, default=1, help="seeds per cell: run.seed + 0..N-1 (default 1)")
     sweep.add_argument("--jobs", type=_count, default=1, help="cells run at once, each in its own process")
     sweep.add_argument("--dry-run", action="store_true", help="print the plan and run nothing")
@@ -84,8 +110,13 @@ def cmd_sample(args) -> int:
 
     from sandbox.sample import sample_run  # imports torch
 
-    sample_run(Path(args.run_dir), list(args.overrides), num=args.num, png=args.png,
-               checkpoint_path=Path(args.checkpoint) if args.checkpoint else None)
+    sample_run(
+        Path(args.run_dir),
+        list(args.overrides),
+        num=args.num,
+        png=args.png,
+        checkpoint_path=Path(args.checkpoint) if args.checkpoint else None,
+    )
     return 0
 
 
@@ -111,8 +142,13 @@ def cmd_list(args) -> int:
             component = registry.components[kind].get(name)
             clash = registry.clash(kind, name)
             if component is None:
-                rows.append([name, " + ".join(c.provider for c in clash), "[red]disabled: registered by "
-                             f"{len(clash)} plugins (set SANDBOX_PREFER to choose one)[/]"])
+                rows.append(
+                    [
+                        name,
+                        " + ".join(c.provider for c in clash),
+                        f"[red]disabled: registered by {len(clash)} plugins (set SANDBOX_PREFER to choose one)[/]",
+                    ]
+                )
                 continue
             others = [c.provider for c in clash if c is not component]
             note = f" [yellow](preferred over {', '.join(others)})[/]" if others else ""
@@ -130,9 +166,12 @@ def cmd_plugins(args) -> int:
     rows = []
     for plugin in registry.plugins:
         provided = [f"{c.kind} {c.name}" for c in registry if c.plugin == plugin.name]
-        provided += [f"{kind} {name} (clash)" for kind in KINDS for name, comps in registry.clashes[kind].items()
-                     if registry.components[kind].get(name) not in comps and
-                     any(c.plugin == plugin.name for c in comps)]
+        provided += [
+            f"{kind} {name} (clash)"
+            for kind in KINDS
+            for name, comps in registry.clashes[kind].items()
+            if registry.components[kind].get(name) not in comps and any(c.plugin == plugin.name for c in comps)
+        ]
         rows.append([plugin.name, plugin.distribution or "-", plugin.version or "-", ", ".join(provided)])
     console.print(table("plugins", ["plugin", "distribution", "version", "provides"], rows))
     _report_problems(registry)
@@ -147,8 +186,13 @@ def _count(text: str) -> int:
 
 
 def _summary_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--metric", action="append", default=None, metavar="KEY[:min|max]",
-                        help="summary.json key to report (repeatable; the first ranks)")
+    parser.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        metavar="KEY[:min|max]",
+        help="summary.json key to report (repeatable; the first ranks)",
+    )
     parser.add_argument("--baseline", metavar="KEY=VALUE,...", help="the group to compare with (default: the first)")
 
 
@@ -156,8 +200,9 @@ def cmd_sweep(args) -> int:
     from sandbox.console import console
     from sandbox.sweep import failed, parse_axis, plan_sweep, plan_table
 
-    plan = plan_sweep(args.recipe, args.overrides, axes=[parse_axis(a) for a in args.axis], seeds=args.seeds,
-                      out=args.out)
+    plan = plan_sweep(
+        args.recipe, args.overrides, axes=[parse_axis(a) for a in args.axis], seeds=args.seeds, out=args.out
+    )
     if args.dry_run:
         console.print(plan_table(plan))
         return 2 if any(cell.status == "invalid" for cell in plan.cells) else 0
@@ -170,10 +215,10 @@ def cmd_sweep(args) -> int:
 
         from sandbox.console import error_console
 
-        again = ["sandbox", "sweep", args.recipe, *args.overrides, *(f"--axis={a}" for a in args.axis),
-                 f"--seeds={args.seeds}", f"--jobs={args.jobs}", *([f"--out={args.out}"] if args.out else [])]
-        error_console.print(f"sweep interrupted; resume it with the same command: {shlex.join(again)}",
-                            markup=False, soft_wrap=True)
+        again = ["sandbox", "sweep", args.recipe, *args.overrides, *(f"--axis={a}" for a in args.axis)]
+        again += [f"--seeds={args.seeds}", f"--jobs={args.jobs}", *([f"--out={args.out}"] if args.out else [])]
+        message = f"sweep interrupted; resume it with the same command: {shlex.join(again)}"
+        error_console.print(message, markup=False, soft_wrap=True)
         return 128 + plan.interrupted
     summarize(plan.sweep_dir, metrics=args.metric, baseline=args.baseline)
     return 1 if failed(plan) else 0
@@ -189,8 +234,14 @@ def cmd_summary(args) -> int:
 def cmd_doctor(args) -> int:
     from sandbox.doctor import doctor_command  # imports torch
 
-    return doctor_command(samples=args.samples, json_path=args.json, samplers=args.sampler,
-                          schedules=args.schedule, targets=args.target, plugins=args.plugin)
+    return doctor_command(
+        samples=args.samples,
+        json_path=args.json,
+        samplers=args.sampler,
+        schedules=args.schedule,
+        targets=args.target,
+        plugins=args.plugin,
+    )
 
 
 def _report_problems(registry) -> None:
@@ -200,8 +251,11 @@ def _report_problems(registry) -> None:
     from sandbox.console import error_console
 
     for failure in registry.failures:
-        error_console.print(f"[yellow]plugin from {escape(failure.distribution)} ({escape(failure.entry_point)}) "
-                            f"failed to load:[/] {escape(failure.reason)}", soft_wrap=True)
+        error_console.print(
+            f"[yellow]plugin from {escape(failure.distribution)} ({escape(failure.entry_point)}) "
+            f"failed to load:[/] {escape(failure.reason)}",
+            soft_wrap=True,
+        )
     for warning in registry.warnings:
         error_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     for kind, clashes in registry.clashes.items():
@@ -209,15 +263,25 @@ def _report_problems(registry) -> None:
             chosen = registry.components[kind].get(name)
             providers = " and ".join(f"{c.plugin} ({c.provider})" for c in comps)
             outcome = f"using {chosen.provider} (SANDBOX_PREFER)" if chosen else "the name is disabled"
-            error_console.print(f"[yellow]warning:[/] {kind} '{name}' is registered by {escape(providers)}; "
-                                f"{escape(outcome)}", soft_wrap=True)
+            error_console.print(
+                f"[yellow]warning:[/] {kind} '{name}' is registered by {escape(providers)}; {escape(outcome)}",
+                soft_wrap=True,
+            )
 
 
-COMMANDS = {"run": cmd_run, "sample": cmd_sample, "show": cmd_show, "list": cmd_list, "plugins": cmd_plugins,
-            "sweep": cmd_sweep, "summary": cmd_summary, "doctor": cmd_doctor}
+COMMANDS = {
+    "run": cmd_run,
+    "sample": cmd_sample,
+    "show": cmd_show,
+    "list": cmd_list,
+    "plugins": cmd_plugins,
+    "sweep": cmd_sweep,
+    "summary": cmd_summary,
+    "doctor": cmd_doctor,
+}
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings (an unreadable checkpoint skipped, a cache rebuilt) as one line on stderr, not a code listing."""
     from rich.markup import escape
 

@@ -63,42 +63,49 @@ from sandbox.recipe import Recipe, RunConfig, _load_file, load_recipe
 from sandbox.registry import Registry, use_registry
 from sandbox.rundir import read_json
 
+# fmt: off
 NOT_IDENTITY = ("name", "run.output", "run.workers", "run.threads")  # resolved keys that do not change results
 SWEEP_FILE = "sweep.json"
-LOCK_FILE = ".lock"             # flock'ed by the sweep (and its cell processes) working on the folder
-RESUME_KEYS = ("run.device", "run.workers", "run.threads")  # taken from this sweep's cell when resuming
+LOCK_FILE = ".lock"                                          # flock'ed by the sweep and its cell processes
+RESUME_KEYS = ("run.device", "run.workers", "run.threads")  # taken from this sweep's cell when resuming one
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+# fmt: on
 
 
 @dataclass
 class Axis:
     """One axis of the matrix: a recipe key and the values it takes."""
 
+    # fmt: off
     key: str
     values: list[Any]
     labels: list[str]
-    source: str = "recipe"            # "recipe" or "command line"
+    source: str = "recipe"              # "recipe" or "command line"
+    # fmt: on
 
 
 @dataclass
 class Cell:
     """One run of the sweep: base overrides, one value per axis and a seed."""
 
+    # fmt: off
+    # fmt: off
     index: int
-    assignment: dict[str, str]        # axis key -> value label
-    overrides: list[str]              # dot-list overrides of the axes and the seed
+    assignment: dict[str, str]          # axis key -> value label
+    overrides: list[str]                # dot-list overrides of the axes and the seed
     seed: int
     id: str
-    recipe: Recipe | None = None   # None when the cell is invalid
-    error: str | None = None       # the validation message of an invalid cell
-    status: str = "to run"            # done, to run, to resume, to rerun, invalid; then running, ran, failed,
-                                      # interrupted
-    duplicate_of: int | None = None  # index of an earlier cell that resolves to the same recipe
-    resume_step: int | None = None   # "to resume": the step of the folder's newest checkpoint
-    pid: int | None = None           # the process that ran it
+    recipe: Recipe | None = None        # None when the cell is invalid
+    error: str | None = None            # the validation message of an invalid cell
+    status: str = "to run"              # done, to run, to resume, to rerun, invalid; running, ran, failed, interrupted
+    duplicate_of: int | None = None     # index of an earlier cell that resolves to the same recipe
+    resume_step: int | None = None      # "to resume": the step of the folder's newest checkpoint
+    pid: int | None = None              # the process that ran it
     seconds: float | None = None
     val_loss: float | None = None
-    note: str | None = None          # how a run ended or resumed: "resumed from step 200", "stopped at step 80"
+    note: str | None = None             # how it ended or resumed: "resumed from step 200", "stopped at step 80 ..."
+    # fmt: on
+    # fmt: on
 
     @property
     def group(self) -> tuple[str, ...]:
@@ -113,7 +120,7 @@ class Plan:
     seeds: int
     sweep_dir: Path
     cells: list[Cell] = field(default_factory=list)
-    interrupted: int | None = None   # the signal that stopped run_sweep
+    interrupted: int | None = None  # the signal that stopped run_sweep
 
     def cell_dir(self, cell: Cell) -> Path:
         return self.sweep_dir / "cells" / cell.id
@@ -126,6 +133,7 @@ class Plan:
 
 
 # --- axes -------------------------------------------------------------------------------------------------
+
 
 def split_list(text: str) -> list[str]:
     """Split on the commas outside brackets, braces and quotes: ``[1,2],{a: 1, b: 2},x``."""
@@ -188,8 +196,10 @@ def matrix_axes(matrix: Any, prefix: str = "") -> list[Axis]:
     if matrix is None:
         return []
     if not isinstance(matrix, dict):
-        raise RecipeError(f"recipe key 'matrix{'.' + prefix.rstrip('.') if prefix else ''}': {matrix!r}; "
-                          "expected a mapping of recipe keys to lists of values")
+        raise RecipeError(
+            f"recipe key 'matrix{'.' + prefix.rstrip('.') if prefix else ''}': {matrix!r}; "
+            "expected a mapping of recipe keys to lists of values"
+        )
     axes = []
     for key, values in matrix.items():
         dotted = f"{prefix}{key}"
@@ -247,6 +257,7 @@ def override(key: str, value: Any) -> str:
 
 # --- plan -------------------------------------------------------------------------------------------------
 
+
 def cell_id(recipe: Recipe) -> str:
     """Twelve hex digits of the SHA-256 of the resolved recipe, without :data:`NOT_IDENTITY`."""
     data = copy.deepcopy(recipe.to_dict())
@@ -273,9 +284,15 @@ def _validate(path: Path, overrides: list[str], registry: Registry | None) -> tu
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def plan_sweep(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
-               axes: list[Axis] | tuple[Axis, ...] = (), seeds: int = 1, out: str | Path | None = None,
-               registry: Registry | None = None) -> Plan:
+def plan_sweep(
+    recipe_path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    axes: list[Axis] | tuple[Axis, ...] = (),
+    seeds: int = 1,
+    out: str | Path | None = None,
+    registry: Registry | None = None,
+) -> Plan:
     """Expand and validate every cell; nothing runs and nothing is written."""
     path = Path(recipe_path).resolve()
     if seeds < 1:
@@ -292,11 +309,18 @@ def plan_sweep(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] =
         base_seed = first.run.seed if first is not None else 0
         for i in range(seeds):
             seed_overrides = [*axis_overrides, f"run.seed={base_seed + i}"]
-            recipe, message = (first, error) if i == 0 or first is None else \
-                _validate(path, overrides + seed_overrides, registry)
-            cell = Cell(index=len(cells), assignment=assignment, overrides=seed_overrides, seed=base_seed + i,
-                        id=cell_id(recipe) if recipe is not None else _invalid_id(overrides + seed_overrides),
-                        recipe=recipe, error=message)
+            recipe, message = (
+                (first, error) if i == 0 or first is None else _validate(path, overrides + seed_overrides, registry)
+            )
+            cell = Cell(
+                index=len(cells),
+                assignment=assignment,
+                overrides=seed_overrides,
+                seed=base_seed + i,
+                id=cell_id(recipe) if recipe is not None else _invalid_id(overrides + seed_overrides),
+                recipe=recipe,
+                error=message,
+            )
             if recipe is None:
                 cell.status = "invalid"
             elif cell.id in seen:
@@ -356,9 +380,21 @@ def plan_record(plan: Plan, state: str = "planned", signum: int | None = None) -
         "seeds": plan.seeds,
         "axes": [{"key": a.key, "labels": a.labels, "values": a.values, "source": a.source} for a in plan.axes],
         "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "cells": [{"id": c.id, "group": c.assignment, "seed": c.seed, "overrides": c.overrides, "status": c.status,
-                   "resume_step": c.resume_step, "error": c.error, "note": c.note, "seconds": c.seconds,
-                   "pid": c.pid} for c in plan.cells],
+        "cells": [
+            {
+                "id": c.id,
+                "group": c.assignment,
+                "seed": c.seed,
+                "overrides": c.overrides,
+                "status": c.status,
+                "resume_step": c.resume_step,
+                "error": c.error,
+                "note": c.note,
+                "seconds": c.seconds,
+                "pid": c.pid,
+            }
+            for c in plan.cells
+        ],
     }
 
 
@@ -369,9 +405,12 @@ def _assignment_text(cell: Cell) -> str:
 def plan_table(plan: Plan) -> Table:
     """The expanded plan: cell id, one column per axis, seed and status."""
     counts = ", ".join(f"{n} {status}" for status, n in plan.counts().items())
-    table = Table(title=f"Sweep of {plan.recipe_path.name}: {len(plan.cells)} cells ({counts}) in {plan.sweep_dir}",
-                  title_justify="left", caption=f"overrides: {' '.join(plan.overrides) or 'none'}",
-                  caption_justify="left")
+    table = Table(
+        title=f"Sweep of {plan.recipe_path.name}: {len(plan.cells)} cells ({counts}) in {plan.sweep_dir}",
+        title_justify="left",
+        caption=f"overrides: {' '.join(plan.overrides) or 'none'}",
+        caption_justify="left",
+    )
     for column in ["#", "cell", *(a.key for a in plan.axes), "seed", "status"]:
         table.add_column(column, overflow="fold")
     style = {"done": "green", "invalid": "red", "to rerun": "yellow", "to resume": "yellow"}
@@ -381,12 +420,18 @@ def plan_table(plan: Plan) -> Table:
             status = f"resume from step {cell.resume_step}"
         if cell.duplicate_of is not None:
             status += f" (same recipe as #{cell.duplicate_of})"
-        table.add_row(str(cell.index), cell.id, *cell.assignment.values(), str(cell.seed),
-                      f"[{style.get(cell.status, 'default')}]{status}[/]")
+        table.add_row(
+            str(cell.index),
+            cell.id,
+            *cell.assignment.values(),
+            str(cell.seed),
+            f"[{style.get(cell.status, 'default')}]{status}[/]",
+        )
     return table
 
 
 # --- running ----------------------------------------------------------------------------------------------
+
 
 def gpu_for(index: int, device: str, n_gpus: int) -> str | None:
     """The ``run.device`` for cell ``index`` on a machine with ``n_gpus`` CUDA GPUs (None: leave it)."""
@@ -407,6 +452,7 @@ def move_aside(path: Path) -> Path:
 
 
 # --- one sweep per folder ---------------------------------------------------------------------------------
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -448,8 +494,9 @@ class SweepLock:
                 who = f"another sandbox sweep, PID {holder} (stop it with kill {holder})"
             else:
                 who = f"the cell processes of sandbox sweep PID {holder}, which ended; they stop within a step"
-            raise SandboxError(f"sweep folder {self.sweep_dir} is in use by {who}; run this command again when "
-                               "it is free") from None
+            raise SandboxError(
+                f"sweep folder {self.sweep_dir} is in use by {who}; run this command again when it is free"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
@@ -484,6 +531,7 @@ def _rebuild_inherited(dup: Any) -> _Inherited:
 
 
 # --- signals ----------------------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _handling(handler: Callable[[int, Any], None]) -> Iterator[None]:
@@ -528,7 +576,7 @@ class _SweepStop:
     def __init__(self) -> None:
         self.signum: int | None = None
         self.killed = False
-        self.cells: dict[int, bool] = {}   # pid of a running cell process -> ready for a signal
+        self.cells: dict[int, bool] = {}  # pid of a running cell process -> ready for a signal
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.signum is None:
@@ -569,6 +617,7 @@ def _stop_with_parent() -> None:
 
 # --- cells and the sweep ----------------------------------------------------------------------------------
 
+
 def open_cell(folder: Path, recipe: Recipe, notes: list[str]) -> tuple[Recipe, dict[str, Any] | None]:
     """The recipe and checkpoint state to run a cell with.
 
@@ -589,8 +638,9 @@ def open_cell(folder: Path, recipe: Recipe, notes: list[str]) -> tuple[Recipe, d
         if summary.exists() and not isinstance(read_json(summary), dict):
             notes.append(f"unreadable summary.json moved aside to {move_aside(summary).name}")
         try:
-            resumed, state = resume_recipe(folder, [override(key, getattr(recipe.run, key.partition(".")[2]))
-                                                    for key in RESUME_KEYS])
+            resumed, state = resume_recipe(
+                folder, [override(key, getattr(recipe.run, key.partition(".")[2])) for key in RESUME_KEYS]
+            )
         except SandboxError as exc:
             state, reason = None, str(exc)
         else:
@@ -642,8 +692,10 @@ def run_cell(task: dict[str, Any], registry: Registry | None = None) -> dict[str
     except Exception as exc:
         message = str(exc) if isinstance(exc, SandboxError) else f"{type(exc).__name__}: {exc}"
         folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / "error.json", {"message": message, "type": type(exc).__name__,
-                                           "traceback": traceback.format_exc()})
+        write_json(
+            folder / "error.json",
+            {"message": message, "type": type(exc).__name__, "traceback": traceback.format_exc()},
+        )
         result = {"status": "failed", "error": message}
     if folder.exists():
         with (folder / "console.txt").open("a") as handle:  # a resumed cell adds to its earlier sessions'
@@ -653,8 +705,9 @@ def run_cell(task: dict[str, Any], registry: Registry | None = None) -> dict[str
     return result
 
 
-def run_interruptible(task: dict[str, Any], registry: Registry | None = None,
-                      on_ready: Callable[[], None] | None = None) -> dict[str, Any]:
+def run_interruptible(
+    task: dict[str, Any], registry: Registry | None = None, on_ready: Callable[[], None] | None = None
+) -> dict[str, Any]:
     """:func:`run_cell` with SIGINT / SIGTERM stopping it: during training after the step and a checkpoint,
     elsewhere at once; either way the result is ``interrupted``. ``on_ready`` is called once the handlers are in."""
     from sandbox.training import Interrupted
@@ -690,10 +743,10 @@ def _cores() -> int:
 
 
 def _cell_line(cell: Cell, done: int, total: int) -> str:
-    style = {"ran": "green", "done": "green", "failed": "red", "invalid": "red",
-             "interrupted": "yellow"}.get(cell.status, "default")
-    parts = [f"[{done}/{total}]", cell.id, _assignment_text(cell), f"seed={cell.seed}",
-             f"[{style}]{cell.status}[/]"]
+    style = {"ran": "green", "done": "green", "failed": "red", "invalid": "red", "interrupted": "yellow"}.get(
+        cell.status, "default"
+    )
+    parts = [f"[{done}/{total}]", cell.id, _assignment_text(cell), f"seed={cell.seed}", f"[{style}]{cell.status}[/]"]
     if cell.note:
         parts.append(escape(cell.note))
     if cell.val_loss is not None:
@@ -718,8 +771,7 @@ def _died(folder: Path, exitcode: int | None, stop: _SweepStop) -> dict[str, Any
     return {"status": "failed", "error": message}
 
 
-def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None,
-              registry: Registry | None = None) -> Plan:
+def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None, registry: Registry | None = None) -> Plan:
     """Run every cell not yet done, ``jobs`` at a time; returns the plan with each cell's final status.
 
     Holds the folder's :class:`SweepLock` throughout (cell statuses are read
@@ -752,15 +804,19 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None,
                 console.print(_cell_line(cell, finished, total))
 
         n_gpus = 0
-        if jobs > 1:
+        if jobs > 1 and any(c.recipe is not None and c.recipe.run.device in ("auto", "cuda") for c in to_run):
             import torch
 
             n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         tasks = {}
         for i, cell in enumerate(to_run):
             device = gpu_for(i, cell.recipe.run.device, n_gpus) if cell.recipe is not None else None
-            tasks[cell.index] = {"recipe": str(plan.recipe_path), "overrides": plan.overrides + cell.overrides,
-                                 "cell_dir": str(plan.cell_dir(cell)), "device": device}
+            tasks[cell.index] = {
+                "recipe": str(plan.recipe_path),
+                "overrides": plan.overrides + cell.overrides,
+                "cell_dir": str(plan.cell_dir(cell)),
+                "device": device,
+            }
 
         stop = _SweepStop()
 
@@ -800,15 +856,23 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None,
         stopped = sum(c.status == "interrupted" for c in plan.cells)
         waiting = sum(c.status.startswith("to ") for c in plan.cells)
         how = "a second Ctrl-C killed them" if stop.killed else "each after a checkpoint"
-        console.print(f"[yellow]sweep stopped by {signal.Signals(plan.interrupted).name}[/]: {stopped} running "
-                      f"{'cell' if stopped == 1 else 'cells'} stopped ({how}), {waiting} not started; running the "
-                      "same command again resumes them")
+        console.print(
+            f"[yellow]sweep stopped by {signal.Signals(plan.interrupted).name}[/]: {stopped} running "
+            f"{'cell' if stopped == 1 else 'cells'} stopped ({how}), {waiting} not started; running the "
+            "same command again resumes them"
+        )
     return plan
 
 
-def _run_here(cells: list[Cell], tasks: dict[int, dict[str, Any]], stop: _SweepStop, registry: Registry | None,
-              console: Console, started: Callable[[Cell, int], None],
-              record: Callable[[Cell, dict[str, Any]], None]) -> None:
+def _run_here(
+    cells: list[Cell],
+    tasks: dict[int, dict[str, Any]],
+    stop: _SweepStop,
+    registry: Registry | None,
+    console: Console,
+    started: Callable[[Cell, int], None],
+    record: Callable[[Cell, dict[str, Any]], None],
+) -> None:
     """``--jobs 1``: the cells one after another in this process, until one is interrupted or a signal arrives."""
     for cell in cells:
         if stop.signum is not None:
@@ -825,9 +889,16 @@ def _run_here(cells: list[Cell], tasks: dict[int, dict[str, Any]], stop: _SweepS
             return
 
 
-def _run_processes(plan: Plan, cells: list[Cell], tasks: dict[int, dict[str, Any]], jobs: int, stop: _SweepStop,
-                   lock: SweepLock, started: Callable[[Cell, int], None],
-                   record: Callable[[Cell, dict[str, Any]], None]) -> None:
+def _run_processes(
+    plan: Plan,
+    cells: list[Cell],
+    tasks: dict[int, dict[str, Any]],
+    jobs: int,
+    stop: _SweepStop,
+    lock: SweepLock,
+    started: Callable[[Cell, int], None],
+    record: Callable[[Cell, dict[str, Any]], None],
+) -> None:
     """``--jobs N``: up to N cell processes at once, one per cell (nothing idles, nothing is queued inside a
     pool); none starts after a signal, and none outlives this function."""
     import multiprocessing
@@ -836,14 +907,17 @@ def _run_processes(plan: Plan, cells: list[Cell], tasks: dict[int, dict[str, Any
     context = multiprocessing.get_context("spawn")
     threads = max(1, _cores() // jobs)
     queue = list(cells)
-    running: dict[Any, tuple[Cell, Any]] = {}   # the pipe a cell process reports on -> (cell, process)
+    running: dict[Any, tuple[Cell, Any]] = {}  # the pipe a cell process reports on -> (cell, process)
     try:
         while running or (queue and stop.signum is None):
             while queue and len(running) < jobs and stop.signum is None:
                 cell = queue.pop(0)
                 reader, writer = context.Pipe(duplex=False)
-                process = context.Process(target=_cell_process, name=f"sandbox-sweep-cell-{cell.id}",
-                                          args=(tasks[cell.index], writer, threads, lock.handle()))
+                process = context.Process(
+                    target=_cell_process,
+                    name=f"sandbox-sweep-cell-{cell.id}",
+                    args=(tasks[cell.index], writer, threads, lock.handle()),
+                )
                 process.start()
                 writer.close()
                 pid = process.pid

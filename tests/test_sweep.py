@@ -43,9 +43,9 @@ def test_plan_expands_the_matrix_times_seeds_into_distinct_validated_cells(matri
     assert plan.sweep_dir == matrix_recipe.parent / "runs" / "sweeps" / "tiny"
     last = plan.cells[-1]
     assert last.assignment == {"denoiser.hidden": "32", "schedule.name": "cosine"}
-    assert last.recipe.components["denoiser"][1].hidden == 32          # an axis over a component parameter
+    assert last.recipe.components["denoiser"][1].hidden == 32  # an axis over a component parameter
     name, params = last.recipe.components["schedule"]
-    assert name == "cosine" and params.num_steps == 1000               # a new name starts the section afresh
+    assert name == "cosine" and params.num_steps == 1000  # a new name starts the section afresh
     assert last.recipe.train.steps == 10 and last.recipe.run.seed == 1
 
 
@@ -54,12 +54,12 @@ def test_a_command_line_axis_replaces_the_recipe_axis_on_the_same_key(matrix_rec
     assert [a.key for a in plan.axes] == ["denoiser.hidden", "schedule.name"]
     assert len(plan.cells) == 6
     section = merge_axes(plan.axes, [parse_axis("denoiser=[{name: mlp, hidden: 8}]")])
-    assert [a.key for a in section] == ["denoiser", "schedule.name"]   # the section replaces its parameter axis
+    assert [a.key for a in section] == ["denoiser", "schedule.name"]  # the section replaces its parameter axis
 
 
 def test_whole_section_values_are_layers_labelled_by_name(tiny_recipe):
     axis = parse_axis("denoiser={name: mlp, layers: 1},{name: mlp, layers: 3}")
-    assert axis.labels == ["mlp(layers=1)", "mlp(layers=3)"]           # same name: told apart by the rest
+    assert axis.labels == ["mlp(layers=1)", "mlp(layers=3)"]  # same name: told apart by the rest
     plan = plan_sweep(tiny_recipe, FAST, axes=[axis])
     params = [c.recipe.components["denoiser"][1] for c in plan.cells]
     assert [(p.hidden, p.layers) for p in params] == [(32, 1), (32, 3)]  # same name: merged into the section
@@ -70,7 +70,7 @@ def test_a_changed_recipe_gives_new_cell_ids(matrix_recipe):
     after = {c.id for c in plan_sweep(matrix_recipe, [*FAST, "train.steps=11"], seeds=2).cells}
     assert before.isdisjoint(after)
     elsewhere = {c.id for c in plan_sweep(matrix_recipe, [*FAST, "run.output=/elsewhere"], seeds=2).cells}
-    assert elsewhere == before                                           # the output folder is not identity
+    assert elsewhere == before  # the output folder is not identity
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(matrix_recipe, capsys):
@@ -87,8 +87,9 @@ def test_dry_run_with_an_invalid_cell_marks_it_and_exits_2(matrix_recipe, capsys
     assert "4 to run, 4 invalid" in out and "train.lr" in out
 
 
-@pytest.mark.parametrize("axis", ["denoiser.hidden", "=1,2", "denoiser.hidden=", "denoiser.hidden=[1,2",
-                                  "denoiser.hidden=1,,2"])
+@pytest.mark.parametrize(
+    "axis", ["denoiser.hidden", "=1,2", "denoiser.hidden=", "denoiser.hidden=[1,2", "denoiser.hidden=1,,2"]
+)
 def test_bad_axis_syntax_exits_2_naming_the_axis(matrix_recipe, axis, capsys):
     assert cli.main(["sweep", str(matrix_recipe), "--axis", axis, "--dry-run"]) == 2
     err = capsys.readouterr().err
@@ -107,14 +108,14 @@ def test_run_resume_and_rerun_of_an_unfinished_cell(matrix_recipe):
     again = plan_sweep(matrix_recipe, FAST, seeds=2)
     assert {c.status for c in again.cells} == {"done"}
     run_sweep(again, console=quiet())
-    assert {c.status for c in again.cells} == {"done"}                  # nothing ran
+    assert {c.status for c in again.cells} == {"done"}  # nothing ran
     assert stamps == {f: (f / "summary.json").stat().st_mtime_ns for f in folders}
 
     resumable, fresh, torn = folders[3], folders[4], folders[5]
-    (resumable / "summary.json").unlink()                                # its checkpoints/final.pt is kept
+    (resumable / "summary.json").unlink()  # its checkpoints/final.pt is kept
     (fresh / "summary.json").unlink()
-    (fresh / "checkpoints").rename(fresh / "old-checkpoints")            # nothing to resume from
-    (torn / "summary.json").write_text('{"name": "tiny", "train": {')    # a half-written file is not done
+    (fresh / "checkpoints").rename(fresh / "old-checkpoints")  # nothing to resume from
+    (torn / "summary.json").write_text('{"name": "tiny", "train": {')  # a half-written file is not done
     with pytest.warns(UserWarning, match="summary.json is unreadable"):
         third = plan_sweep(matrix_recipe, FAST, seeds=2)
     assert [c.status for c in third.cells] == ["done"] * 3 + ["to resume", "to rerun", "to resume"] + ["done"] * 2
@@ -123,7 +124,7 @@ def test_run_resume_and_rerun_of_an_unfinished_cell(matrix_recipe):
     assert table.export_text().count("resume from step 10") == 2
     run_sweep(third, console=quiet())
     assert [c.status for c in third.cells] == ["done"] * 3 + ["ran"] * 3 + ["done"] * 2
-    for folder in (resumable, torn):                                     # resumed in place, not moved aside
+    for folder in (resumable, torn):  # resumed in place, not moved aside
         assert "resuming at step 10 of 10" in (folder / "console.txt").read_text()
         assert not folder.with_name(f"{folder.name}.incomplete-1").exists()
     assert (torn / "summary.json.incomplete-1").read_text().endswith("{")  # the torn file is kept aside
@@ -171,8 +172,12 @@ def test_invalid_and_failing_cells_are_recorded_and_the_rest_runs(tiny_recipe, r
 
     summary = summarize(plan.sweep_dir, console=quiet())
     statuses = {g.name: [c.status for c in g.cells] for g in summary.groups}
-    assert statuses == {"mlp / ddim": ["done"], "mlp / nope": ["invalid"], "broken / ddim": ["failed"],
-                        "broken / nope": ["invalid"]}
+    assert statuses == {
+        "mlp / ddim": ["done"],
+        "mlp / nope": ["invalid"],
+        "broken / ddim": ["failed"],
+        "broken / nope": ["invalid"],
+    }
     assert "boom" in (plan.sweep_dir / "summary.md").read_text()
 
 
@@ -204,6 +209,7 @@ def test_a_single_run_ignores_the_matrix(matrix_recipe):
 
 
 # --- signals, the folder lock ------------------------------------------------------------------------------
+
 
 def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
@@ -238,7 +244,7 @@ def lockable(sweep_dir: Path) -> bool:
 
 
 def latest_step(cell_dir: Path) -> int:
-    return int((cell_dir / "checkpoints" / "latest").read_text().strip()[len("step_"):-len(".pt")])
+    return int((cell_dir / "checkpoints" / "latest").read_text().strip()[len("step_") : -len(".pt")])
 
 
 class SelfSignal:
@@ -271,8 +277,9 @@ class SelfSignal:
 def test_sigterm_in_process_checkpoints_the_cell_starts_no_other_and_a_rerun_resumes_it(tiny_recipe):
     registry = load_registry({"self-signal": SelfSignal(at=25)})
     overrides = [*FAST, "train.steps=60", "train.checkpoint_every=10", "denoiser={name: selfsignal}"]
-    plan = run_sweep(plan_sweep(tiny_recipe, overrides, seeds=2, registry=registry), console=quiet(),
-                     registry=registry)
+    plan = run_sweep(
+        plan_sweep(tiny_recipe, overrides, seeds=2, registry=registry), console=quiet(), registry=registry
+    )
     assert plan.interrupted == signal.SIGTERM
     first, second = plan.cells
     assert (first.status, second.status) == ("interrupted", "to run") and not plan.cell_dir(second).exists()
@@ -302,9 +309,13 @@ def test_sigterm_stops_a_parallel_sweep_and_the_same_command_resumes_its_cells(t
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "sandbox.cli", *args], stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: all((f / "checkpoints" / "latest").exists() for f in folders[:2]), 120,
-                 "both cells to checkpoint", process)
-        assert cli.main(args) == 1                                     # a second sweep on the folder
+        wait_for(
+            lambda: all((f / "checkpoints" / "latest").exists() for f in folders[:2]),
+            120,
+            "both cells to checkpoint",
+            process,
+        )
+        assert cli.main(args) == 1  # a second sweep on the folder
         err = " ".join(capsys.readouterr().err.split())
         assert f"sweep folder {plan.sweep_dir} is in use by another sandbox sweep, PID {process.pid}" in err
         process.send_signal(signal.SIGTERM)
@@ -321,8 +332,8 @@ def test_sigterm_stops_a_parallel_sweep_and_the_same_command_resumes_its_cells(t
     assert (record["state"], record["signal"]) == ("interrupted", "SIGTERM")
     assert [c["status"] for c in record["cells"]] == ["interrupted", "interrupted", "to run"]
     pids = [c["pid"] for c in record["cells"][:2]]
-    assert all(pids) and not any(alive(pid) for pid in pids)           # nor their process groups
-    assert not folders[2].exists()                                     # the waiting cell never started
+    assert all(pids) and not any(alive(pid) for pid in pids)  # nor their process groups
+    assert not folders[2].exists()  # the waiting cell never started
     steps = [latest_step(f) for f in folders[:2]]
     assert [read_json(f / "status.json")["step"] for f in folders[:2]] == steps
 
@@ -343,8 +354,11 @@ def test_cells_of_a_killed_sweep_checkpoint_and_hold_the_lock_until_they_end(tin
     overrides = [*FAST, "train.steps=100000", "train.checkpoint_every=20", "train.val_every=0", "run.threads=1"]
     plan = plan_sweep(tiny_recipe, overrides)
     folder = plan.cell_dir(plan.cells[0])
-    process = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "sweep", str(tiny_recipe), *overrides,
-                                "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox.cli", "sweep", str(tiny_recipe), *overrides, "--jobs", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: (folder / "checkpoints" / "latest").exists(), 120, "the cell to checkpoint", process)
         cell = read_json(plan.sweep_dir / "sweep.json")["cells"][0]["pid"]
@@ -365,14 +379,20 @@ def test_cells_of_a_killed_sweep_checkpoint_and_hold_the_lock_until_they_end(tin
 def test_a_second_ctrl_c_kills_the_cell_processes():
     from sandbox.sweep import _SweepStop
 
-    cell = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, "
-                             "signal.SIG_IGN); print(flush=True); time.sleep(60)"], stdout=subprocess.PIPE,
-                            start_new_session=True)
+    cell = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print(flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
-        cell.stdout.readline()                                         # its handler is in
+        cell.stdout.readline()  # its handler is in
         stop = _SweepStop()
         stop.ready(cell.pid)
-        stop(signal.SIGINT, None)                                      # passed on: the cell finishes its step
+        stop(signal.SIGINT, None)  # passed on: the cell finishes its step
         assert stop.signum == signal.SIGINT and cell.poll() is None
         stop(signal.SIGINT, None)
         assert cell.wait(timeout=10) == -signal.SIGKILL and stop.killed
@@ -383,17 +403,19 @@ def test_a_second_ctrl_c_kills_the_cell_processes():
 
 def test_a_locked_folder_refuses_a_sweep_until_its_holder_dies_and_dry_run_needs_no_lock(tiny_recipe, capsys):
     sweep_dir = plan_sweep(tiny_recipe, FAST).sweep_dir
-    hold = ("import sys, time; from sandbox.sweep import SweepLock; SweepLock(sys.argv[1]).__enter__(); "
-            "print(flush=True); time.sleep(60)")
+    hold = (
+        "import sys, time; from sandbox.sweep import SweepLock; SweepLock(sys.argv[1]).__enter__(); "
+        "print(flush=True); time.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", hold, str(sweep_dir)], stdout=subprocess.PIPE)
     try:
         holder.stdout.readline()
         assert cli.main(["sweep", str(tiny_recipe), *FAST]) == 1
         err = " ".join(capsys.readouterr().err.split())
         assert f"sweep folder {sweep_dir} is in use by another sandbox sweep, PID {holder.pid}" in err
-        assert not (sweep_dir / "sweep.json").exists()                 # refused before writing anything
+        assert not (sweep_dir / "sweep.json").exists()  # refused before writing anything
         assert cli.main(["sweep", str(tiny_recipe), *FAST, "--dry-run"]) == 0
-        holder.kill()                                                  # a crash releases the lock
+        holder.kill()  # a crash releases the lock
         holder.wait(timeout=10)
         with SweepLock(sweep_dir), pytest.raises(SandboxError, match=f"PID {os.getpid()}"):
             SweepLock(sweep_dir).__enter__()
