@@ -31,11 +31,12 @@ from sandbox.console import console as default_console
 from sandbox.console import counter, fmt, table
 from sandbox.device import pick_device
 from sandbox.errors import RecipeError, SandboxError
+from sandbox.health import sample_health
 from sandbox.precond import Preconditioned, exact_denoise
 from sandbox.protocols import Denoise
 from sandbox.recipe import Recipe, load_recipe
 from sandbox.resume import RESUMABLE
-from sandbox.run import generate, render, score
+from sandbox.run import generate, real_heldout, render, score
 from sandbox.rundir import atomic_write, new_run_dir, read_json, write_json
 
 SAMPLING_SECTIONS = ("sampler.", "eval.")  # every key under these may change
@@ -204,6 +205,7 @@ def sample_run(
             "nfe_per_sample": nfe,
             "seconds": seconds,
             "sample_quality": quality,
+            "sample_health": sample_health(samples, real_heldout(parts, len(samples))),
             "outputs": {
                 "samples": "samples.pt",
                 "grid": "grid.png" if picture is not None else None,

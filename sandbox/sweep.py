@@ -43,6 +43,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import time
 import traceback
@@ -61,10 +62,11 @@ from rich.table import Table
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.recipe import Recipe, RunConfig, _load_file, load_recipe
 from sandbox.registry import Registry, use_registry
-from sandbox.rundir import read_json
+from sandbox.rundir import read_json, write_text
 
 # fmt: off
 NOT_IDENTITY = ("name", "run.output", "run.workers", "run.threads")  # resolved keys that do not change results
+SAMPLING_ONLY = ("sampler", "eval")  # sections that change only sampling: cells differing there share a training
 SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".lock"                                          # flock'ed by the sweep and its cell processes
 RESUME_KEYS = ("run.device", "run.workers", "run.threads")  # taken from this sweep's cell when resuming one
@@ -89,7 +91,6 @@ class Cell:
     """One run of the sweep: base overrides, one value per axis and a seed."""
 
     # fmt: off
-    # fmt: off
     index: int
     assignment: dict[str, str]          # axis key -> value label
     overrides: list[str]                # dot-list overrides of the axes and the seed
@@ -99,12 +100,12 @@ class Cell:
     error: str | None = None            # the validation message of an invalid cell
     status: str = "to run"              # done, to run, to resume, to rerun, invalid; running, ran, failed, interrupted
     duplicate_of: int | None = None     # index of an earlier cell that resolves to the same recipe
+    trained_by: int | None = None       # index of an earlier cell with the same training: only sample from it
     resume_step: int | None = None      # "to resume": the step of the folder's newest checkpoint
     pid: int | None = None              # the process that ran it
     seconds: float | None = None
     val_loss: float | None = None
     note: str | None = None             # how it ended or resumed: "resumed from step 200", "stopped at step 80 ..."
-    # fmt: on
     # fmt: on
 
     @property
@@ -258,10 +259,10 @@ def override(key: str, value: Any) -> str:
 # --- plan -------------------------------------------------------------------------------------------------
 
 
-def cell_id(recipe: Recipe) -> str:
-    """Twelve hex digits of the SHA-256 of the resolved recipe, without :data:`NOT_IDENTITY`."""
+def cell_id(recipe: Recipe, without: tuple[str, ...] = ()) -> str:
+    """Twelve hex digits of the SHA-256 of the resolved recipe, without :data:`NOT_IDENTITY` (and ``without``)."""
     data = copy.deepcopy(recipe.to_dict())
-    for dotted in NOT_IDENTITY:
+    for dotted in (*NOT_IDENTITY, *without):
         *parents, last = dotted.split(".")
         node = data
         for part in parents:
@@ -269,6 +270,12 @@ def cell_id(recipe: Recipe) -> str:
         node.pop(last, None)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def training_id(recipe: Recipe) -> str:
+    """The identity of a cell's training: its recipe without the keys that only change sampling
+    (:data:`SAMPLING_ONLY`), so cells that differ only there share one training run."""
+    return cell_id(recipe, SAMPLING_ONLY)
 
 
 def _invalid_id(overrides: list[str]) -> str:
@@ -301,6 +308,7 @@ def plan_sweep(
     overrides = list(overrides)
     cells: list[Cell] = []
     seen: dict[str, int] = {}
+    trainers: dict[str, int] = {}  # training identity -> the first cell with it, which trains
     combos = itertools.product(*(list(zip(a.labels, a.values, strict=True)) for a in all_axes))
     for combo in combos:
         assignment = {axis.key: label for axis, (label, _) in zip(all_axes, combo, strict=True)}
@@ -327,6 +335,8 @@ def plan_sweep(
                 cell.duplicate_of = seen[cell.id]
             else:
                 seen[cell.id] = cell.index
+                trained = trainers.setdefault(training_id(recipe), cell.index)
+                cell.trained_by = trained if trained != cell.index else None
             cells.append(cell)
     valid = [c.recipe for c in cells if c.recipe is not None]
     output = valid[0].run.output if valid else RunConfig().output
@@ -420,6 +430,8 @@ def plan_table(plan: Plan) -> Table:
             status = f"resume from step {cell.resume_step}"
         if cell.duplicate_of is not None:
             status += f" (same recipe as #{cell.duplicate_of})"
+        elif cell.trained_by is not None:
+            status += f" (samples from #{cell.trained_by}'s training)"
         table.add_row(
             str(cell.index),
             cell.id,
@@ -654,6 +666,54 @@ def open_cell(folder: Path, recipe: Recipe, notes: list[str]) -> tuple[Recipe, d
     return recipe, None
 
 
+def sample_cell(recipe: Recipe, trained_in: Path, folder: Path, log: Console) -> None:
+    """A cell that differs from an earlier one only in :data:`SAMPLING_ONLY` sections: sample from that cell's
+    EMA weights with this cell's sampler and evaluation settings (:func:`sandbox.sample.sample_run`, into the
+    training cell's ``samples/``), and write this cell's ``summary.json`` from the training cell's figures and
+    the new samples', with ``trained_in`` naming where the weights came from."""
+    from sandbox.rundir import write_json
+    from sandbox.sample import sample_run
+
+    trained = read_json(trained_in / "summary.json")
+    if not isinstance(trained, dict):
+        raise SandboxError(f"its training cell {trained_in.name} did not finish; see {trained_in}")
+    data = recipe.to_dict()
+    out = sample_run(trained_in, [override(section, data[section]) for section in SAMPLING_ONLY], console=log)
+    sampled = read_json(out / "summary.json") or {}
+    name = recipe.components["sampler"][0]
+    provider = recipe.registry.get("sampler", name) if recipe.registry is not None else None
+    folder.mkdir(parents=True, exist_ok=True)
+    if (trained_in / "metrics.jsonl").exists():  # the validation curve of the shared training, for the plot
+        shutil.copyfile(trained_in / "metrics.jsonl", folder / "metrics.jsonl")
+    write_text(folder / "recipe.yaml", recipe.to_yaml())
+    components = dict(trained.get("components", {}))
+    components["sampler"] = {
+        "name": name,
+        "plugin": provider.plugin if provider else None,
+        "provider": provider.provider if provider else None,
+        "params": sampled.get("sampler", {}).get("params", {}),
+    }
+    write_json(
+        folder / "summary.json",
+        {
+            **trained,
+            "name": recipe.name,
+            "run_dir": str(folder),
+            "trained_in": str(trained_in),
+            "components": components,
+            "sampling": {
+                "sampler": name,
+                "num_samples": sampled.get("num_samples"),
+                "nfe_per_sample": sampled.get("nfe_per_sample"),
+                "seconds": sampled.get("seconds"),
+            },
+            "sample_quality": sampled.get("sample_quality", {}),
+            "sample_health": sampled.get("sample_health", {}),
+            "outputs": {"recipe": "recipe.yaml", "samples": str(out)},
+        },
+    )
+
+
 def _stopped(folder: Path, signum: int) -> str:
     status = read_json(folder / "status.json") if folder.is_dir() else None
     if isinstance(status, dict) and status.get("status") == "interrupted":
@@ -679,14 +739,20 @@ def run_cell(task: dict[str, Any], registry: Registry | None = None) -> dict[str
                 stack.enter_context(use_registry(registry))
             overrides = list(task["overrides"]) + ([f"run.device={task['device']}"] if task.get("device") else [])
             recipe = load_recipe(task["recipe"], overrides, registry=registry)
-            recipe, state = open_cell(folder, recipe, notes)
-            for note in notes:
-                log.print(note, markup=False)
-            run_module.run_recipe(recipe, console=log, run_dir=folder, resume=state is not None, state=state)
+            state = None
+            if task.get("trained_in"):
+                sample_cell(recipe, Path(task["trained_in"]), folder, log)
+            else:
+                recipe, state = open_cell(folder, recipe, notes)
+                for note in notes:
+                    log.print(note, markup=False)
+                run_module.run_recipe(recipe, console=log, run_dir=folder, resume=state is not None, state=state)
         summary = read_json(folder / "summary.json") or {}
         result = {"status": "ran", "val_loss": summary.get("train", {}).get("final_val_loss_ema")}
         if state is not None:
             result["note"] = f"resumed from step {state['step']}"
+        elif task.get("trained_in"):
+            result["note"] = f"sampled from the training of cell {Path(task['trained_in']).name}"
     except Interrupted as exc:
         result = {"status": "interrupted", "signal": exc.signum, "note": _stopped(folder, exc.signum)}
     except Exception as exc:
@@ -817,6 +883,8 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None, regi
                 "cell_dir": str(plan.cell_dir(cell)),
                 "device": device,
             }
+            if cell.trained_by is not None:
+                tasks[cell.index]["trained_in"] = str(plan.cell_dir(plan.cells[cell.trained_by]))
 
         stop = _SweepStop()
 
@@ -840,11 +908,17 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None, regi
             save("running")
 
         try:
-            with _handling(stop):
-                if jobs == 1:
-                    _run_here(to_run, tasks, stop, registry, console, started, record)
-                elif to_run:
-                    _run_processes(plan, to_run, tasks, jobs, stop, lock, started, record)
+            with _handling(stop):  # the cells that train first, then those that only sample from them
+                for batch in (
+                    [c for c in to_run if c.trained_by is None],
+                    [c for c in to_run if c.trained_by is not None],
+                ):
+                    if stop.signum is not None or not batch:
+                        continue
+                    if jobs == 1:
+                        _run_here(batch, tasks, stop, registry, console, started, record)
+                    else:
+                        _run_processes(plan, batch, tasks, jobs, stop, lock, started, record)
         finally:
             for cell in plan.cells:  # a duplicate shares its twin's folder and outcome
                 if cell.duplicate_of is not None and cell.recipe is not None:

@@ -422,3 +422,34 @@ def test_a_locked_folder_refuses_a_sweep_until_its_holder_dies_and_dry_run_needs
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_cells_that_differ_only_in_sampling_share_one_training(tiny_recipe, tmp_path, jobs):
+    """Axes over sampler and eval keys train once; every cell samples from that training with its own settings."""
+    axes = [parse_axis("sampler.name=ddim,dpmpp_2m"), parse_axis("sampler.steps=3,6")]
+    plan = plan_sweep(tiny_recipe, FAST, axes=axes, out=tmp_path / "sweep")
+    assert [c.trained_by for c in plan.cells] == [None, 0, 0, 0]
+    assert "samples from #0's training" in " ".join(text_of(plan_table(plan)).split())
+    run_sweep(plan, jobs=jobs, console=quiet())
+    assert {c.status for c in plan.cells} == {"ran"}
+    folders = [plan.cell_dir(c) for c in plan.cells]
+    trained = [f for f in folders if (f / "checkpoints" / "final.pt").exists()]
+    assert trained == [folders[0]], "exactly one training run"
+    for cell, folder in zip(plan.cells, folders, strict=True):
+        summary = read_json(folder / "summary.json")
+        steps = int(cell.assignment["sampler.steps"])
+        assert summary["sampling"]["nfe_per_sample"] == steps and summary["sampling"]["sampler"] == cell.assignment[
+            "sampler.name"
+        ]
+        assert summary["components"]["sampler"]["params"]["steps"] == steps
+        assert summary["train"] == read_json(folders[0] / "summary.json")["train"]
+        assert ("trained_in" in summary) == (folder != folders[0])
+    again = plan_sweep(tiny_recipe, FAST, axes=axes, out=tmp_path / "sweep")
+    assert {c.status for c in again.cells} == {"done"}
+
+
+def text_of(renderable) -> str:
+    console = Console(record=True, width=200)
+    console.print(renderable)
+    return console.export_text()
