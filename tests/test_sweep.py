@@ -439,9 +439,10 @@ def test_cells_that_differ_only_in_sampling_share_one_training(tiny_recipe, tmp_
     for cell, folder in zip(plan.cells, folders, strict=True):
         summary = read_json(folder / "summary.json")
         steps = int(cell.assignment["sampler.steps"])
-        assert summary["sampling"]["nfe_per_sample"] == steps and summary["sampling"]["sampler"] == cell.assignment[
-            "sampler.name"
-        ]
+        assert (
+            summary["sampling"]["nfe_per_sample"] == steps
+            and summary["sampling"]["sampler"] == cell.assignment["sampler.name"]
+        )
         assert summary["components"]["sampler"]["params"]["steps"] == steps
         assert summary["train"] == read_json(folders[0] / "summary.json")["train"]
         assert ("trained_in" in summary) == (folder != folders[0])
