@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,10 @@ def grid(samples: torch.Tensor, *, min_side: int = 32, padding: int = 2) -> torc
     return make_grid(x, nrow=nrow, padding=padding, pad_value=1.0)
 
 
-def save_png(image: torch.Tensor, path) -> None:
+def save_png(image: torch.Tensor, path: str | Path) -> None:
+    """Write ``image`` ([3, H, W] in [0, 1]) as a PNG, atomically (a crash leaves no torn picture)."""
     from torchvision.utils import save_image
 
-    save_image(image.float().clamp(0, 1), str(path))
+    from sandbox.rundir import atomic_write
+
+    atomic_write(path, lambda handle: save_image(image.float().clamp(0, 1), handle, format="png"))

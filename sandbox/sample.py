@@ -32,6 +32,7 @@ from sandbox.console import counter, fmt, table
 from sandbox.device import pick_device
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.health import sample_health
+from sandbox.images import save_png
 from sandbox.precond import Preconditioned, exact_denoise
 from sandbox.protocols import Denoise
 from sandbox.recipe import Recipe, load_recipe
@@ -187,7 +188,7 @@ def sample_run(
         samples, nfe, seconds = _draw(recipe, parts, denoise, device, n, nfe_planned, console)
         picture = render(parts, samples)
         if picture is not None:
-            _write_png(folder / "grid.png", picture)
+            save_png(picture, folder / "grid.png")
         atomic_write(folder / "samples.pt", lambda handle: torch.save(samples, handle))
         if png:
             _write_pngs(folder / "png", samples)
@@ -241,12 +242,6 @@ def _draw(
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] as 8-bit values in [0, 255], channels last."""
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
-
-
-def _write_png(path: Path, picture: torch.Tensor) -> None:
-    from torchvision.utils import save_image
-
-    atomic_write(path, lambda handle: save_image(picture.float().clamp(0, 1), handle, format="png"))
 
 
 def _write_pngs(folder: Path, samples: torch.Tensor) -> None:
