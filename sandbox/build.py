@@ -7,9 +7,9 @@ from typing import Any, Optional
 
 import torch
 
-from sandbox.contract import PROBLEMS
+from sandbox.contract import PROBLEMS, is_analytic
 from sandbox.errors import ContractError, ParameterError, RecipeError, SandboxError
-from sandbox.protocols import AnalyticDenoiser, DataSplits, ExactX0, Sampler, Schedule
+from sandbox.protocols import DataSplits, ExactX0, Sampler, Schedule
 from sandbox.recipe import Recipe
 from sandbox.registry import Component, Registry
 
@@ -60,7 +60,7 @@ def build_parts(recipe: Recipe, registry: Optional[Registry] = None) -> Parts:
     schedule = build_component(comps["schedule"], params["schedule"])
     denoiser = build_component(comps["denoiser"], params["denoiser"], tuple(data.shape))
     exact_x0 = None
-    if isinstance(denoiser, AnalyticDenoiser) and not isinstance(denoiser, torch.nn.Module):
+    if is_analytic(denoiser):
         try:
             exact_x0, denoiser = denoiser.bind(data), None
         except ParameterError as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -41,6 +42,12 @@ def step_name(step: int) -> str:
     return f"step_{step:06d}.pt"
 
 
+def step_of(path: Path) -> Optional[int]:
+    """The step in a ``step_NNNNNN.pt`` name; None for another name (``final.pt``)."""
+    match = _STEP.match(path.name)
+    return int(match.group(1)) if match else None
+
+
 def save(folder: Path, name: str, state: dict[str, Any], *, keep: int = 0) -> Path:
     """Write ``state`` as ``folder/name`` atomically, point ``latest`` at it; keep the newest ``keep`` step files."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -48,7 +55,7 @@ def save(folder: Path, name: str, state: dict[str, Any], *, keep: int = 0) -> Pa
     atomic_write(path, lambda handle: torch.save({"format": FORMAT, **state}, handle))
     write_text(folder / LATEST, name + "\n")
     if keep > 0:
-        steps = sorted(p for p in folder.iterdir() if _STEP.match(p.name))
+        steps = sorted(p for p in folder.iterdir() if step_of(p) is not None)
         for old in steps[:-keep]:
             old.unlink(missing_ok=True)
     return path
@@ -100,7 +107,7 @@ def candidates(folder: Path) -> list[Path]:
     """The checkpoints of a run folder, newest first: the ``latest`` pointer's, then by step, ``final.pt`` first."""
     if not folder.is_dir():
         return []
-    steps = {p: int(m.group(1)) for p in folder.iterdir() if (m := _STEP.match(p.name))}
+    steps = {p: step for p in folder.iterdir() if (step := step_of(p)) is not None}
     files = sorted(steps, key=steps.__getitem__, reverse=True)
     if (folder / FINAL).exists():
         files.insert(0, folder / FINAL)
@@ -117,12 +124,9 @@ def latest_good(folder: Path) -> Optional[tuple[Path, dict[str, Any]]]:
     """The newest checkpoint in ``folder`` that loads, or None when there is none.
 
     Unreadable ones are skipped with a warning; when every one is unreadable,
-    :class:`CheckpointError` lists them (nothing is silently restarted).
-    Temporary files of an interrupted write are removed.
+    :class:`CheckpointError` lists them (nothing is silently restarted). Only
+    reads: a run may be writing its next checkpoint meanwhile.
     """
-    if folder.is_dir():
-        for stale in folder.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
     errors = []
     for path in candidates(folder):
         try:
@@ -133,6 +137,26 @@ def latest_good(folder: Path) -> Optional[tuple[Path, dict[str, Any]]]:
     if errors:
         raise CheckpointError("no usable checkpoint: " + "; ".join(errors))
     return None
+
+
+def remove_partial_writes(folder: Path) -> None:
+    """Delete the temporary files of checkpoint writes that a crash interrupted (for the run that resumes)."""
+    if folder.is_dir():
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
+def refuse_changes(
+    before: dict[str, Any],
+    after: dict[str, Any],
+    may_change: Callable[[str], bool],
+    message: Callable[[str, Any, Any], str],
+    error: type[SandboxError],
+) -> None:
+    """Raise ``error(message(key, old, new))`` for the first recipe key that differs and may not change."""
+    for key in differences(before, after):
+        if not may_change(key):
+            raise error(message(key, value_at(before, key), value_at(after, key)))
 
 
 def save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

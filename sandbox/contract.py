@@ -72,8 +72,13 @@ def schedule_problems(schedule: Any) -> list[str]:
     )
 
 
+def is_analytic(denoiser: Any) -> bool:
+    """Whether a built denoiser is an :class:`AnalyticDenoiser` (exact, untrained) rather than a network."""
+    return isinstance(denoiser, AnalyticDenoiser) and not isinstance(denoiser, torch.nn.Module)
+
+
 def denoiser_problems(net: Any) -> list[str]:
-    if isinstance(net, AnalyticDenoiser) and not isinstance(net, torch.nn.Module):
+    if is_analytic(net):
         return [f"bind(data) {p}" for p in accepts(net.bind, 1)]
     if not isinstance(net, torch.nn.Module):
         return [

@@ -128,7 +128,6 @@ class Registry:
     failures: list[PluginFailure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     clashes: dict[str, dict[str, list[Component]]] = field(default_factory=lambda: {k: {} for k in KINDS})
-    prefer: tuple[str, ...] = field(default_factory=preferred)
 
     def add(self, component: Component) -> None:
         """Record ``component``; a second component of the same kind and name starts a clash."""
@@ -138,7 +137,7 @@ class Registry:
             table[name] = component
             return
         clashes.setdefault(name, [table[name]] if name in table else []).append(component)
-        winners = [c for c in clashes[name] if _matches(c, self.prefer)]
+        winners = [c for c in clashes[name] if _matches(c, preferred())]  # SANDBOX_PREFER as it is now
         if len(winners) == 1:
             table[name] = winners[0]
         else:
@@ -156,7 +155,6 @@ class Registry:
             list(self.failures),
             list(self.warnings),
             {kind: {n: list(c) for n, c in table.items()} for kind, table in self.clashes.items()},
-            self.prefer,
         )
 
     def names(self, kind: str) -> list[str]:
@@ -280,9 +278,7 @@ def with_local(base: Registry, specs: Iterable[str]) -> Registry:
     import or register is in the result's ``failures`` under its plugin name.
     """
     pm = new_plugin_manager()
-    registry = base.copy()
-    registry.prefer = preferred()  # read now: a clash with a local plugin is resolved as the environment says
-    return collect(pm, load_local_plugins(pm, specs), into=registry)
+    return collect(pm, load_local_plugins(pm, specs), into=base.copy())
 
 
 _INSTALLED: Optional[Registry] = None

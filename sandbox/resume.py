@@ -35,26 +35,32 @@ def resume_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, Optional
         raise SandboxError(f"{run_dir} is not a run folder (it has no recipe.yaml)")
     original = load_recipe(path)
     recipe = load_recipe(path, overrides)
-    before, after = original.to_dict(), recipe.to_dict()
-    changed = [key for key in checkpoint.differences(before, after) if key not in RESUMABLE]
-    if changed:
-        key = changed[0]
-        raise RecipeError(
-            f"recipe key '{key}': cannot change when resuming ({checkpoint.value_at(before, key)!r} in the run, "
-            f"{checkpoint.value_at(after, key)!r} asked); only {', '.join(RESUMABLE)} may. Start a new run "
-            "instead"
-        )
+    before = original.to_dict()
+    checkpoint.refuse_changes(
+        before,
+        recipe.to_dict(),
+        RESUMABLE.__contains__,
+        lambda key, old, new: (
+            f"recipe key '{key}': cannot change when resuming ({old!r} in the run, {new!r} "
+            f"asked); only {', '.join(RESUMABLE)} may. Start a new run instead"
+        ),
+        RecipeError,
+    )
+    checkpoint.remove_partial_writes(run_dir / "checkpoints")
     found = checkpoint.latest_good(run_dir / "checkpoints")
     if found is None:
         return recipe, None
     ckpt_path, state = found
-    mismatch = [key for key in checkpoint.differences(state["recipe"], before) if key not in RESUMABLE]
-    if mismatch:
-        key = mismatch[0]
-        raise checkpoint.CheckpointError(
+    checkpoint.refuse_changes(
+        state["recipe"],
+        before,
+        RESUMABLE.__contains__,
+        lambda key, old, new: (
             f"checkpoint {ckpt_path} was written by another recipe: recipe key '{key}' is "
-            f"{checkpoint.value_at(state['recipe'], key)!r} there and {checkpoint.value_at(before, key)!r} in {path}"
-        )
+            f"{old!r} there and {new!r} in {path}"
+        ),
+        checkpoint.CheckpointError,
+    )
     if state["step"] >= recipe.train.steps and (run_dir / "summary.json").exists():
         raise SandboxError(
             f"{run_dir} finished at step {state['step']:,}; extend it with train.steps=N "

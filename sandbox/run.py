@@ -25,6 +25,9 @@ from sandbox.rundir import check_output, new_run_dir, write_json, write_text
 from sandbox.sampling import CountingDenoise
 from sandbox.training import Diverged, Interrupted, Trainer, TrainState, first_tensor
 
+GRID_SEED = 2  # run.seed + 2 draws the intermediate sample grids
+FINAL_SEED = 3  # run.seed + 3 draws the final samples (sandbox sample repeats them with the same seed)
+
 
 def render(parts: Parts, samples: torch.Tensor) -> torch.Tensor | None:
     """The dataset's picture of a batch, or an image grid for (C, H, W) data."""
@@ -112,7 +115,7 @@ def train(
     state and the EMA weights' denoise function. Writes ``final.pt`` and ``ema.safetensors``."""
 
     def sample_grid(step: int, denoise: Denoise) -> None:
-        samples, _, _ = generate(recipe, parts, denoise, device, recipe.eval.grid_samples, recipe.run.seed + 2)
+        samples, _, _ = generate(recipe, parts, denoise, device, recipe.eval.grid_samples, recipe.run.seed + GRID_SEED)
         picture = render(parts, samples)
         if picture is not None:
             save_png(picture, run_dir / "samples" / f"step_{step:06d}.png")
@@ -194,7 +197,9 @@ def run_recipe(
     else:
         trained, denoise = train(recipe, parts, device, run_dir, console, resume=resume, state=state)
     console.print(f"sampling {recipe.eval.num_samples} with {recipe.components['sampler'][0]}...")
-    samples, nfe, sample_s = generate(recipe, parts, denoise, device, recipe.eval.num_samples, recipe.run.seed + 3)
+    samples, nfe, sample_s = generate(
+        recipe, parts, denoise, device, recipe.eval.num_samples, recipe.run.seed + FINAL_SEED
+    )
     picture = render(parts, samples)
     if picture is not None:
         save_png(picture, run_dir / "samples" / "final.png")

@@ -11,14 +11,13 @@ interrupted run) from the newest step checkpoint that loads, always with
 
 With the run's own recipe and seed, the samples are the run's
 ``samples/final.pt`` again (on the CPU, bit for bit): the same weights,
-the same seed (``run.seed + 3``) and the same batches.
+the same seed (``run.seed +`` :data:`sandbox.run.FINAL_SEED`) and the same batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,11 @@ from sandbox.precond import Preconditioned, exact_denoise
 from sandbox.protocols import Denoise
 from sandbox.recipe import Recipe, load_recipe
 from sandbox.resume import RESUMABLE
-from sandbox.run import generate, real_heldout, render, score
+from sandbox.run import FINAL_SEED, generate, real_heldout, render, score
 from sandbox.rundir import atomic_write, new_run_dir, read_json, write_json
 
 SAMPLING_SECTIONS = ("sampler.", "eval.")  # every key under these may change
 SAMPLING_KEYS = ("run.device", "run.threads", "run.seed")  # and these (run.seed: the sampling seed)
-SEED_OFFSET = 3  # run_recipe draws its final samples with run.seed + 3; the same seed gives the same samples
 
 
 def sampling_recipe(run_dir: Path, overrides: list[str]) -> Recipe:
@@ -52,15 +50,17 @@ def sampling_recipe(run_dir: Path, overrides: list[str]) -> Recipe:
         raise SandboxError(f"{run_dir} is not a run folder (it has no recipe.yaml)")
     original = load_recipe(path)
     recipe = load_recipe(path, overrides)
-    before, after = original.to_dict(), recipe.to_dict()
-    changed = [key for key in checkpoint.differences(before, after) if not _may_change(key)]
-    if changed:
-        key = changed[0]
-        raise RecipeError(
-            f"recipe key '{key}': cannot change when sampling ({checkpoint.value_at(before, key)!r} in the run, "
-            f"{checkpoint.value_at(after, key)!r} asked): the weights were trained with the run's value; only "
+    checkpoint.refuse_changes(
+        original.to_dict(),
+        recipe.to_dict(),
+        _may_change,
+        lambda key, old, new: (
+            f"recipe key '{key}': cannot change when sampling ({old!r} in the run, {new!r} "
+            f"asked): the weights were trained with the run's value; only "
             f"{', '.join(s + '*' for s in SAMPLING_SECTIONS)}, {', '.join(SAMPLING_KEYS)} may"
-        )
+        ),
+        RecipeError,
+    )
     return recipe
 
 
@@ -81,23 +81,15 @@ def find_checkpoint(run_dir: Path, path: Path | None, console: Console) -> tuple
             older = [p for p in checkpoint.candidates(folder) if p != final]
             hint = f"; to sample from an earlier one, add --checkpoint {older[0]}" if older else ""
             raise checkpoint.CheckpointError(f"{exc}{hint}") from exc
-    # As checkpoint.latest_good, but leaving temporary files alone: the run may still be writing one.
-    errors = []
-    for candidate in checkpoint.candidates(folder):
-        try:
-            state = checkpoint.load(candidate)
-        except checkpoint.CheckpointError as exc:
-            errors.append(str(exc))
-            warnings.warn(f"{exc}; trying an older one", stacklevel=2)
-            continue
+    found = checkpoint.latest_good(folder)
+    if found is not None:
+        candidate, state = found
         status = (read_json(run_dir / "status.json") or {}).get("status", "unknown")
         console.print(
             f"[yellow]note:[/] the run is unfinished (status: {status}; no {final}); sampling from "
             f"{candidate.name}, step {state['step']:,}"
         )
         return candidate, state
-    if errors:
-        raise checkpoint.CheckpointError(f"no usable checkpoint in {folder}: " + "; ".join(errors))
     raise SandboxError(
         f"{run_dir} has no checkpoint to sample from (no {folder}/*.pt); it stopped before its "
         "first one: resume it with sandbox run --resume"
@@ -109,18 +101,16 @@ def ema_denoiser(
 ) -> Preconditioned:
     """The checkpoint's EMA weights in the recipe's network, preconditioned for its prediction target."""
     saved = state["recipe"] if isinstance(state.get("recipe"), dict) else {}
-    mismatch = [
-        key
-        for key in checkpoint.differences(saved, recipe.to_dict())
-        if not _may_change(key) and key not in RESUMABLE and key != "name"
-    ]
-    if mismatch:
-        key = mismatch[0]
-        raise checkpoint.CheckpointError(
-            f"checkpoint {path} was written by another recipe: recipe key '{key}' is "
-            f"{checkpoint.value_at(saved, key)!r} there and {checkpoint.value_at(recipe.to_dict(), key)!r} "
-            "in the run"
-        )
+    checkpoint.refuse_changes(
+        saved,
+        recipe.to_dict(),
+        lambda key: _may_change(key) or key in RESUMABLE or key == "name",
+        lambda key, old, new: (
+            f"checkpoint {path} was written by another recipe: recipe key '{key}' is {old!r} "
+            f"there and {new!r} in the run"
+        ),
+        checkpoint.CheckpointError,
+    )
     assert parts.net is not None
     net = parts.net
     try:
@@ -199,7 +189,7 @@ def sample_run(
             "checkpoint": {"path": str(ckpt) if ckpt else None, "step": step},
             "overrides": list(overrides),
             "device": str(device),
-            "seed": recipe.run.seed + SEED_OFFSET,
+            "seed": recipe.run.seed + FINAL_SEED,
             "sampler": {"name": sampler, "params": dataclasses.asdict(params) if params is not None else {}},
             "num_samples": len(samples),
             "sample_batch": recipe.eval.sample_batch,
@@ -234,7 +224,7 @@ def _draw(
             bar.advance(task, x.shape[0] / max(nfe, 1))
             return out
 
-        samples, used, seconds = generate(recipe, parts, tracked, device, n, recipe.run.seed + SEED_OFFSET)
+        samples, used, seconds = generate(recipe, parts, tracked, device, n, recipe.run.seed + FINAL_SEED)
         bar.update(task, completed=n)
     return samples, used, seconds
 

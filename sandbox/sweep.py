@@ -42,7 +42,6 @@ import io
 import itertools
 import json
 import os
-import re
 import shutil
 import signal
 import time
@@ -70,7 +69,6 @@ SAMPLING_ONLY = ("sampler", "eval")  # sections that change only sampling: cells
 SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".lock"                                          # flock'ed by the sweep and its cell processes
 RESUME_KEYS = ("run.device", "run.workers", "run.threads")  # taken from this sweep's cell when resuming one
-_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 # fmt: on
 
 
@@ -366,8 +364,8 @@ def newest_checkpoint_step(folder: Path, final_step: int) -> int | None:
     from sandbox import checkpoint  # imports torch
 
     for path in checkpoint.candidates(folder):
-        match = _STEP_FILE.match(path.name)
-        return int(match.group(1)) if match else final_step
+        step = checkpoint.step_of(path)
+        return step if step is not None else final_step
     return None
 
 

@@ -62,9 +62,9 @@ from typing import Any
 
 import torch
 
-from sandbox.contract import PROBLEMS
+from sandbox.contract import PROBLEMS, is_analytic
 from sandbox.plugins import SELF_DISTRIBUTION
-from sandbox.protocols import AnalyticDenoiser, DataSplits
+from sandbox.protocols import DataSplits
 from sandbox.registry import Registry, get_registry, load_registry, use_registry
 from sandbox.sampling import CountingDenoise
 from sandbox.training import first_tensor
@@ -384,7 +384,7 @@ def check_denoiser(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         x = torch.randn(batch, *shape)
-        if isinstance(net, AnalyticDenoiser) and not isinstance(net, torch.nn.Module):
+        if is_analytic(net):
             if data is not None:
                 alpha = torch.full((batch,) + (1,) * len(shape), 0.8)
                 out = net.bind(data)(x, alpha, (1 - alpha**2).sqrt())
