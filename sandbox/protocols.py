@@ -92,6 +92,9 @@ class DataSplits:
     description: str = ""  #: one line shown in the run's header
     exact_x0: Optional[ExactX0] = None
     """The data's exact denoiser in closed form, where one is known (read by analytic denoisers)."""
+    cache_dir: Optional[str] = None
+    """A folder beside the data where the engine may cache statistics derived from the training split (the
+    reference statistics of ``eval.metrics``, :mod:`sandbox.fid`); None: beside the run folder instead."""
 
 
 # ------------------------------------------------------------------------------------------------ schedules

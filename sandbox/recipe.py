@@ -35,6 +35,7 @@ from sandbox.targets import TARGETS, WEIGHTINGS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
+IMAGE_METRICS = ("fid", "kid")  # eval.metrics: Frechet and Kernel Inception Distance (sandbox.fid)
 
 
 @dataclass
@@ -80,12 +81,17 @@ class EvalConfig:
     num_samples: int = 64          # samples generated at the end of the run
     sample_batch: int = 256        # samples per sampler call
     grid_samples: int = 64         # samples drawn in each intermediate grid
+    metrics: list[str] = field(default_factory=list)  # image metrics of the final samples: fid, kid
     # fmt: on
 
     def __post_init__(self) -> None:
         at_least(self, "val_batches", 0)
         for key in ("num_samples", "sample_batch", "grid_samples"):
             at_least(self, key, 1)
+        unknown = [m for m in self.metrics if m not in IMAGE_METRICS]
+        if unknown or len(set(self.metrics)) != len(self.metrics):
+            expected = f"a list of distinct names from {', '.join(IMAGE_METRICS)}"
+            raise ParameterError("metrics", list(self.metrics), expected)
 
 
 @dataclass

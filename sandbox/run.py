@@ -10,11 +10,10 @@ from typing import Any, Optional
 import torch
 from rich.console import Console
 
-from sandbox import checkpoint
+from sandbox import checkpoint, distributed
 from sandbox.build import Parts, build_parts, count_parameters
 from sandbox.console import console as default_console
 from sandbox.console import fmt, progress, table
-from sandbox.device import pick_device
 from sandbox.health import sample_health
 from sandbox.images import grid, save_png
 from sandbox.precond import exact_denoise
@@ -82,22 +81,26 @@ def prepare(recipe: Recipe, run_dir: Optional[Path], *, resume: bool = False) ->
 
     The folder is new under ``run.output`` unless ``run_dir`` is given: a
     sweep's cell folder (which must not exist yet), or with ``resume`` the
-    folder of the run to continue.
+    folder of the run to continue. Under torchrun, every process joins the
+    process group and gets its own device (:func:`sandbox.distributed.setup`);
+    rank 0 alone creates the folder and tells the others its path.
     """
     if run_dir is None:
         check_output(recipe.run.output, recipe.name)  # before any work
     torch.manual_seed(recipe.run.seed)
     if recipe.run.threads:
         torch.set_num_threads(recipe.run.threads)
-    device = pick_device(recipe.run.device)
+    device = distributed.setup(recipe)
     parts = build_parts(recipe)  # every part is checked against its protocol before any work
-    if run_dir is None:
-        run_dir = new_run_dir(recipe.run.output, recipe.name)
-    else:
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=resume)
-    write_text(run_dir / "recipe.yaml", recipe.to_yaml())
-    (run_dir / "samples").mkdir(exist_ok=resume)
+    if distributed.is_main():
+        if run_dir is None:
+            run_dir = new_run_dir(recipe.run.output, recipe.name)
+        else:
+            run_dir = Path(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=resume)
+        write_text(run_dir / "recipe.yaml", recipe.to_yaml())
+        (run_dir / "samples").mkdir(exist_ok=resume)
+    run_dir = Path(distributed.broadcast_object(str(run_dir)))
     return device, parts, run_dir
 
 
@@ -120,37 +123,44 @@ def train(
         if picture is not None:
             save_png(picture, run_dir / "samples" / f"step_{step:06d}.png")
 
+    main = distributed.is_main()
     trainer = Trainer(recipe, parts, device, run_dir, on_sample_grid=sample_grid)
     if state is not None:
         trainer.load_state_dict(state)
         console.print(f"resuming at step {trainer.state.step:,} of {trainer.steps:,}")
     elif resume:
-        trainer.metrics.truncate_after(0)
+        if main:
+            trainer.metrics.truncate_after(0)
         console.print("no checkpoint yet: training again from step 0 in the same folder")
-    write_json(run_dir / "status.json", {"status": "training", "step": trainer.state.step})
+    if main:
+        write_json(run_dir / "status.json", {"status": "training", "step": trainer.state.step})
     try:
         with progress(console) as bar:
             task = bar.add_task("train", total=trainer.steps, loss="-", speed="-")
             trained = trainer.fit(bar, task)
     except (Interrupted, Diverged) as exc:
-        write_json(
-            run_dir / "status.json",
-            {
-                "status": "interrupted" if isinstance(exc, Interrupted) else "diverged",
-                "step": trainer.state.step,
-                "message": str(exc),
-                "checkpoint": str(trainer.last_checkpoint or ""),
-            },
-        )
+        if main:
+            write_json(
+                run_dir / "status.json",
+                {
+                    "status": "interrupted" if isinstance(exc, Interrupted) else "diverged",
+                    "step": trainer.state.step,
+                    "message": str(exc),
+                    "checkpoint": str(trainer.last_checkpoint or ""),
+                },
+            )
         if isinstance(exc, Interrupted):
-            exc.args = (f"{exc}. Resume with: sandbox run --resume {run_dir}",)
+            nproc = f" --nproc {distributed.world_size()}" if distributed.active() else ""
+            exc.args = (f"{exc}. Resume with: sandbox run --resume {run_dir}{nproc}",)
         raise
     trainer.save_checkpoint(checkpoint.FINAL)
-    checkpoint.save_safetensors(
-        run_dir / "ema.safetensors",
-        trainer.ema.model.state_dict(),
-        {"step": str(trained.step), "recipe": recipe.to_yaml()},
-    )
+    if main:
+        checkpoint.save_safetensors(
+            run_dir / "ema.safetensors",
+            trainer.ema.model.state_dict(),
+            {"step": str(trained.step), "recipe": recipe.to_yaml()},
+        )
+    distributed.barrier()  # the other processes leave once the final checkpoint is on disk
     return trained, trainer.ema_denoiser
 
 
@@ -177,8 +187,9 @@ def run_recipe(
     With ``resume``, continue the run in ``run_dir`` from ``state``, its latest good checkpoint's
     (:func:`sandbox.resume.resume_recipe` finds it), or from step 0 when it has none.
     """
-    console = console or default_console
     device, parts, run_dir = prepare(recipe, run_dir, resume=resume)
+    main = distributed.is_main()
+    console = (console or default_console) if main else Console(quiet=True)  # rank 0 alone prints
     console.print(
         table(
             f"Recipe '{recipe.name}' on {device}",
@@ -196,6 +207,8 @@ def run_recipe(
         console.print("analytic denoiser: nothing to train")
     else:
         trained, denoise = train(recipe, parts, device, run_dir, console, resume=resume, state=state)
+    if not main:
+        return run_dir  # rank 0 alone samples and scores
     console.print(f"sampling {recipe.eval.num_samples} with {recipe.components['sampler'][0]}...")
     samples, nfe, sample_s = generate(
         recipe, parts, denoise, device, recipe.eval.num_samples, recipe.run.seed + FINAL_SEED

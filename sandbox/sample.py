@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from sandbox import checkpoint
+from sandbox import checkpoint, fid
 from sandbox.build import Parts, build_parts
 from sandbox.console import console as default_console
 from sandbox.console import counter, fmt, table
@@ -151,6 +151,7 @@ def sample_run(
         torch.set_num_threads(recipe.run.threads)
     device = pick_device(recipe.run.device)
     parts = build_parts(recipe)
+    fid.require(recipe.eval.metrics, parts.data.shape)  # image metrics: the extra and the weights, before sampling
     shape = tuple(parts.data.shape)
     if png and not (len(shape) == 3 and shape[0] in (1, 3)):
         raise SandboxError(
@@ -182,7 +183,7 @@ def sample_run(
         atomic_write(folder / "samples.pt", lambda handle: torch.save(samples, handle))
         if png:
             _write_pngs(folder / "png", samples)
-        quality = score(parts, samples)
+        quality = score(recipe, parts, samples, device, run_dir, console)
         summary = {
             "run_dir": str(run_dir),
             "folder": str(folder),

@@ -118,6 +118,7 @@ def build(params: Cifar10Params) -> DataSplits:
         train=Uint8Images(images, train_idx, flip=params.flip),
         val=Uint8Images(images, val_idx, flip=False),
         shape=SHAPE,
+        cache_dir=params.root,  # FID's reference statistics of the training split are cached beside the files
         description=(
             f"CIFAR-10 32x32 RGB in [-1, 1]: {len(train_idx)} train / {len(val_idx)} val images "
             f"(val carved from the training set, seed {params.split_seed}){flip}"
