@@ -10,7 +10,7 @@ from typing import Any, Optional
 import torch
 from rich.console import Console
 
-from sandbox import checkpoint, distributed
+from sandbox import checkpoint, distributed, fid
 from sandbox.build import Parts, build_parts, count_parameters
 from sandbox.console import console as default_console
 from sandbox.console import fmt, progress, table
@@ -92,6 +92,7 @@ def prepare(recipe: Recipe, run_dir: Optional[Path], *, resume: bool = False) ->
         torch.set_num_threads(recipe.run.threads)
     device = distributed.setup(recipe)
     parts = build_parts(recipe)  # every part is checked against its protocol before any work
+    fid.require(recipe.eval.metrics, parts.data.shape)  # image metrics: the extra and the weights, before any work
     if distributed.is_main():
         if run_dir is None:
             run_dir = new_run_dir(recipe.run.output, recipe.name)
@@ -164,14 +165,37 @@ def train(
     return trained, trainer.ema_denoiser
 
 
-def score(parts: Parts, samples: torch.Tensor) -> dict[str, Any]:
-    """The dataset's quality figures for the samples and for as many held-out real items."""
-    if parts.data.evaluate is None:
-        return {}
-    return {
-        "generated": parts.data.evaluate(samples),
-        "real_heldout": parts.data.evaluate(real_heldout(parts, len(samples))),
-    }
+def score(
+    recipe: Recipe,
+    parts: Parts,
+    samples: torch.Tensor,
+    device: torch.device,
+    run_dir: Path,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """The dataset's quality figures for the samples and for as many held-out real items, and ``eval.metrics``.
+
+    FID and KID (:mod:`sandbox.fid`) compare each set with the training split, whose reference statistics
+    are cached beside the data, or in ``fid_reference/`` beside ``run_dir`` when the dataset names no folder.
+    """
+    real = real_heldout(parts, len(samples))
+    quality: dict[str, Any] = {}
+    if parts.data.evaluate is not None:
+        quality = {"generated": parts.data.evaluate(samples), "real_heldout": parts.data.evaluate(real)}
+    if recipe.eval.metrics:
+        images = fid.image_metrics(
+            recipe.eval.metrics,
+            parts.data,
+            recipe.to_dict()["dataset"],
+            {"generated": samples, "real_heldout": real},
+            device=device,
+            fallback_dir=Path(run_dir).parent / fid.CACHE_FOLDER,
+            console=console,
+        )
+        for side in ("generated", "real_heldout"):  # FID first: the figure sweeps rank by
+            quality[side] = {**images.pop(side), **quality.get(side, {})}
+        quality.update(images)
+    return quality
 
 
 def run_recipe(
@@ -229,7 +253,7 @@ def run_recipe(
         device,
         run_dir,
         trained,
-        score(parts, samples),
+        score(recipe, parts, samples, device, run_dir, console),
         {"nfe_per_sample": nfe, "seconds": sample_s, "num_samples": len(samples)},
         grid=picture is not None,
     )

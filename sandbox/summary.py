@@ -8,9 +8,11 @@ and the number of finished cells. Metrics are dotted keys of the cells'
 and ``train.images_per_s``. Sample quality comes first, and so ranks,
 because it is comparable across any axis; the validation loss is not
 comparable across schedules, targets or weightings (each draws other noise
-levels, or weighs them otherwise), only within one.
+levels, or weighs them otherwise), only within one. Among the sample-quality
+figures, FID then KID (``eval.metrics``, :mod:`sandbox.fid`) come first where
+the cells have them: the standard figures for images.
 A metric whose name contains ``loss``, ``distance``, ``error``, ``swd``,
-``w2`` or ``fid`` is better lower, any other better higher; ``key:min`` or
+``w2``, ``fid`` or ``kid`` is better lower, any other better higher; ``key:min`` or
 ``key:max`` says so explicitly. Groups are ranked by the first metric, and
 each is compared with the baseline group (the first in plan order, or the one
 ``--baseline key=value,...`` picks). Writes ``summary.csv``, ``summary.md``
@@ -36,7 +38,8 @@ from sandbox.sweep import SWEEP_FILE, parse_value, split_list
 
 DEFAULT_METRICS = ("train.final_val_loss_ema", "train.images_per_s")
 GENERATED = "sample_quality.generated."
-LOWER_IS_BETTER = ("loss", "distance", "error", "swd", "w2", "fid")
+LOWER_IS_BETTER = ("loss", "distance", "error", "swd", "w2", "fid", "kid")
+FIRST = ("fid", "kid")  # sample-quality figures that rank before the dataset's own, where present
 CURVE = ("val_loss_ema", "val_loss")  # the metrics.jsonl key drawn as the validation curve (first present)
 
 
@@ -207,6 +210,8 @@ def _resolve_metrics(requested: list[str] | None, cells: list[CellResult]) -> li
         available += [k for k in cell.values if k not in available]
     if not requested:
         generated = [k for k in available if k.startswith(GENERATED)]
+        first = [GENERATED + name for name in FIRST if GENERATED + name in generated]
+        generated = first + [k for k in generated if k not in first]
         keys = generated + [k for k in DEFAULT_METRICS if k in available or not available]
         return [Metric(k, lower_is_better(k)) for k in keys]
     metrics = []
