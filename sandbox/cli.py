@@ -26,6 +26,13 @@ def _parser() -> argparse.ArgumentParser:
         help="continue an interrupted run in its folder from its latest "
         "good checkpoint (overrides: train.steps, run.device, ...)",
     )
+    run.add_argument(
+        "--nproc",
+        type=_count,
+        metavar="N",
+        help="train in N processes on this machine (one per GPU), started through torchrun; "
+        "train.batch_size stays the global batch",
+    )
     run.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides, e.g. train.steps=200")
     sample = sub.add_parser("sample", help="draw samples from a run's EMA weights, with its sampler or another")
     sample.add_argument("run_dir", metavar="RUN_DIR", help="the folder of a finished or interrupted run")
@@ -88,21 +95,45 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     from sandbox.recipe import load_recipe
 
+    if args.nproc and args.nproc > 1:
+        return _launch(args)
     if args.resume:
         overrides = ([args.recipe] if args.recipe else []) + list(args.overrides)  # `--resume DIR key=value`
         from sandbox.resume import resume_recipe  # imports torch
-        from sandbox.run import run_recipe
 
         recipe, state = resume_recipe(args.resume, overrides)
-        run_recipe(recipe, run_dir=args.resume, resume=True, state=state)
-        return 0
-    if not args.recipe:
+    elif not args.recipe:
         raise SandboxError("sandbox run needs a recipe file, or --resume RUN_DIR")
-    recipe = load_recipe(args.recipe, args.overrides)
-    from sandbox.run import run_recipe  # imports torch
+    else:
+        recipe, state = load_recipe(args.recipe, args.overrides), None
+    from sandbox import distributed  # imports torch
+    from sandbox.run import run_recipe
 
-    run_recipe(recipe)
+    try:
+        run_recipe(recipe, run_dir=args.resume, resume=bool(args.resume), state=state)
+    finally:
+        distributed.shutdown()  # under torchrun: leave the process group
     return 0
+
+
+def _launch(args) -> int:
+    """``sandbox run --nproc N``: the same command in N processes through torchrun (:mod:`sandbox.distributed`)."""
+    import os
+
+    from sandbox.recipe import load_recipe
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SandboxError("--nproc starts torchrun itself: leave it out of a command that torchrun starts")
+    if not args.resume:
+        if not args.recipe:
+            raise SandboxError("sandbox run needs a recipe file, or --resume RUN_DIR")
+        recipe = load_recipe(args.recipe, args.overrides)  # refuse a bad recipe before starting any process
+    from sandbox import distributed  # imports torch
+
+    if not args.resume:
+        distributed.check_batch(recipe.train.batch_size, args.nproc)
+    again = [*([args.recipe] if args.recipe else []), *(["--resume", args.resume] if args.resume else [])]
+    return distributed.launch(args.nproc, ["run", *again, *args.overrides])
 
 
 def cmd_sample(args) -> int:
@@ -290,6 +321,20 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     error_console.print(f"[yellow]warning:[/] {escape(str(message))}", soft_wrap=True)
 
 
+def _rank_prefix(exc: SandboxError) -> str | None:
+    """How a process names itself in an error: '' in a single process and on rank 0; under torchrun the
+    other ranks say ``rank N:``, or stay silent for an error every process meets alike (rank 0 reports it)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return ""
+    from sandbox import distributed  # imports torch, only under torchrun
+
+    if distributed.is_main():
+        return ""
+    return None if distributed.every_rank(exc) else f"rank {distributed.rank()}: "
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
@@ -309,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     except SandboxError as exc:
         from sandbox.console import error_console
 
-        error_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        prefix = _rank_prefix(exc)
+        if prefix is not None:
+            error_console.print(f"[bold red]{prefix}error:[/] {exc}", soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
