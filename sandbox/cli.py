@@ -352,11 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SandboxError as exc:
+        from rich.markup import escape
+
         from sandbox.console import error_console
 
         prefix = _rank_prefix(exc)
-        if prefix is not None:
-            error_console.print(f"[bold red]{prefix}error:[/] {exc}", soft_wrap=True)
+        if prefix is not None:  # escaped: a message may hold brackets, e.g. pip install 'package[extra]'
+            error_console.print(f"[bold red]{prefix}error:[/] {escape(str(exc))}", soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -241,7 +241,9 @@ def frechet_distance(reference: Statistics, other: Statistics) -> Optional[float
     metric.fake_features_cov_sum = other.outer.double()
     metric.fake_features_num_samples = torch.tensor(other.count)
     metric.orig_dtype = torch.float64  # what update() would record: the result's dtype
-    return float(metric.compute())
+    with warnings.catch_warnings():  # "compute before update": the states were set, not updated
+        warnings.simplefilter("ignore", UserWarning)
+        return float(metric.compute())
 
 
 def kernel_distance(reference: Statistics, other: Statistics, *, seed: int = REFERENCE_SEED) -> tuple[Any, Any]:
@@ -255,7 +257,11 @@ def kernel_distance(reference: Statistics, other: Statistics, *, seed: int = REF
         return None, None
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    metric = KernelInceptionDistance(feature=_Given(reference.pool.shape[1]), subsets=KID_SUBSETS, subset_size=size)
+    with warnings.catch_warnings():  # "saves all features": only the bounded pools are given
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(
+            feature=_Given(reference.pool.shape[1]), subsets=KID_SUBSETS, subset_size=size
+        )
     metric.update(reference.pool.double(), real=True)
     metric.update(other.pool.double(), real=False)
     with torch.random.fork_rng(devices=[]):  # its subsets come from the global generator
