@@ -231,8 +231,8 @@ def _draw(
 
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] as 8-bit values in [0, 255], channels last."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+    """Images in [-1, 1] as 8-bit values in [0, 255], channels last: the values FID's features see too."""
+    return fid.to_uint8(images).permute(0, 2, 3, 1).cpu()
 
 
 def _write_pngs(folder: Path, samples: torch.Tensor) -> None:
