@@ -149,7 +149,7 @@ def part(n: int) -> tuple[int, int]:
 def shard(batch: torch.Tensor) -> torch.Tensor:
     """This process's :func:`part` of a global batch."""
     start, stop = part(batch.shape[0])
-    return batch[start:stop]
+    return batch if stop - start == batch.shape[0] else batch[start:stop]
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
