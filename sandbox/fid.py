@@ -186,7 +186,8 @@ class _Given(torch.nn.Module):
 def _fid_metric(num_features: int) -> Any:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    return FrechetInceptionDistance(feature=_Given(num_features), reset_real_features=False)
+    # sync_on_compute=False: under torchrun only rank 0 scores; a sync would wait for the others forever
+    return FrechetInceptionDistance(feature=_Given(num_features), reset_real_features=False, sync_on_compute=False)
 
 
 def batches(images: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
@@ -260,7 +261,7 @@ def kernel_distance(reference: Statistics, other: Statistics, *, seed: int = REF
     with warnings.catch_warnings():  # "saves all features": only the bounded pools are given
         warnings.simplefilter("ignore", UserWarning)
         metric = KernelInceptionDistance(
-            feature=_Given(reference.pool.shape[1]), subsets=KID_SUBSETS, subset_size=size
+            feature=_Given(reference.pool.shape[1]), subsets=KID_SUBSETS, subset_size=size, sync_on_compute=False
         )
     metric.update(reference.pool.double(), real=True)
     metric.update(other.pool.double(), real=False)
