@@ -103,9 +103,9 @@ def inception_weights(metrics: Sequence[str] = ("fid",)) -> Path:
     env = os.environ.get(WEIGHTS_ENV)
     path = Path(env).expanduser() if env else hub_weights()
     where = f"{path} (${WEIGHTS_ENV})" if env else str(path)
-    fetch = f"on a machine with internet, download {WEIGHTS_URL} and copy it to {path} on this machine" + (
-        "" if env else f" (or anywhere, and set {WEIGHTS_ENV} to its path)"
-    )
+    fetch = f"on a machine with internet, download it (curl -L -O {WEIGHTS_URL}) and copy it to {path} on this machine"
+    if not env:
+        fetch += f" (or anywhere, and set {WEIGHTS_ENV} to its path)"
     if missing:
         weights = "" if path.is_file() else f"; then the weights file {WEIGHTS_FILE}: {fetch}"
         extra = f"the optional fid extra (torchmetrics with torch-fidelity; missing: {', '.join(missing)})"
@@ -116,17 +116,17 @@ def inception_weights(metrics: Sequence[str] = ("fid",)) -> Path:
     if not path.is_file():
         raise RecipeError(
             _needs(metrics, f"the Inception-v3 weights file {WEIGHTS_FILE}, which is not at {where}")
-            + f"; nothing is downloaded during a run: {fetch}, e.g. curl -L -o {path} {WEIGHTS_URL}"
+            + f"; nothing is downloaded during a run: {fetch}"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        ok = isinstance(state, dict) and tuple(state["fc.weight"].shape) == (1008, 2048)
+        problem = "" if tuple(state["fc.weight"].shape) == (1008, 2048) else "its fc.weight is not 1008 x 2048"
     except Exception as exc:  # truncated, not a state dict, pickled code: all unusable
-        ok, state = False, exc
-    if not ok:
+        problem = f"it does not load as a state dict of tensors: {type(exc).__name__}"
+    if problem:
         raise RecipeError(
             _needs(metrics, f"the Inception-v3 weights file {WEIGHTS_FILE}, but {where} is not a readable copy")
-            + f" ({type(state).__name__}); download it again: {fetch}"
+            + f" ({problem}); download it again: {fetch}"
         )
     return path
 
