@@ -313,8 +313,14 @@ COMMANDS = {
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings (an unreadable checkpoint skipped, a cache rebuilt) as one line on stderr, not a code listing."""
+    """Warnings (an unreadable checkpoint skipped, a cache rebuilt) as one line on stderr, not a code listing;
+    under torchrun, rank 0's only (every process meets the same ones)."""
+    import os
+
     from rich.markup import escape
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0":
+        return
 
     from sandbox.console import error_console
 
