@@ -29,6 +29,7 @@ _PROTOCOLS = (
     "Sampler",
     "Schedule",
     "StepInfo",
+    "StoredItems",
 )
 
 __all__ = ["ParameterError", "__version__", "hookimpl", *_PROTOCOLS]

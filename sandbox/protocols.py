@@ -97,6 +97,29 @@ class DataSplits:
     reference statistics of ``eval.metrics``, :mod:`sandbox.fid`); None: beside the run folder instead."""
 
 
+@runtime_checkable
+class StoredItems(Protocol):
+    """A split stored as one tensor, which the engine may keep on the training device and batch there.
+
+    Optional for a ``DataSplits.train`` split: when it has these two methods
+    (and ``run.data_on_device`` allows it), training skips the DataLoader,
+    moves :meth:`stored` to the device once and turns each batch of rows into
+    training items with :meth:`decode` on the device, so the device never waits
+    for the host. ``decode(stored()[[i]], g)`` must give items of the same
+    distribution as ``split[i]`` (a ``uint8`` image scaled to [-1, 1], with the
+    same random augmentation), drawing any randomness from the CPU generator
+    ``g``, which the engine seeds per batch so a resumed run draws the same.
+    """
+
+    def stored(self) -> torch.Tensor:
+        """The split's items as stored, ``[N, ...]`` in any dtype (``uint8`` images take a quarter of float32)."""
+        ...
+
+    def decode(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Rows of :meth:`stored` (on any device) -> float training items on the same device."""
+        ...
+
+
 # ------------------------------------------------------------------------------------------------ schedules
 
 

@@ -34,7 +34,7 @@ from sandbox.registry import KINDS, Registry
 from sandbox.targets import TARGETS, WEIGHTINGS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 IMAGE_METRICS = ("fid", "kid")  # eval.metrics: Frechet and Kernel Inception Distance (sandbox.fid)
 
 
@@ -101,7 +101,10 @@ class RunConfig:
     seed: int = 0                  # seeds data order, initialisation, noise and sampling
     output: str = "runs"           # parent folder of run folders
     workers: int = 0               # DataLoader worker processes
-    precision: str = "fp32"        # fp32, or bf16 autocast on CUDA
+    precision: str = "fp32"        # fp32; bf16 or fp16 autocast (fp16 with a gradient scaler)
+    compile: bool = False          # compile the denoiser network with torch.compile
+    channels_last: Optional[bool] = None  # channels-last memory for image data; null: on CUDA only
+    data_on_device: Optional[bool] = None  # batch a stored train split on the device; null: when it fits
     threads: int = 0               # CPU threads for torch; 0 leaves torch's default
     # fmt: on
 

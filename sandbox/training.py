@@ -12,6 +12,14 @@ the current step, write a checkpoint and stop with :class:`Interrupted`
 or a mean loss more than :data:`DIVERGENCE_FACTOR` times the lowest mean of
 an earlier logging interval, stops with :class:`Diverged` and writes nothing,
 so the last good checkpoint is kept.
+
+Built for speed on GPUs too: the loop never waits for the device between
+steps (losses add up on the device and are read only where the loop logs,
+validates, samples or checkpoints), ``run.precision`` selects bf16 or fp16
+autocast (fp16 with a gradient scaler), ``run.compile`` compiles the
+network with :func:`torch.compile`, 4-D data trains in the channels-last
+memory format on CUDA, AdamW is the fused kernel (CUDA and CPU), and a split
+stored as one tensor is batched on the device (:mod:`sandbox.batches`).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -30,8 +39,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from sandbox import checkpoint
+from sandbox.batches import DataPosition, batch_source, first_tensor
 from sandbox.ema import EMA
-from sandbox.errors import SandboxError
+from sandbox.errors import RecipeError, SandboxError
 from sandbox.loss import DiffusionLoss
 from sandbox.precond import Preconditioned
 from sandbox.rundir import MetricsLog
@@ -53,9 +63,13 @@ class Interrupted(SandboxError):
         self.signum = signum
 
 
-def first_tensor(item: Any) -> torch.Tensor:
-    """A batch is a tensor, or a tuple/list whose first element is the data."""
-    return item[0] if isinstance(item, (tuple, list)) else item
+__all__ = ["DIVERGENCE_FACTOR", "Diverged", "Interrupted", "TrainState", "Trainer", "first_tensor"]
+
+#: where torch.compile's errors come from (reported as a recipe problem, not a traceback)
+COMPILER_MODULES = ("torch._dynamo", "torch._inductor")
+
+#: ``run.precision`` -> the autocast dtype (None: plain fp32)
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
@@ -76,16 +90,16 @@ def validation_loss(
     was_training = denoiser.training
     denoiser.eval()
     generator = torch.Generator().manual_seed(seed)
-    total, count = 0.0, 0
+    total, count = torch.zeros((), device=device), 0
     for i, batch in enumerate(loader):
         if max_batches and i >= max_batches:
             break
         x0 = first_tensor(batch).to(device)
         losses = loss_fn(denoiser, x0, generator)
-        total += float(losses.sum())
+        total += losses.sum()
         count += losses.numel()
     denoiser.train(was_training)
-    return total / max(count, 1)
+    return float(total) / max(count, 1)
 
 
 @dataclass
@@ -105,15 +119,6 @@ class TrainState:
     interval_images: int = 0
     lowest_interval_loss: float = math.inf  # the divergence check's reference
     # fmt: on
-
-
-@dataclass
-class DataPosition:
-    """Where the data order stands: the loader generator's state at the start of the epoch, and batches used."""
-
-    epoch: int = 0
-    position: int = 0
-    epoch_state: Optional[torch.Tensor] = None
 
 
 class StopRequest:
@@ -152,17 +157,25 @@ class Trainer:
         *,
         on_sample_grid: Callable[[int, Preconditioned], None] | None = None,
     ):
-        cfg = recipe.train
+        cfg, run = recipe.train, recipe.run
         self.recipe, self.cfg, self.device, self.run_dir = recipe, cfg, device, run_dir
-        self.net = parts.net.to(device).train()
+        self.channels_last = len(parts.data.shape) == 3 and (
+            run.channels_last if run.channels_last is not None else device.type == "cuda"
+        )
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.net = parts.net.to(device, memory_format=self.memory_format).train()
         self.loss_fn = DiffusionLoss(cfg.weighting, cfg.min_snr_gamma)
         self.steps = cfg.steps
         self.optimizer = torch.optim.AdamW(
-            [p for p in self.net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+            [p for p in self.net.parameters() if p.requires_grad],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            fused=device.type in ("cuda", "cpu") or None,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_lambda(cfg.warmup_steps))
         self.ema = EMA(self.net, cfg.ema_decay)
-        self.denoiser = Preconditioned(self.net, parts.schedule, cfg.target, cfg.sigma_data)
+        self.compiled = compile_network(self.net) if run.compile else self.net
+        self.denoiser = Preconditioned(self.compiled, parts.schedule, cfg.target, cfg.sigma_data)
         self.ema_denoiser = Preconditioned(self.ema.model, parts.schedule, cfg.target, cfg.sigma_data)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
         self.state = TrainState()
@@ -170,27 +183,22 @@ class Trainer:
         self.on_sample_grid = on_sample_grid
         self.checkpoints = run_dir / "checkpoints"
         self.last_checkpoint: Optional[Path] = None
-        seed = recipe.run.seed
-        self.loader_gen = torch.Generator().manual_seed(seed)
-        train_set = parts.data.train
-        workers = recipe.run.workers
-        self.train_loader = DataLoader(
-            train_set,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            drop_last=len(train_set) >= cfg.batch_size,
-            generator=self.loader_gen,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=device.type == "cuda",
+        self.pending_loss = torch.zeros((), dtype=torch.float64)  # the interval's loss sum, on the device in fit
+        self.last_read = 0  # the last step whose loss was read on the host
+        self.loader_gen = torch.Generator().manual_seed(run.seed)
+        self.batch_source = batch_source(
+            parts.data.train,
+            cfg.batch_size,
+            self.loader_gen,
+            device,
+            seed=run.seed,
+            workers=run.workers,
+            on_device=run.data_on_device,
         )
-        self.val_loader = DataLoader(parts.data.val, batch_size=cfg.batch_size, shuffle=False, num_workers=workers)
-        self.val_seed = seed + 1
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if recipe.run.precision == "bf16" and device.type == "cuda"
-            else contextlib.nullcontext()
-        )
+        self.val_loader = DataLoader(parts.data.val, batch_size=cfg.batch_size, shuffle=False, num_workers=run.workers)
+        self.val_seed = run.seed + 1
+        self.autocast = autocast(run.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=run.precision == "fp16")
 
     # ------------------------------------------------------------------------------------------- state
 
@@ -208,6 +216,7 @@ class Trainer:
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.scheduler.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
             "rng": rng,
             "data": data,
             "loop": asdict(self.state),
@@ -220,6 +229,8 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["lr_scheduler"])
+        if state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -239,20 +250,9 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- the loop
 
     def batches(self) -> Iterator[torch.Tensor]:
-        """Endless training batches in a resumable order: each epoch's shuffle is a function of the loader
-        generator's state at the epoch's start, and a resumed epoch skips the batches already used."""
-        while True:
-            if self.data.epoch_state is None:
-                self.data.epoch_state = self.loader_gen.get_state()
-            else:
-                self.loader_gen.set_state(self.data.epoch_state)
-            iterator = iter(self.train_loader)
-            for _ in range(self.data.position):
-                next(iterator)
-            for batch in iterator:
-                self.data.position += 1
-                yield first_tensor(batch)
-            self.data = DataPosition(self.data.epoch + 1, 0, None)
+        """Endless training batches on the device, in the resumable order of :mod:`sandbox.batches`."""
+        for x0 in self.batch_source(self.data):
+            yield x0.contiguous(memory_format=self.memory_format) if self.channels_last else x0
 
     def validate(self) -> tuple[float, float]:
         max_batches = self.recipe.eval.val_batches
@@ -265,17 +265,21 @@ class Trainer:
             )
         return raw, ema
 
-    def step(self, x0: torch.Tensor) -> float:
+    def step(self, x0: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on the batch ``x0``; returns the mean loss as a detached device tensor (reading
+        it waits for the device, so the loop reads it only where it reports)."""
         with self.autocast:
             loss = self.loss_fn(self.denoiser, x0).mean()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.ema.update(self.net)
-        return float(loss.detach())
+        return loss.detach()
 
     def _log(self, step: int, now: float, interval_start: float) -> dict[str, Any]:
         state = self.state
@@ -301,59 +305,120 @@ class Trainer:
             return "No checkpoint was written."
         return f"The last good checkpoint, {self.last_checkpoint}, is kept."
 
+    def _read_losses(self, step: int) -> None:
+        """Wait for the device and read the interval's loss sum into the state; stop if it is not finite."""
+        total = float(self.pending_loss)
+        if not math.isfinite(total):
+            raise Diverged(
+                f"training diverged: the loss became {total} {steps_text(self.last_read + 1, step)}; "
+                f"try a lower train.lr or train.grad_clip. {self._kept()}"
+            )
+        self.state.interval_loss, self.last_read = total, step
+
     def fit(self, progress: Any = None, task: Any = None) -> TrainState:
-        """Train from the current step to ``train.steps``; returns the final state."""
+        """Train from the current step to ``train.steps``; returns the final state.
+
+        The step losses add up on the device, in float64 whatever the precision (so the sum is the same
+        whether or not a checkpoint read it mid-interval), and are read only at steps that log, validate,
+        sample or checkpoint: a non-finite loss stops training there, before anything is written.
+        """
         cfg, state = self.cfg, self.state
         if state.step == 0 and self.steps == 0:
             state.val_loss, state.val_loss_ema = self.validate()
             state.best_val_loss = state.val_loss_ema
             self.metrics.write({"step": 0, "val_loss": state.val_loss, "val_loss_ema": state.val_loss_ema})
         batches = self.batches()
+        accumulate = torch.float32 if self.device.type == "mps" else torch.float64
+        self.pending_loss = torch.tensor(state.interval_loss, dtype=accumulate, device=self.device)
+        self.last_read = state.step
         session_start = interval_start = last_save = time.perf_counter()
         wall_before = state.wall_s
         if progress is not None:
             progress.update(task, completed=state.step)
         with StopRequest().installed() as stop:
             for step in range(state.step + 1, self.steps + 1):
-                x0 = next(batches).to(self.device, non_blocking=True)
-                loss = self.step(x0)
-                if not math.isfinite(loss):
-                    raise Diverged(
-                        f"training diverged: the loss is {loss} at step {step}; try a lower train.lr "
-                        f"or train.grad_clip. {self._kept()}"
-                    )
+                x0 = next(batches)
+                try:
+                    self.pending_loss += self.step(x0)
+                except Exception as exc:
+                    if self.compiled is not self.net and type(exc).__module__.startswith(COMPILER_MODULES):
+                        raise RecipeError(
+                            f"recipe key 'run.compile': True, but torch.compile cannot compile the denoiser on "
+                            f"this machine ({type(exc).__name__}: {str(exc).strip().splitlines()[0]}); "
+                            "set run.compile=false"
+                        ) from exc
+                    raise
                 state.step = step
-                state.interval_loss += loss
                 state.interval_n += 1
                 state.interval_images += x0.shape[0]
+                final = step == self.steps
+                log = step % cfg.log_every == 0 or final
+                validate = (cfg.val_every and step % cfg.val_every == 0) or final
+                sample = cfg.sample_every and step % cfg.sample_every == 0 and not final and self.on_sample_grid
+                save = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or (
+                    cfg.checkpoint_minutes and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes
+                )
+                save = (save and not final) or stop.signum is not None
+                if log or validate or sample or save:
+                    self._read_losses(step)
                 record: dict[str, Any] = {}
-                if step % cfg.log_every == 0 or step == self.steps:
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize()
+                if log:
                     now = time.perf_counter()
                     record.update(self._log(step, now, interval_start))
+                    self.pending_loss.zero_()
                     interval_start = now
-                if (cfg.val_every and step % cfg.val_every == 0) or step == self.steps:
+                if validate:
                     state.val_loss, state.val_loss_ema = self.validate()
                     state.best_val_loss = min(state.best_val_loss, state.val_loss_ema)
                     record.update(val_loss=state.val_loss, val_loss_ema=state.val_loss_ema)
                     interval_start = time.perf_counter()  # keep validation out of images/s
-                if cfg.sample_every and step % cfg.sample_every == 0 and step != self.steps and self.on_sample_grid:
-                    self.on_sample_grid(step, self.ema_denoiser)
+                if sample:
+                    self.on_sample_grid(step, self.ema_denoiser)  # type: ignore[misc]
                     interval_start = time.perf_counter()
                 if record:
                     self.metrics.write({"step": step, **record})
                 state.wall_s = wall_before + time.perf_counter() - session_start
-                due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or (
-                    cfg.checkpoint_minutes and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes
-                )
-                if (due and step != self.steps) or stop.signum is not None:
+                if save:
                     self.save_checkpoint()
                     last_save = interval_start = time.perf_counter()
                 if stop.signum is not None:
                     name = signal.Signals(stop.signum).name
                     raise Interrupted(f"{name} at step {step}: checkpoint {self.last_checkpoint} written", stop.signum)
                 if progress is not None:
-                    shown = state.train_loss if state.interval_n == 0 else loss
-                    progress.update(task, advance=1, loss=f"{shown:.4f}", speed=f"{state.images_per_s:,.0f}")
+                    if log:
+                        progress.update(task, loss=f"{state.train_loss:.4f}", speed=f"{state.images_per_s:,.0f}")
+                    progress.update(task, advance=1)
         return state
+
+
+def steps_text(first: int, last: int) -> str:
+    return f"at step {last}" if first == last else f"between step {first} and step {last}"
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """``run.precision``: bf16 or fp16 autocast on the device (fp32: none)."""
+    dtype = AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    if not torch.amp.is_autocast_available(device.type):
+        raise RecipeError(f"recipe key 'run.precision': {precision!r}, but {device.type} has no autocast; use fp32")
+    if device.type == "cpu":
+        warnings.warn(
+            f"run.precision={precision} on the CPU is fast only where the CPU computes in {precision} natively "
+            "(AMX, AVX512-BF16/FP16); elsewhere it is many times slower than fp32",
+            stacklevel=2,
+        )
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def compile_network(net: torch.nn.Module) -> torch.nn.Module:
+    """``run.compile``: the network compiled by :func:`torch.compile` (the module itself keeps the weights)."""
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        raise RecipeError(
+            "recipe key 'run.compile': True, but torch.compile does not support this Python or platform; "
+            "set run.compile=false"
+        )
+    compiled: torch.nn.Module = torch.compile(net)  # type: ignore[assignment]  # an OptimizedModule
+    return compiled

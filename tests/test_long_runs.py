@@ -177,7 +177,7 @@ def test_a_second_ctrl_c_stops_at_once():
 
 def test_an_exploding_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     recipe = write_recipe(tmp_path, steps=200)
-    assert cli.main(["run", str(recipe), "train.lr=1000", "train.grad_clip=0", "train.warmup_steps=0"]) == 1
+    assert cli.main(["run", str(recipe), "train.lr=1e4", "train.grad_clip=0", "train.warmup_steps=0"]) == 1
     assert "training diverged" in capsys.readouterr().err
     run = only_run(tmp_path)
     assert not (run / "checkpoints" / "final.pt").exists() and not (run / "summary.json").exists()

@@ -1,4 +1,8 @@
-"""Map-style datasets whose items are plain float tensors, as the engine's DataLoader expects."""
+"""Map-style datasets whose items are plain float tensors, as the engine's DataLoader expects.
+
+Both are :class:`sandbox.protocols.StoredItems` too, so training can keep
+them on the device and batch them there.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,12 @@ class TensorItems(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.data[index]
+
+    def stored(self) -> torch.Tensor:
+        return self.data
+
+    def decode(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return batch.float()
 
 
 class Uint8Images(Dataset):
@@ -40,4 +50,15 @@ class Uint8Images(Dataset):
         x = self.images[self.indices[index]].float().div_(127.5).sub_(1.0)
         if self.flip and torch.rand(()) < 0.5:
             x = x.flip(-1)
+        return x
+
+    def stored(self) -> torch.Tensor:
+        return self.images[self.indices]
+
+    def decode(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The same scaling, and each image mirrored with probability 1/2 (one draw per image from ``generator``)."""
+        x = batch.float().div_(127.5).sub_(1.0)
+        if self.flip:
+            mirror = (torch.rand(len(batch), generator=generator) < 0.5).to(x.device, non_blocking=True)
+            x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
         return x
