@@ -2,7 +2,20 @@
 
 Each block follows ``diffusion_tf/models/unet.py`` of Ho et al. (2020),
 "Denoising Diffusion Probabilistic Models" (the code behind diffusers'
-``google/ddpm-cifar10-32``), with PyTorch's channels-first layout.
+``google/ddpm-cifar10-32``). Parameters keep PyTorch's channels-first shapes
+(1x1 convs stay ``Conv2d`` weights, so state dicts map one to one onto
+DDPM's and diffusers' names), while the work is laid out for speed:
+
+* every block accepts channels-last (NHWC) tensors and keeps them
+  channels-last, which oneDNN convolutions on CPUs and cuDNN on tensor-core
+  GPUs run fastest; the attention reads its tokens as a free view of NHWC;
+* the attention projects tokens with ``F.linear`` so that q, k and v have a
+  unit stride along the head dimension, the layout the fused
+  ``scaled_dot_product_attention`` kernels (FlashAttention on CUDA and CPU)
+  need; otherwise PyTorch falls back to the unfused math path;
+* additions whose operand is not needed by backward are done in place;
+* dropout on the CPU draws its mask from ``torch.rand`` (half the time of
+  ``bernoulli_``); on other devices it is PyTorch's fused dropout.
 """
 
 from __future__ import annotations
@@ -77,6 +90,22 @@ class NoiseEmbedding(nn.Module):
         return self.mlp(timestep_embedding(c_noise, self.dim).to(dtype))
 
 
+class Dropout(nn.Dropout):
+    """Dropout (Srivastava et al. 2014): zero each value with probability ``p``, scale the rest by 1 / (1 - p).
+
+    On the CPU the keep mask is ``U >= p`` with ``U ~ Uniform[0, 1)`` from
+    ``torch.rand``, the same Bernoulli(1 - p) law as ``nn.Dropout`` at half
+    its cost; elsewhere it is ``nn.Dropout`` itself.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        with torch.no_grad():
+            mask = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x * mask
+
+
 class ResBlock(nn.Module):
     """``resnet_block`` of Ho et al. (2020).
 
@@ -92,7 +121,7 @@ class ResBlock(nn.Module):
         self.conv1 = ddpm_init(nn.Conv2d(in_channels, out_channels, 3, padding=1))
         self.temb_proj = ddpm_init(nn.Linear(temb_dim, out_channels))
         self.norm2 = group_norm(groups, out_channels)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.conv2 = ddpm_init(nn.Conv2d(out_channels, out_channels, 3, padding=1), scale=0.0)
         if in_channels != out_channels:
             self.shortcut: nn.Module = ddpm_init(nn.Conv2d(in_channels, out_channels, 1))
@@ -100,10 +129,12 @@ class ResBlock(nn.Module):
             self.shortcut = nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        # a convolution's backward needs its input, never its output: both sums are done in place
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
+        h += self.temb_proj(F.silu(temb))[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.shortcut(x) + h
+        h += self.shortcut(x)
+        return h
 
 
 class AttentionBlock(nn.Module):
@@ -112,7 +143,10 @@ class AttentionBlock(nn.Module):
     ``x + proj_out(softmax(q k^T / sqrt(d)) v)`` with ``q, k, v`` 1x1 convs of
     ``GroupNorm(x)`` and ``proj_out`` zero-initialised; ``num_heads`` splits
     the channels into heads of width ``d = C / num_heads`` (DDPM uses one).
-    The attention itself is :func:`torch.nn.functional.scaled_dot_product_attention`.
+    The attention itself is :func:`torch.nn.functional.scaled_dot_product_attention`
+    on tokens of shape (B, heads, H*W, d) with unit stride along d; the 1x1
+    convs are applied as ``F.linear`` on the (B, H*W, C) tokens, a free view
+    of a channels-last tensor.
     """
 
     def __init__(self, channels: int, num_heads: int, groups: int):
@@ -128,11 +162,13 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
         B, C, H, W = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, H*W, d)
-        h = F.scaled_dot_product_attention(q, k, v)
-        h = h.transpose(-1, -2).reshape(B, C, H, W)
-        return x + self.proj_out(h)
+        heads = self.num_heads
+        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(B, H * W, C)  # a view when x is channels-last
+        qkv = F.linear(tokens, self.qkv.weight.view(3 * C, C), self.qkv.bias)  # (B, H*W, 3C): q, k, v blocks
+        q, k, v = qkv.view(B, H * W, 3, heads, C // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, H*W, d)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, H * W, C)
+        h = F.linear(h, self.proj_out.weight.view(C, C), self.proj_out.bias)
+        return x + h.view(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W), channels-last
 
 
 class Downsample(nn.Module):
