@@ -25,7 +25,9 @@ identity or does nothing, so the engine calls them unconditionally.
 
 from __future__ import annotations
 
+import inspect
 import os
+import signal
 import sys
 from typing import Any, Optional
 
@@ -132,6 +134,14 @@ def shutdown() -> None:
     _control = None
 
 
+def leaving() -> None:
+    """Ignore SIGINT and SIGTERM from now on, in a process that leaves after a stop every process agreed on:
+    torchrun's agent signals the processes still running once the first one has exited."""
+    if active():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def barrier() -> None:
     """Wait until every process arrives here."""
     if active():
@@ -200,7 +210,9 @@ def wrap(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(net, device_ids=ids, broadcast_buffers=False)
+    newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters  # torch >= 2.14
+    no_sync: dict[str, Any] = {"forward_sync_buffers" if newer else "broadcast_buffers": False}
+    return DistributedDataParallel(net, device_ids=ids, **no_sync)
 
 
 def launch(nproc: int, argv: list[str]) -> int:

@@ -25,16 +25,29 @@ class DiffusionLoss:
         self.weighting, self.gamma = weighting, min_snr_gamma
 
     def __call__(
-        self, denoiser: Preconditioned, x0: torch.Tensor, generator: Optional[torch.Generator] = None
+        self,
+        denoiser: Preconditioned,
+        x0: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        *,
+        within: Optional[tuple[int, int]] = None,
     ) -> torch.Tensor:
-        """Per-example losses; ``generator`` (a seeded CPU generator) gives the same draws on every device."""
+        """Per-example losses; ``generator`` (a seeded CPU generator) gives the same draws on every device.
+
+        ``within = (start, total)`` says that ``x0`` is rows ``start ..`` of a batch of ``total``, split
+        over data-parallel processes: ``t`` and ``eps`` are drawn for the whole batch and the same rows
+        kept, so the processes together make exactly the draws of a single process.
+        """
         schedule, n = denoiser.schedule, x0.shape[0]
+        start, total = within if within is not None else (0, n)
+        rows, shape = slice(start, start + n), (total, *x0.shape[1:])
         if generator is None:
-            t = schedule.sample_t(n, device=x0.device)
-            eps = torch.randn_like(x0)
+            t = schedule.sample_t(total, device=x0.device)[rows]
+            eps = torch.randn(shape, device=x0.device, dtype=x0.dtype)[rows]
         else:
-            t = schedule.sample_t(n, generator).to(x0.device)
-            eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+            t = schedule.sample_t(total, generator)[rows].to(x0.device)
+            eps = torch.randn(shape, generator=generator)[rows].to(x0.device, x0.dtype)
+        eps = torch.empty_like(x0).copy_(eps)  # in x0's memory format (channels-last too), with the same values
         s = denoiser.scalings(t)
         weight = loss_weight(self.weighting, s, denoiser.sigma_data, self.gamma).to(x0.device, torch.float32)
         x_t = per_item(s.alpha, x0) * x0 + per_item(s.sigma, x0) * eps

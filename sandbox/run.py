@@ -140,6 +140,7 @@ def train(
             task = bar.add_task("train", total=trainer.steps, loss="-", speed="-")
             trained = trainer.fit(bar, task)
     except (Interrupted, Diverged) as exc:
+        distributed.leaving()  # every process stops at this step; no signal may cut rank 0's report short
         if main:
             write_json(
                 run_dir / "status.json",
@@ -150,6 +151,7 @@ def train(
                     "checkpoint": str(trainer.last_checkpoint or ""),
                 },
             )
+        distributed.barrier()  # the others leave once rank 0 has recorded the stop
         if isinstance(exc, Interrupted):
             nproc = f" --nproc {distributed.world_size()}" if distributed.active() else ""
             exc.args = (f"{exc}. Resume with: sandbox run --resume {run_dir}{nproc}",)

@@ -20,6 +20,13 @@ autocast (fp16 with a gradient scaler), ``run.compile`` compiles the
 network with :func:`torch.compile`, 4-D data trains in the channels-last
 memory format on CUDA, AdamW is the fused kernel (CUDA and CPU), and a split
 stored as one tensor is batched on the device (:mod:`sandbox.batches`).
+
+Under torchrun the network trains in DistributedDataParallel
+(:mod:`sandbox.distributed`): each process takes its slice of every global
+batch and of the batch's noise draws, losses are averaged over the
+processes where they are read, a signal to any process stops all of them at
+the same step (agreed after every step over gloo, without waiting for the
+device), and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from typing import Any, Optional
 import torch
 from torch.utils.data import DataLoader
 
-from sandbox import checkpoint
+from sandbox import checkpoint, distributed
 from sandbox.batches import DataPosition, batch_source, first_tensor
 from sandbox.ema import EMA
 from sandbox.errors import RecipeError, SandboxError
@@ -53,9 +60,13 @@ DIVERGENCE_FACTOR = 100.0
 class Diverged(SandboxError):
     """The loss became non-finite or exploded; nothing was written after the last good checkpoint."""
 
+    every_rank = True  # the losses are averaged over the processes, so every process stops alike
+
 
 class Interrupted(SandboxError):
     """SIGINT or SIGTERM stopped training after a checkpoint; exit status 128 + the signal's number."""
+
+    every_rank = True  # the stop request is agreed by every process
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
@@ -86,7 +97,11 @@ def validation_loss(
     max_batches: int,
     seed: int,
 ) -> float:
-    """Mean loss on the held-out split with the same t and noise draws at every evaluation."""
+    """Mean loss on the held-out split with the same t and noise draws at every evaluation.
+
+    With several processes each takes its :func:`sandbox.distributed.part` of every batch (with that part
+    of the batch's draws) and the sums are added over the processes: the figure a single process gets.
+    """
     was_training = denoiser.training
     denoiser.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -94,12 +109,16 @@ def validation_loss(
     for i, batch in enumerate(loader):
         if max_batches and i >= max_batches:
             break
-        x0 = first_tensor(batch).to(device)
-        losses = loss_fn(denoiser, x0, generator)
+        x0 = first_tensor(batch)
+        start, stop = distributed.part(x0.shape[0])
+        if stop == start:  # only the last batch can be smaller than the number of processes
+            continue
+        losses = loss_fn(denoiser, x0[start:stop].to(device), generator, within=(start, x0.shape[0]))
         total += losses.sum()
         count += losses.numel()
     denoiser.train(was_training)
-    return float(total) / max(count, 1)
+    sums = distributed.all_reduce_sum(torch.tensor([float(total), count], dtype=torch.float64))
+    return float(sums[0]) / max(float(sums[1]), 1.0)
 
 
 @dataclass
@@ -174,7 +193,9 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_lambda(cfg.warmup_steps))
         self.ema = EMA(self.net, cfg.ema_decay)
-        self.compiled = compile_network(self.net) if run.compile else self.net
+        self.main = distributed.is_main()  # the one process that writes files (all, in a single-process run)
+        network = distributed.wrap(self.net, device)  # DistributedDataParallel under torchrun
+        self.compiled = compile_network(network) if run.compile else network
         self.denoiser = Preconditioned(self.compiled, parts.schedule, cfg.target, cfg.sigma_data)
         self.ema_denoiser = Preconditioned(self.ema.model, parts.schedule, cfg.target, cfg.sigma_data)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
@@ -183,6 +204,7 @@ class Trainer:
         self.on_sample_grid = on_sample_grid
         self.checkpoints = run_dir / "checkpoints"
         self.last_checkpoint: Optional[Path] = None
+        self.within: Optional[tuple[int, int]] = None  # this process's first row and the global batch size
         self.pending_loss = torch.zeros((), dtype=torch.float64)  # the interval's loss sum, on the device in fit
         self.last_read = 0  # the last step whose loss was read on the host
         self.loader_gen = torch.Generator().manual_seed(run.seed)
@@ -207,6 +229,8 @@ class Trainer:
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        if self.device.type == "cuda":  # the generator this run draws from (each process has its own device)
+            rng["cuda_device"] = torch.cuda.get_rng_state(self.device)
         data: dict[str, Any] = {"epoch": self.data.epoch, "position": self.data.position}
         if self.data.epoch_state is not None:
             data["epoch_state"] = self.data.epoch_state
@@ -234,14 +258,23 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if "cuda_device" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda_device"], self.device)
         self.data = DataPosition(state["data"]["epoch"], state["data"]["position"], state["data"].get("epoch_state"))
         known = {f.name for f in fields(TrainState)}
         self.state = TrainState(**{k: v for k, v in state["loop"].items() if k in known})
-        self.metrics.truncate_after(self.state.step)
+        if self.main:
+            self.metrics.truncate_after(self.state.step)
 
     def save_checkpoint(self, name: Optional[str] = None) -> Path:
-        """Write a checkpoint atomically (``step_NNNNNN.pt`` unless ``name``) and point ``latest`` at it."""
+        """Write a checkpoint atomically (``step_NNNNNN.pt`` unless ``name``) and point ``latest`` at it.
+
+        Every process holds the same state; rank 0 alone writes it.
+        """
         name = name or checkpoint.step_name(self.state.step)
+        if not self.main:
+            self.last_checkpoint = self.checkpoints / name
+            return self.last_checkpoint
         self.last_checkpoint = checkpoint.save(
             self.checkpoints, name, self.state_dict(), keep=self.cfg.keep_checkpoints
         )
@@ -250,8 +283,15 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- the loop
 
     def batches(self) -> Iterator[torch.Tensor]:
-        """Endless training batches on the device, in the resumable order of :mod:`sandbox.batches`."""
+        """Endless training batches on the device, in the resumable order of :mod:`sandbox.batches`.
+
+        Every process walks the same order of global batches and keeps its own
+        :func:`sandbox.distributed.part`; ``self.within`` tells the loss where it lies, so the noise and
+        times are drawn for the whole global batch and split the same way.
+        """
         for x0 in self.batch_source(self.data):
+            self.within = (distributed.part(x0.shape[0])[0], x0.shape[0])
+            x0 = distributed.shard(x0)
             yield x0.contiguous(memory_format=self.memory_format) if self.channels_last else x0
 
     def validate(self) -> tuple[float, float]:
@@ -269,7 +309,7 @@ class Trainer:
         """One optimizer step on the batch ``x0``; returns the mean loss as a detached device tensor (reading
         it waits for the device, so the loop reads it only where it reports)."""
         with self.autocast:
-            loss = self.loss_fn(self.denoiser, x0).mean()
+            loss = self.loss_fn(self.denoiser, x0, within=self.within).mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.grad_clip > 0:
@@ -306,8 +346,12 @@ class Trainer:
         return f"The last good checkpoint, {self.last_checkpoint}, is kept."
 
     def _read_losses(self, step: int) -> None:
-        """Wait for the device and read the interval's loss sum into the state; stop if it is not finite."""
-        total = float(self.pending_loss)
+        """Wait for the device and read the interval's loss sum into the state; stop if it is not finite.
+
+        With several processes the sum is first averaged over them (in place: a later read in the same
+        interval averages the already equal part again, which leaves it unchanged).
+        """
+        total = float(distributed.all_reduce_mean(self.pending_loss))
         if not math.isfinite(total):
             raise Diverged(
                 f"training diverged: the loss became {total} {steps_text(self.last_read + 1, step)}; "
@@ -326,7 +370,8 @@ class Trainer:
         if state.step == 0 and self.steps == 0:
             state.val_loss, state.val_loss_ema = self.validate()
             state.best_val_loss = state.val_loss_ema
-            self.metrics.write({"step": 0, "val_loss": state.val_loss, "val_loss_ema": state.val_loss_ema})
+            if self.main:
+                self.metrics.write({"step": 0, "val_loss": state.val_loss, "val_loss_ema": state.val_loss_ema})
         batches = self.batches()
         accumulate = torch.float32 if self.device.type == "mps" else torch.float64
         self.pending_loss = torch.tensor(state.interval_loss, dtype=accumulate, device=self.device)
@@ -350,15 +395,18 @@ class Trainer:
                     raise
                 state.step = step
                 state.interval_n += 1
-                state.interval_images += x0.shape[0]
+                state.interval_images += self.within[1] if self.within else x0.shape[0]  # the global batch
                 final = step == self.steps
                 log = step % cfg.log_every == 0 or final
                 validate = (cfg.val_every and step % cfg.val_every == 0) or final
                 sample = cfg.sample_every and step % cfg.sample_every == 0 and not final and self.on_sample_grid
-                save = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or (
-                    cfg.checkpoint_minutes and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes
-                )
-                save = (save and not final) or stop.signum is not None
+                timed = bool(cfg.checkpoint_minutes) and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes
+                requested = stop.signum  # read once: a signal arriving later counts at the next step
+                if distributed.active():  # a signal to any process, or any process's clock, counts for all
+                    signum, due = distributed.agree(requested or 0, timed)
+                    requested, timed = int(signum) or None, bool(due)
+                save = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or timed
+                save = (save and not final) or requested is not None
                 if log or validate or sample or save:
                     self._read_losses(step)
                 record: dict[str, Any] = {}
@@ -373,17 +421,18 @@ class Trainer:
                     record.update(val_loss=state.val_loss, val_loss_ema=state.val_loss_ema)
                     interval_start = time.perf_counter()  # keep validation out of images/s
                 if sample:
-                    self.on_sample_grid(step, self.ema_denoiser)  # type: ignore[misc]
+                    if self.main:
+                        self.on_sample_grid(step, self.ema_denoiser)  # type: ignore[misc]
                     interval_start = time.perf_counter()
-                if record:
+                if record and self.main:
                     self.metrics.write({"step": step, **record})
                 state.wall_s = wall_before + time.perf_counter() - session_start
                 if save:
                     self.save_checkpoint()
                     last_save = interval_start = time.perf_counter()
-                if stop.signum is not None:
-                    name = signal.Signals(stop.signum).name
-                    raise Interrupted(f"{name} at step {step}: checkpoint {self.last_checkpoint} written", stop.signum)
+                if requested is not None:
+                    name = signal.Signals(requested).name
+                    raise Interrupted(f"{name} at step {step}: checkpoint {self.last_checkpoint} written", requested)
                 if progress is not None:
                     if log:
                         progress.update(task, loss=f"{state.train_loss:.4f}", speed=f"{state.images_per_s:,.0f}")
