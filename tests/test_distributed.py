@@ -45,14 +45,14 @@ sampler: {{name: ddim, steps: 5}}
 train: {{steps: {steps}, batch_size: 64, lr: 2e-3, log_every: 4, val_every: 20, warmup_steps: 3,
         checkpoint_every: 20, target: v}}
 eval: {{val_batches: 2, num_samples: 16, sample_batch: 16, grid_samples: 16}}
-run: {{device: cpu, seed: 3, threads: 1}}
+run: {{device: cpu, seed: 3, threads: 1, output: {output}}}
 """
 TIMING = ("images_per_s",)
 
 
 def write_recipe(folder: Path, steps: int = STEPS) -> Path:
     path = folder / "ddp.yaml"
-    path.write_text(RECIPE.format(steps=steps))
+    path.write_text(RECIPE.format(steps=steps, output=folder / "runs"))
     return path
 
 
@@ -166,6 +166,53 @@ def test_a_signal_to_one_process_stops_all_at_one_step_and_the_run_resumes(pair,
     reference = tmp_path / "reference"
     assert cli.main(["run", str(recipe), f"train.steps={end}", f"run.output={reference}"]) == 0
     assert_same_trajectory(metrics(run), metrics(only_run(reference)))
+
+
+FLAKY = """
+import os
+from dataclasses import dataclass
+
+import torch
+
+from sandbox import hookimpl
+from sandbox.protocols import DataSplits
+
+
+@dataclass
+class FlakyParams:
+    fail_after: int = 1000  # items rank 1 reads before its reads fail
+
+
+class Flaky(torch.utils.data.Dataset):
+    def __init__(self, n, fail_after):
+        self.items, self.reads, self.fail_after = torch.randn(n, 2), 0, fail_after
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if os.environ.get("RANK") == "1" and self.reads > self.fail_after:
+            raise OSError("rank 1 cannot read its data")
+        return self.items[i]
+
+
+@hookimpl
+def register_datasets(register):
+    register("flaky", lambda p: DataSplits(Flaky(256, p.fail_after), Flaky(64, 10**9), (2,)), params=FlakyParams)
+"""
+
+
+def test_a_failure_in_one_process_stops_the_others(tmp_path):
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    recipe = write_recipe(tmp_path)
+    recipe.write_text("plugins: [./flaky.py]\n" + recipe.read_text())
+    overrides = ["dataset={name: flaky, fail_after: 640}", "train.steps=100000", "train.val_every=0"]
+    done = launch(str(recipe), *overrides, f"run.output={tmp_path / 'runs'}")
+    assert done.returncode == 1  # rank 1's status; rank 0, waiting for it in the gradient all-reduce, is stopped
+    assert "OSError: rank 1 cannot read its data" in done.stderr
+    status = json.loads((only_run(tmp_path / "runs") / "status.json").read_text())
+    assert status["status"] == "training"  # an unexpected error: the run stopped where it was
 
 
 def workers(parent: int) -> dict[int, int]:
