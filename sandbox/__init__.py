@@ -25,6 +25,7 @@ _PROTOCOLS = (
     "Denoise",
     "DenoiserNetwork",
     "ExactX0",
+    "Grid",
     "Register",
     "Sampler",
     "Schedule",

@@ -11,7 +11,7 @@ from sandbox.contract import PROBLEMS, is_analytic
 from sandbox.errors import ContractError, ParameterError, RecipeError, SandboxError
 from sandbox.protocols import DataSplits, ExactX0, Sampler, Schedule
 from sandbox.recipe import Recipe
-from sandbox.registry import Component, Registry
+from sandbox.registry import Component, Registry, use_registry
 
 
 @dataclass
@@ -65,7 +65,8 @@ def build_parts(recipe: Recipe, registry: Optional[Registry] = None) -> Parts:
             exact_x0, denoiser = denoiser.bind(data), None
         except ParameterError as exc:
             raise RecipeError(f"{exc.in_section('denoiser')} ({comps['denoiser'].provider})") from exc
-    sampler = build_component(comps["sampler"], params["sampler"])
+    with use_registry(registry):  # a sampler's time grid (sampler.grid) comes from the same registry
+        sampler = build_component(comps["sampler"], params["sampler"])
     return Parts(data=data, schedule=schedule, net=denoiser, exact_x0=exact_x0, sampler=sampler, components=comps)
 
 

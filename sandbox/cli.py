@@ -164,10 +164,10 @@ def cmd_show(args) -> int:
 
 def cmd_list(args) -> int:
     from sandbox.console import console, table
-    from sandbox.registry import KINDS, get_registry
+    from sandbox.registry import ALL_KINDS, get_registry
 
     registry = get_registry()
-    for kind in KINDS:
+    for kind in ALL_KINDS:
         rows = []
         for name in sorted(set(registry.components[kind]) | set(registry.clashes[kind])):
             component = registry.components[kind].get(name)
@@ -191,7 +191,7 @@ def cmd_list(args) -> int:
 
 def cmd_plugins(args) -> int:
     from sandbox.console import console, table
-    from sandbox.registry import KINDS, get_registry
+    from sandbox.registry import ALL_KINDS, get_registry
 
     registry = get_registry()
     rows = []
@@ -199,7 +199,7 @@ def cmd_plugins(args) -> int:
         provided = [f"{c.kind} {c.name}" for c in registry if c.plugin == plugin.name]
         provided += [
             f"{kind} {name} (clash)"
-            for kind in KINDS
+            for kind in ALL_KINDS
             for name, comps in registry.clashes[kind].items()
             if registry.components[kind].get(name) not in comps and any(c.plugin == plugin.name for c in comps)
         ]

@@ -33,3 +33,8 @@ def register_denoisers(register: Register) -> None:
 @hookspec
 def register_samplers(register: Register) -> None:
     """Register samplers: ``build(params) -> Sampler``, called with unit-variance noise, not x_T."""
+
+
+@hookspec
+def register_grids(register: Register) -> None:
+    """Register time grids, which a sampler section names (``sampler.grid``): ``build(params) -> Grid``."""

@@ -85,3 +85,28 @@ def divides(obj: Any, key: str, channels: int, what: str) -> None:
     value = getattr(obj, key)
     if channels % value:
         raise ParameterError(key, value, f"a divisor of {what}")
+
+
+def time_grid(obj: Any, key: str = "grid") -> None:
+    """``obj.<key>`` names a time grid (:class:`sandbox.protocols.Grid`) or lists the times themselves.
+
+    A name is checked against the registry when the sampler is built; a list
+    must hold at least two numbers, strictly descending, at most 1, the last
+    exactly 0 (it is stored as a list of floats).
+    """
+    import re
+
+    value = getattr(obj, key)
+    expected = "a registered grid's name (sandbox list) or a list of times descending from at most 1 to exactly 0"
+    if isinstance(value, str):
+        if not re.match(r"^[a-z][a-z0-9_\-]*$", value):
+            raise ParameterError(key, value, expected)
+        return
+    numbers = isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    )
+    if not numbers or len(value) < 2:
+        raise ParameterError(key, value, expected)
+    if not (value[0] <= 1 and value[-1] == 0 and all(a > b for a, b in zip(value[:-1], value[1:]))):
+        raise ParameterError(key, list(value), expected)
+    setattr(obj, key, [float(v) for v in value])

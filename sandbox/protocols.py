@@ -12,6 +12,7 @@ schedule     ``build(params)``        a :class:`Schedule`
 denoiser     ``build(params, shape)``  a :class:`DenoiserNetwork` (trained), or an
                                       :class:`AnalyticDenoiser` (exact, nothing to train)
 sampler      ``build(params)``        a :class:`Sampler`
+grid         ``build(params)``        a :class:`Grid` (not a recipe section: ``sampler.grid`` names one)
 ===========  =======================  ==============================================================
 
 ``params`` is an instance of the dataclass given at registration (``None``
@@ -269,3 +270,25 @@ class Sampler(Protocol):
     ) -> torch.Tensor: ...
 
     def nfe(self, schedule: Schedule) -> int: ...
+
+
+# ------------------------------------------------------------------------------------------------ grids
+
+
+@runtime_checkable
+class Grid(Protocol):
+    """``grid(schedule, steps) -> times``: where a sampler evaluates the network, separate from the solver.
+
+    Returns at most ``steps + 1`` strictly descending float64 times in
+    [0, 1] (a 1-D tensor) whose last is exactly 0; sampling starts at the
+    first, which is 1 unless the grid means otherwise (diffusers' ``leading``
+    spacing). A sampler whose parameters have ``grid`` (a registered grid's
+    name, or an explicit list of times) and ``steps`` steps on
+    ``grid(schedule, steps)`` (:func:`sandbox.sampling.sampler_grid`), so every
+    grid goes with every such sampler, and its ``nfe`` counts the times the
+    grid really returned. A grid's ``build(params)`` gets its params
+    dataclass filled from the sampler's parameters of the same name
+    (``sampler.rho`` for ``karras``).
+    """
+
+    def __call__(self, schedule: Schedule, steps: int, /) -> torch.Tensor: ...

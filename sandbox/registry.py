@@ -1,4 +1,4 @@
-"""The component registry: which plugin provided which dataset, schedule, denoiser, sampler.
+"""The component registry: which plugin provided which dataset, schedule, denoiser, sampler, time grid.
 
 What each kind's ``build`` receives and returns is stated once, in
 :mod:`sandbox.protocols`.
@@ -46,8 +46,11 @@ from sandbox.plugins import (
 if TYPE_CHECKING:
     from sandbox.protocols import Build, Register
 
+#: the kinds a recipe chooses, one section each (``dataset: {name: ...}``)
 KINDS = ("dataset", "schedule", "denoiser", "sampler")
-HOOKS = {kind: f"register_{kind}s" for kind in KINDS}
+#: every registered kind: the recipe sections, and time grids, which a sampler section names (``sampler.grid``)
+ALL_KINDS = (*KINDS, "grid")
+HOOKS = {kind: f"register_{kind}s" for kind in ALL_KINDS}
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
 
 
@@ -123,11 +126,11 @@ def _matches(component: Component, names: tuple[str, ...]) -> bool:
 class Registry:
     """Every registered component, by kind and name; clashing names are kept aside, not usable."""
 
-    components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in ALL_KINDS})
     plugins: list[PluginInfo] = field(default_factory=list)
     failures: list[PluginFailure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    clashes: dict[str, dict[str, list[Component]]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    clashes: dict[str, dict[str, list[Component]]] = field(default_factory=lambda: {k: {} for k in ALL_KINDS})
 
     def add(self, component: Component) -> None:
         """Record ``component``; a second component of the same kind and name starts a clash."""
@@ -185,7 +188,7 @@ class Registry:
         raise RegistryError(f"{where}unknown {kind} '{name}'. Registered {kind}s: {known}.{hint}{broken}")
 
     def __iter__(self) -> Iterator[Component]:
-        for kind in KINDS:
+        for kind in ALL_KINDS:
             yield from (self.components[kind][n] for n in self.names(kind))
 
 
@@ -245,7 +248,7 @@ def collect(pm: pluggy.PluginManager, loaded: Optional[Loaded] = None, *, into: 
         others = [p for p in pm.get_plugins() if p is not plugin]
         trial = registry.copy()
         try:
-            for kind in KINDS:
+            for kind in ALL_KINDS:
                 caller = pm.subset_hook_caller(HOOKS[kind], remove_plugins=others)
                 caller(register=make_register(trial, kind, plugin_info))
         except Exception as exc:

@@ -8,12 +8,15 @@ probability-flow ODE reads ``dx~ / dsigma~ = (x~ - D(x; t)) / sigma~``.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 
-from sandbox.protocols import Denoise, Schedule
+from sandbox.errors import ParameterError
+from sandbox.protocols import Denoise, Grid, Schedule
 
 
 def scalars(schedule: Schedule, t: float) -> tuple[float, float]:
@@ -41,6 +44,96 @@ def t_from_sigma_tilde(schedule: Schedule, sigma_tilde: float) -> float:
 def grid_steps(schedule: Schedule, steps: int) -> int:
     """How many steps ``schedule.timesteps(steps)`` really has (a discrete grid may have fewer)."""
     return len(schedule.timesteps(steps)) - 1
+
+
+# ------------------------------------------------------------------------------------------------ time grids
+
+
+def lowest_time(schedule: Schedule) -> float:
+    """The smallest positive time of the schedule's finest grid, where grids in noise level end before 0.
+
+    ``1 / T`` for a discrete schedule of ``T`` steps (DDPM's first step; the
+    ``sigma_min`` k-diffusion reads off such a model), the last nonzero time of
+    ``timesteps(1000)`` otherwise: 1e-3 for an evenly spaced grid (the
+    ``epsilon`` of Lu et al. 2022), the time of ``sigma_min`` for ``edm``.
+    """
+    return float(schedule.timesteps(schedule.num_steps or 1000)[-2])
+
+
+class ExplicitGrid:
+    """The times a recipe lists (``sampler.grid: [1.0, 0.6, 0.2, 0.0]``): they fix the steps; ``steps`` is not read."""
+
+    def __init__(self, times: list[float]):
+        self.times = [float(t) for t in times]
+
+    def __call__(self, schedule: Schedule, steps: int) -> torch.Tensor:
+        return torch.tensor(self.times, dtype=torch.float64)
+
+
+def sampler_grid(params: Any, registry: Any = None) -> Grid:
+    """The :class:`sandbox.protocols.Grid` a sampler's ``params.grid`` chooses, built through the registry.
+
+    ``params.grid`` is a registered grid's name or an explicit list of times.
+    The grid's own params dataclass is filled from the sampler's fields of the
+    same name (``rho``). An unknown name raises :class:`ParameterError` on
+    ``grid``, which the engine reports under the sampler's recipe section.
+    ``registry``: the one in use (:func:`sandbox.registry.get_registry`) by default.
+    """
+    from sandbox.registry import get_registry
+
+    value = params.grid
+    if isinstance(value, (list, tuple)):
+        return ExplicitGrid(list(value))
+    registry = registry if registry is not None else get_registry()
+    if value not in registry.components["grid"] and not registry.clash("grid", value):
+        close = difflib.get_close_matches(str(value), registry.names("grid"), n=1)
+        hint = f". Did you mean '{close[0]}'?" if close else ""
+        known = ", ".join(registry.names("grid")) or "none registered"
+        raise ParameterError("grid", value, f"a registered grid ({known}) or a list of times from 1 to 0{hint}")
+    component = registry.get("grid", value)  # a clash: the registry's message
+    grid_params = None
+    if component.params is not None:
+        shared = {f.name for f in dataclasses.fields(component.params)} & {f.name for f in dataclasses.fields(params)}
+        grid_params = component.params(**{name: getattr(params, name) for name in shared})
+    return component.build(grid_params)
+
+
+def grid_times(grid: Grid, schedule: Schedule, steps: int) -> list[float]:
+    """``grid(schedule, steps)`` as Python floats, checked against :class:`sandbox.protocols.Grid`."""
+    ts = torch.as_tensor(grid(schedule, steps)).to(torch.float64)
+    if ts.ndim != 1 or len(ts) < 2:
+        raise ValueError(f"the time grid {grid!r} returned shape {tuple(ts.shape)}; expected at least 2 times")
+    times = ts.tolist()
+    if not (times[0] <= 1.0 and times[-1] == 0.0 and all(a > b for a, b in zip(times[:-1], times[1:]))):
+        raise ValueError(
+            f"the time grid {grid!r} returned {[round(t, 6) for t in times[:8]]}...; expected strictly "
+            "descending times from at most 1 to exactly 0"
+        )
+    return times
+
+
+class OnGrid:
+    """What a sampler on a time grid shares: ``params.steps`` and ``params.grid`` give :meth:`times`.
+
+    Subclass it (``__init__`` resolves the grid, so an unknown name fails when
+    the sampler is built, before any training) and step on ``self.times(schedule)``;
+    :meth:`nfe` is one network evaluation per step, to override where a step costs more.
+    """
+
+    def __init__(self, params: Any):
+        self.params = params
+        self.grid = sampler_grid(params)
+
+    def num_steps(self, schedule: Schedule) -> int:
+        return int(self.params.steps)
+
+    def times(self, schedule: Schedule) -> list[float]:
+        """The times the sampler steps through: ``grid(schedule, steps)``."""
+        return grid_times(self.grid, schedule, self.num_steps(schedule))
+
+    def nfe(self, schedule: Schedule) -> int:
+        """One network evaluation per step of the grid."""
+        return len(self.times(schedule)) - 1
 
 
 def prior(noise: torch.Tensor, schedule: Schedule, t_max: float) -> torch.Tensor:

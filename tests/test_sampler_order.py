@@ -66,7 +66,7 @@ def order(schedule_name, sampler_name, **params) -> float:
         ("euler", {}, 0.7, 1.3),
         ("ddim", {"eta": 0.0}, 0.7, 1.3),
         ("heun", {}, 1.6, 2.6),
-        ("heun", {"spacing": "karras"}, 1.6, 2.6),
+        ("heun", {"grid": "uniform_log_snr"}, 1.6, 2.6),
         ("dpmpp_2m", {}, 1.6, 2.6),
     ],
 )

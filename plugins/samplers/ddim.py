@@ -4,29 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from sandbox.sampling import grid_steps, prior, randn_like, scalars, transition
+from sandbox.sampling import OnGrid, prior, randn_like, scalars, transition
 
 
-class DDIMSampler:
+class DDIMSampler(OnGrid):
     """``x_s = alpha_s x_0 + sqrt(sigma_s^2 - c^2) eps + c z`` with ``c = eta * sqrt(beta-tilde)``.
 
     ``eta = 0`` is the deterministic DDIM ODE step; ``eta = 1`` draws from
-    DDPM's posterior ``q(x_s | x_t, x_0)`` with variance beta-tilde.
+    DDPM's posterior ``q(x_s | x_t, x_0)`` with variance beta-tilde. One network
+    evaluation per step of the time grid (``params.grid``).
     """
-
-    def __init__(self, params):
-        self.params = params
-
-    def num_steps(self, schedule) -> int:
-        return self.params.steps
-
-    def nfe(self, schedule) -> int:
-        """One network evaluation per step of the schedule's grid."""
-        return grid_steps(schedule, self.num_steps(schedule))
 
     @torch.no_grad()
     def __call__(self, denoise, noise, schedule, *, generator=None, callback=None):
-        ts = schedule.timesteps(self.params.steps).tolist()
+        ts = self.times(schedule)
         x = prior(noise, schedule, ts[0])
         for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
             x0 = denoise(x, t)

@@ -1,13 +1,13 @@
-"""Ancestral sampling: Algorithm 2 of Ho et al. (2020) on any schedule's grid."""
+"""Ancestral sampling: Algorithm 2 of Ho et al. (2020) on any schedule and time grid."""
 
 from __future__ import annotations
 
 import torch
 
-from sandbox.sampling import forward_variance, grid_steps, prior, randn_like, transition
+from sandbox.sampling import OnGrid, forward_variance, prior, randn_like, transition
 
 
-class DDPMSampler:
+class DDPMSampler(OnGrid):
     """``x_s ~ N(mu(x_t, x_0), var)`` from t = 1 down to 0.
 
     The posterior mean is written through the denoised estimate ``x_0``
@@ -17,19 +17,13 @@ class DDPMSampler:
     ``"small"`` uses ``beta-tilde``; the last step adds no noise.
     """
 
-    def __init__(self, params):
-        self.params = params
-
     def num_steps(self, schedule) -> int:
+        """``steps``, or every point of a discrete schedule's grid (1,000 for a continuous one)."""
         return self.params.steps or schedule.num_steps or 1000
-
-    def nfe(self, schedule) -> int:
-        """One network evaluation per step of the schedule's grid."""
-        return grid_steps(schedule, self.num_steps(schedule))
 
     @torch.no_grad()
     def __call__(self, denoise, noise, schedule, *, generator=None, callback=None):
-        ts = schedule.timesteps(self.num_steps(schedule)).tolist()
+        ts = self.times(schedule)
         x = prior(noise, schedule, ts[0])
         for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
             x0 = denoise(x, t)

@@ -9,10 +9,10 @@ import math
 
 import torch
 
-from sandbox.sampling import grid_steps, prior, scale_free
+from sandbox.sampling import OnGrid, prior, scale_free
 
 
-class DPMPP2MSampler:
+class DPMPP2MSampler(OnGrid):
     """Multistep in ``lambda~ = -ln sigma~`` (half the log-SNR), with ``h_i = lambda~_{i+1} - lambda~_i``:
 
     ``x~_{i+1} = (sigma~_{i+1} / sigma~_i) x~_i - expm1(-h_i) D_i`` where
@@ -22,19 +22,9 @@ class DPMPP2MSampler:
     k-diffusion does. One network evaluation per step.
     """
 
-    def __init__(self, params):
-        self.params = params
-
-    def num_steps(self, schedule) -> int:
-        return self.params.steps
-
-    def nfe(self, schedule) -> int:
-        """One network evaluation per step."""
-        return grid_steps(schedule, self.params.steps)
-
     @torch.no_grad()
     def __call__(self, denoise, noise, schedule, *, generator=None, callback=None):
-        ts = schedule.timesteps(self.params.steps).tolist()
+        ts = self.times(schedule)
         alpha, sigma = scale_free(schedule, ts[0])
         x = prior(noise, schedule, ts[0]) / alpha  # x~
         old_denoised, h_last = None, None

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from sandbox.sampling import grid_steps, prior, scale_free
+from sandbox.sampling import OnGrid, prior, scale_free
 
 
-class EulerSampler:
+class EulerSampler(OnGrid):
     """``x~_{i+1} = x~_i + (sigma~_{i+1} - sigma~_i) d_i`` with ``d_i = (x~_i - D(x_i; t_i)) / sigma~_i``.
 
     Written as ``x~_{i+1} = r x~_i + (1 - r) D`` with ``r = sigma~_{i+1} / sigma~_i``,
@@ -16,19 +16,9 @@ class EulerSampler:
     is DDIM with eta = 0 (Song et al. 2021; Karras et al. 2022, section 4).
     """
 
-    def __init__(self, params):
-        self.params = params
-
-    def num_steps(self, schedule) -> int:
-        return self.params.steps
-
-    def nfe(self, schedule) -> int:
-        """One network evaluation per step."""
-        return grid_steps(schedule, self.params.steps)
-
     @torch.no_grad()
     def __call__(self, denoise, noise, schedule, *, generator=None, callback=None):
-        ts = schedule.timesteps(self.params.steps).tolist()
+        ts = self.times(schedule)
         alpha, sigma = scale_free(schedule, ts[0])
         x = prior(noise, schedule, ts[0]) / alpha  # x~
         for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):

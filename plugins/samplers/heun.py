@@ -7,10 +7,10 @@ import math
 
 import torch
 
-from sandbox.sampling import prior, randn_like, scalars, scale_free, t_from_sigma_tilde
+from sandbox.sampling import OnGrid, prior, randn_like, scalars, scale_free, t_from_sigma_tilde
 
 
-class HeunSampler:
+class HeunSampler(OnGrid):
     """Euler predictor and trapezoidal corrector on ``dx~/dsigma~ = (x~ - D) / sigma~``.
 
     Each step first raises the noise level to ``sigma~_hat = (1 + gamma) sigma~_i``
@@ -22,44 +22,17 @@ class HeunSampler:
     t; above the schedule's end (t = 1) the churn is capped. Network
     evaluations: ``2 N - 1``.
 
-    The noise levels run from ``sigma~`` at the first to ``sigma~`` at the last
-    nonzero time of ``schedule.timesteps(N)``, then 0, and are mapped to times
-    with :meth:`Schedule.t_from_log_snr`. ``spacing`` places the ones between:
-    ``"karras"`` by eq. 5 with ``rho`` (Algorithm 2's own; on the ``edm``
-    schedule these are its timesteps), ``"log_snr"`` uniformly in
-    ``log sigma~`` (eq. 5 as rho -> inf; the "logSNR" steps of Lu et al. 2022),
-    ``"schedule"`` keeps the schedule's times. A trapezoidal step is accurate
-    only where ``d`` is nearly linear in ``sigma~``: a VP grid uniform in t
-    steps from ``sigma~`` = 2e4 to 16 at once on the cosine schedule, and eq. 5
-    over that range (2e4 to 0.07) is too coarse at the data's scale, so the
-    default is ``"log_snr"``, which is as accurate as eq. 5 on ``edm``.
+    The steps follow the time grid ``params.grid``; the default is Algorithm 2's
+    own, eq. 5 with ``rho = 7`` (the ``karras`` grid: on the ``edm`` schedule
+    these are its timesteps). A trapezoidal step is accurate only where ``d``
+    is nearly linear in ``sigma~``: on a VP schedule whose ``sigma~(1)`` is huge
+    (2e4 on ``cosine``), eq. 5 spends its first steps far above the data's
+    scale, and ``uniform_log_snr`` is the better grid at few steps.
     """
-
-    def __init__(self, params):
-        self.params = params
-
-    def num_steps(self, schedule) -> int:
-        return self.params.steps
-
-    def times(self, schedule) -> list[float]:
-        """The times of the steps: the schedule's first, last and last nonzero time, ``spacing`` between."""
-        ts = schedule.timesteps(self.params.steps).tolist()
-        n = len(ts) - 1
-        if self.params.spacing == "schedule" or n < 3:
-            return ts
-        top, low = scale_free(schedule, ts[0])[1], scale_free(schedule, ts[-2])[1]
-        if self.params.spacing == "karras":
-            rho = self.params.rho
-            top, low = top ** (1.0 / rho), low ** (1.0 / rho)
-            sigmas = [(top + i / (n - 1) * (low - top)) ** rho for i in range(1, n - 1)]
-        else:
-            sigmas = [math.exp(math.log(top) + i / (n - 1) * math.log(low / top)) for i in range(1, n - 1)]
-        return [ts[0], *(t_from_sigma_tilde(schedule, sigma) for sigma in sigmas), ts[-2], ts[-1]]
 
     def nfe(self, schedule) -> int:
         """Two evaluations per step, one for a final step that lands on sigma = 0."""
-        ts = schedule.timesteps(self.params.steps).tolist()
-        return sum(2 if scalars(schedule, t)[1] > 0 else 1 for t in ts[1:])
+        return sum(2 if scalars(schedule, t)[1] > 0 else 1 for t in self.times(schedule)[1:])
 
     def _gamma(self, sigma: float, steps: int) -> float:
         p = self.params

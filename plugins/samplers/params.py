@@ -2,18 +2,29 @@
 
 Each dataclass checks its own ranges in ``__post_init__`` (:mod:`sandbox.params`),
 so a recipe with ``steps: 0`` fails when it is loaded, before anything is built.
+
+
+Every sampler steps on a time grid of its own choosing (``grid``: a registered
+grid's name, see ``sandbox list``, or an explicit list of times from 1 to 0;
+``rho`` is the ``karras`` grid's exponent), so any grid goes with any sampler.
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from sandbox.errors import ParameterError
-from sandbox.params import at_least, one_of, positive
+from sandbox.params import at_least, between, one_of, positive, time_grid
 
 # fmt: off
 VARIANCES = ("large", "small")                # DDPM's two choices of the reverse variance
-SPACINGS = ("log_snr", "karras", "schedule")  # Heun's placements of the noise levels
+SOLVER_TYPES = ("midpoint", "heun")           # DPM-Solver++(2M) SDE's second-order correction (k-diffusion)
+UNIPC_VARIANTS = ("bh1", "bh2")               # UniPC's B(h): h (bh1) or e^h - 1 (bh2), Zhao et al. 2023
 # fmt: on
+
+
+def _grid(params: Any) -> None:
+    time_grid(params, "grid")
+    positive(params, "rho")
 
 
 @dataclass
@@ -23,12 +34,15 @@ class DDPMParams:
     # fmt: off
     steps: Optional[int] = None  # number of steps; None = every point of the schedule's grid
     variance: str = "large"      # "large": sigma^2 = beta (the paper's choice); "small": beta-tilde
+    grid: Any = "schedule"       # time grid: a registered grid's name or a list of times from 1 to 0
+    rho: float = 7.0             # exponent of the "karras" grid
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
     # fmt: on
 
     def __post_init__(self) -> None:
         at_least(self, "steps", 1, optional=True)
         one_of(self, "variance", VARIANCES)
+        _grid(self)
 
 
 @dataclass
@@ -38,12 +52,15 @@ class DDIMParams:
     # fmt: off
     steps: int = 50              # number of steps (= network evaluations)
     eta: float = 0.0             # 0: deterministic DDIM; 1: DDPM's posterior noise
+    grid: Any = "schedule"       # time grid: a registered grid's name or a list of times from 1 to 0
+    rho: float = 7.0             # exponent of the "karras" grid
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
     # fmt: on
 
     def __post_init__(self) -> None:
         at_least(self, "steps", 1)
         at_least(self, "eta", 0.0)
+        _grid(self)
 
 
 @dataclass
@@ -52,11 +69,14 @@ class EulerParams:
 
     # fmt: off
     steps: int = 50              # number of steps (= network evaluations)
+    grid: Any = "schedule"       # time grid: a registered grid's name or a list of times from 1 to 0
+    rho: float = 7.0             # exponent of the "karras" grid
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
     # fmt: on
 
     def __post_init__(self) -> None:
         at_least(self, "steps", 1)
+        _grid(self)
 
 
 @dataclass
@@ -69,8 +89,8 @@ class HeunParams:
     s_tmin: float = 0.0          # churn only where sigma~ >= s_tmin
     s_tmax: Optional[float] = None  # churn only where sigma~ <= s_tmax; None: no upper bound
     s_noise: float = 1.0         # scale of the churn noise (slightly above 1 offsets denoiser loss of detail)
-    spacing: str = "log_snr"     # noise levels: "log_snr" (uniform in log sigma~), "karras" (eq. 5), "schedule"
-    rho: float = 7.0             # exponent of the "karras" spacing
+    grid: Any = "karras"         # time grid: a registered grid's name or a list of times from 1 to 0
+    rho: float = 7.0             # exponent of the "karras" grid (eq. 5; 7 is Algorithm 2's)
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
     # fmt: on
 
@@ -81,8 +101,7 @@ class HeunParams:
         at_least(self, "s_tmax", 0.0, optional=True)
         if self.s_tmax is not None and self.s_tmax < self.s_tmin:
             raise ParameterError("s_tmin, s_tmax", (self.s_tmin, self.s_tmax), "s_tmin <= s_tmax (or s_tmax null)")
-        one_of(self, "spacing", SPACINGS)
-        positive(self, "rho")
+        _grid(self)
 
 
 @dataclass
@@ -91,8 +110,104 @@ class DPMPP2MParams:
 
     # fmt: off
     steps: int = 25              # number of steps (= network evaluations)
+    grid: Any = "schedule"       # time grid: a registered grid's name or a list of times from 1 to 0
+    rho: float = 7.0             # exponent of the "karras" grid
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
     # fmt: on
 
     def __post_init__(self) -> None:
         at_least(self, "steps", 1)
+        _grid(self)
+
+
+@dataclass
+class EulerAncestralParams:
+    """Euler ancestral steps (k-diffusion's sample_euler_ancestral)."""
+
+    # fmt: off
+    steps: int = 50              # number of steps (= network evaluations)
+    eta: float = 1.0             # share of the step's noise drawn afresh; 0 is Euler's ODE step
+    s_noise: float = 1.0         # scale of the fresh noise
+    grid: Any = "schedule"       # time grid: a registered grid's name or a list of times from 1 to 0
+    rho: float = 7.0             # exponent of the "karras" grid
+    clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+    # fmt: on
+
+    def __post_init__(self) -> None:
+        at_least(self, "steps", 1)
+        between(self, "eta", 0.0, 1.0)
+        at_least(self, "s_noise", 0.0)
+        _grid(self)
+
+
+@dataclass
+class DPMPP2MSDEParams:
+    """DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's sample_dpmpp_2m_sde)."""
+
+    # fmt: off
+    steps: int = 25              # number of steps (= network evaluations)
+    eta: float = 1.0             # 1: the SDE; 0: the ODE, DPM-Solver++(2M)
+    s_noise: float = 1.0         # scale of the fresh noise
+    solver_type: str = "midpoint"  # second-order correction: "midpoint" or "heun" (k-diffusion's two)
+    grid: Any = "schedule"       # time grid: a registered grid's name or a list of times from 1 to 0
+    rho: float = 7.0             # exponent of the "karras" grid
+    clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+    # fmt: on
+
+    def __post_init__(self) -> None:
+        at_least(self, "steps", 1)
+        at_least(self, "eta", 0.0)
+        at_least(self, "s_noise", 0.0)
+        one_of(self, "solver_type", SOLVER_TYPES)
+        _grid(self)
+
+
+@dataclass
+class DPMPP3MParams:
+    """DPM-Solver++(3M), third-order multistep with data prediction (Lu et al. 2022)."""
+
+    # fmt: off
+    steps: int = 25              # number of steps (= network evaluations)
+    eta: float = 0.0             # 0: the ODE solver; 1: k-diffusion's sample_dpmpp_3m_sde
+    s_noise: float = 1.0         # scale of the fresh noise (eta > 0)
+    grid: Any = "schedule"       # time grid: a registered grid's name or a list of times from 1 to 0
+    rho: float = 7.0             # exponent of the "karras" grid
+    clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+    # fmt: on
+
+    def __post_init__(self) -> None:
+        at_least(self, "steps", 1)
+        at_least(self, "eta", 0.0)
+        at_least(self, "s_noise", 0.0)
+        _grid(self)
+
+
+@dataclass
+class DPMPP3MSDEParams(DPMPP3MParams):
+    """DPM-Solver++(3M) SDE (k-diffusion's sample_dpmpp_3m_sde)."""
+
+    eta: float = 1.0  # 1: the SDE of k-diffusion's sample_dpmpp_3m_sde; 0: the ODE solver
+
+
+@dataclass
+class UniPCParams:
+    """UniPC: unified predictor-corrector, data prediction (Zhao et al. 2023)."""
+
+    # fmt: off
+    steps: int = 25              # number of steps (= network evaluations; the corrector reuses them)
+    order: int = 3               # predictor order p (the corrector makes it p + 1); 3 is the paper's unconditional
+    variant: str = "bh2"         # B(h): "bh2" = e^h - 1, "bh1" = h
+    corrector: bool = True       # UniC after every step but the last (False: UniP alone)
+    lower_order_final: bool = True  # lower the order over the last steps, as diffusers does
+    grid: Any = "schedule"       # time grid: a registered grid's name or a list of times from 1 to 0
+    rho: float = 7.0             # exponent of the "karras" grid
+    clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
+    # fmt: on
+
+    def __post_init__(self) -> None:
+        at_least(self, "steps", 1)
+        at_least(self, "order", 1)
+        if self.order > 3:
+            raise ParameterError("order", self.order, "1, 2 or 3")
+        one_of(self, "variant", UNIPC_VARIANTS)
+        _grid(self)
