@@ -1,6 +1,17 @@
 """Built-in samplers."""
 
-from sandbox_plugins.samplers.params import DDIMParams, DDPMParams, DPMPP2MParams, EulerParams, HeunParams
+from sandbox_plugins.samplers.params import (
+    DDIMParams,
+    DDPMParams,
+    DPMPP2MParams,
+    DPMPP2MSDEParams,
+    DPMPP3MParams,
+    DPMPP3MSDEParams,
+    EulerAncestralParams,
+    EulerParams,
+    HeunParams,
+    UniPCParams,
+)
 
 from sandbox import hookimpl
 
@@ -36,4 +47,34 @@ def register_samplers(register):
         "sandbox_plugins.samplers.dpmpp_2m:build",
         params=DPMPP2MParams,
         description="DPM-Solver++(2M), multistep with data prediction (Lu et al. 2022)",
+    )
+    register(
+        "euler_ancestral",
+        "sandbox_plugins.samplers.euler_ancestral:build",
+        params=EulerAncestralParams,
+        description="Euler ancestral: an Euler step, then fresh noise (k-diffusion's sample_euler_ancestral)",
+    )
+    register(
+        "dpmpp_2m_sde",
+        "sandbox_plugins.samplers.dpmpp_sde:build_2m_sde",
+        params=DPMPP2MSDEParams,
+        description="DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's sample_dpmpp_2m_sde)",
+    )
+    register(
+        "dpmpp_3m",
+        "sandbox_plugins.samplers.dpmpp_sde:build_3m",
+        params=DPMPP3MParams,
+        description="DPM-Solver++(3M), third-order multistep ODE solver with data prediction (Lu et al. 2022)",
+    )
+    register(
+        "dpmpp_3m_sde",
+        "sandbox_plugins.samplers.dpmpp_sde:build_3m",
+        params=DPMPP3MSDEParams,
+        description="DPM-Solver++(3M) SDE (k-diffusion's sample_dpmpp_3m_sde): dpmpp_3m with eta = 1",
+    )
+    register(
+        "unipc",
+        "sandbox_plugins.samplers.unipc:build",
+        params=UniPCParams,
+        description="UniPC-3, bh2, predictor-corrector with data prediction (Zhao et al. 2023)",
     )

@@ -125,7 +125,7 @@ class EulerAncestralParams:
     """Euler ancestral steps (k-diffusion's sample_euler_ancestral)."""
 
     # fmt: off
-    steps: int = 50              # number of steps (= network evaluations)
+    steps: int = 100             # number of steps (= network evaluations); first order and stochastic
     eta: float = 1.0             # share of the step's noise drawn afresh; 0 is Euler's ODE step
     s_noise: float = 1.0         # scale of the fresh noise
     grid: Any = "schedule"       # time grid: a registered grid's name or a list of times from 1 to 0
@@ -170,6 +170,7 @@ class DPMPP3MParams:
     steps: int = 25              # number of steps (= network evaluations)
     eta: float = 0.0             # 0: the ODE solver; 1: k-diffusion's sample_dpmpp_3m_sde
     s_noise: float = 1.0         # scale of the fresh noise (eta > 0)
+    halved_d2: bool = False      # the third-order term as k-diffusion and diffusers write it (half: order 2)
     grid: Any = "schedule"       # time grid: a registered grid's name or a list of times from 1 to 0
     rho: float = 7.0             # exponent of the "karras" grid
     clip_x0: bool = False        # clip the denoised estimate to [-1, 1] (for images)
@@ -186,7 +187,10 @@ class DPMPP3MParams:
 class DPMPP3MSDEParams(DPMPP3MParams):
     """DPM-Solver++(3M) SDE (k-diffusion's sample_dpmpp_3m_sde)."""
 
-    eta: float = 1.0  # 1: the SDE of k-diffusion's sample_dpmpp_3m_sde; 0: the ODE solver
+    # fmt: off
+    steps: int = 50              # number of steps (= network evaluations); the noise needs more than the ODE
+    eta: float = 1.0             # 1: the SDE of k-diffusion's sample_dpmpp_3m_sde; 0: the ODE solver
+    # fmt: on
 
 
 @dataclass
