@@ -49,6 +49,17 @@ def _parser() -> argparse.ArgumentParser:
         help="checkpoint to load (default checkpoints/final.pt, else the newest step checkpoint)",
     )
     sample.add_argument("--png", action="store_true", help="also write one PNG per sample in png/ (image data)")
+    export = sub.add_parser("export", help="write a run's EMA network and schedule for another library (diffusers)")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="the folder of a finished or interrupted run")
+    export.add_argument(
+        "out", metavar="OUT", help="a new folder; diffusers' DDPMPipeline.from_pretrained(OUT) loads it"
+    )
+    export.add_argument("--format", default="diffusers", choices=("diffusers",), help="the layout (default diffusers)")
+    export.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="checkpoint to export (default ema.safetensors, else as sandbox sample picks)",
+    )
     show = sub.add_parser("show", help="print the fully resolved recipe without running it")
     show.add_argument("recipe", help="path of a YAML recipe")
     show.add_argument("overrides", nargs="*", metavar="key=value")
@@ -64,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
         doctor.add_argument(
             f"--{kind}", action="append", default=None, metavar="NAME", help=f"check only this {kind} (repeatable)"
         )
+    doctor.add_argument(
+        "--grid",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run the samplers on this time grid instead of their own (repeatable; 'all': every grid)",
+    )
     doctor.add_argument(
         "--plugin",
         action="append",
@@ -148,6 +166,16 @@ def cmd_sample(args) -> int:
         png=args.png,
         checkpoint_path=Path(args.checkpoint) if args.checkpoint else None,
     )
+    return 0
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from sandbox.export import export_run  # imports torch
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    export_run(Path(args.run_dir), Path(args.out), fmt=args.format, checkpoint_path=checkpoint)
     return 0
 
 
@@ -271,6 +299,7 @@ def cmd_doctor(args) -> int:
         samplers=args.sampler,
         schedules=args.schedule,
         targets=args.target,
+        grids=args.grid,
         plugins=args.plugin,
     )
 
@@ -303,6 +332,7 @@ def _report_problems(registry) -> None:
 COMMANDS = {
     "run": cmd_run,
     "sample": cmd_sample,
+    "export": cmd_export,
     "show": cmd_show,
     "list": cmd_list,
     "plugins": cmd_plugins,

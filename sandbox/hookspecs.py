@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from sandbox.protocols import Register
+    from sandbox.protocols import Register, RegisterExporter
 
 hookspec = pluggy.HookspecMarker("sandbox")
 
@@ -38,3 +38,13 @@ def register_samplers(register: Register) -> None:
 @hookspec
 def register_grids(register: Register) -> None:
     """Register time grids, which a sampler section names (``sampler.grid``): ``build(params) -> Grid``."""
+
+
+@hookspec
+def register_launchers(register: Register) -> None:
+    """Register sweep launchers, which ``sandbox sweep --launcher NAME`` picks: ``build(params) -> Launcher``."""
+
+
+@hookspec
+def register_exporters(register: RegisterExporter) -> None:
+    """Register exporters of a denoiser's weights to another library: ``register(format, denoiser, export)``."""

@@ -292,3 +292,39 @@ class Grid(Protocol):
     """
 
     def __call__(self, schedule: Schedule, steps: int, /) -> torch.Tensor: ...
+
+
+# ------------------------------------------------------------------------------------------------ exporters
+
+
+class RegisterExporter(Protocol):
+    """What ``register_exporters`` receives: ``register(format, denoiser, export)``.
+
+    ``export`` (a callable or a lazy ``"module:attr"``) writes the weights of
+    the denoiser named ``denoiser`` *that the same plugin registers* in
+    ``format``'s layout, for ``sandbox export RUN_DIR --format FORMAT OUT``
+    (:mod:`sandbox.export`). The one format is ``"diffusers"``, whose
+    ``export`` is a :class:`DiffusersExport`.
+    """
+
+    def __call__(self, format: str, denoiser: str, export: Build) -> None: ...
+
+
+class DiffusersExport(Protocol):
+    """``export(state_dict, params, shape, *, time_shift) -> (config, state_dict)``: the network as a diffusers model.
+
+    Gets the network's ``state_dict`` (EMA weights) and the ``params`` and
+    item ``shape`` its ``build`` got; returns the model's ``config.json`` as a
+    dict whose ``"_class_name"`` is a diffusers model class that
+    ``DDPMPipeline`` calls as ``model(x_t, k).sample`` (``UNet2DModel``), and
+    the weights under that class's names. diffusers passes the integer
+    timestep ``k`` where the network was trained on ``c_noise = k +
+    time_shift`` (the engine checks the target and schedule give that form):
+    the model must give the network's output ``F(x_t, k + time_shift)``.
+    What the model cannot express raises :class:`sandbox.errors.ParameterError`
+    naming the parameter.
+    """
+
+    def __call__(
+        self, state_dict: dict[str, torch.Tensor], params: Any, shape: tuple[int, ...], /, *, time_shift: float
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]: ...

@@ -33,3 +33,8 @@ def register_denoisers(register):
         "sandbox_plugins.denoisers.oracle:build",
         description="Exact E(x0 | x_t) of a dataset with a closed form (gaussian_mixture); no parameters, no training",
     )
+
+
+@hookimpl
+def register_exporters(register):
+    register("diffusers", "unet", "sandbox_plugins.denoisers.diffusers_export:to_diffusers")
