@@ -1,4 +1,4 @@
-"""``sandbox doctor``: every registered sampler x schedule x target against an exact answer.
+"""``sandbox doctor``: every registered sampler x grid x schedule x target against an exact answer.
 
 The network is taken out of the question: the ``oracle`` denoiser returns the
 exact ``E[x_0 | x_t]`` of a fixed 2-D ``gaussian_mixture``, so whatever
@@ -12,8 +12,10 @@ than :data:`DIVERGED_SWD`, or, at the largest budget, is not below
 starting noise itself (the prior, N(0, I)) is shown in yellow: legitimate
 for a coarse budget, worth knowing before choosing one.
 
-The doctor iterates the registry: a sampler or schedule is checked the moment
-it registers. It names only the two built-ins it uses on purpose, the
+Each sampler runs on its own default time grid, or (``grids``) on each named
+registered grid, ``all`` for every one; a sampler without a ``grid`` parameter
+runs its defaults. The doctor iterates the registry: a sampler, grid or
+schedule is checked the moment it registers. It names only the two built-ins it uses on purpose, the
 ``oracle`` denoiser and the ``gaussian_mixture`` dataset.
 """
 
@@ -86,6 +88,7 @@ class Row:
     schedule: str
     target: str
     cells: list[Cell]
+    grid: str = "-"  # the time grid (sampler.grid); "-": a sampler without one
 
 
 @dataclass
@@ -139,13 +142,30 @@ def _with(component: Component, **values: Any) -> Any:
 
 def has_steps(component: Component) -> bool:
     """Whether the component's parameters have a ``steps`` field the doctor can set."""
-    return component.params is not None and "steps" in {f.name for f in dataclasses.fields(component.params)}
+    return _has(component, "steps")
 
 
-def nfe_for_steps(component: Component, schedule, steps: int | None, denoise, shape: tuple[int, ...]) -> int:
-    """Denoise calls per sample at ``steps``: the sampler's own ``nfe(schedule)``, else one counted run
-    on a single item of ``shape``."""
-    params = _with(component, steps=steps) if steps is not None else component.default_params()
+def _has(component: Component, key: str) -> bool:
+    return component.params is not None and key in {f.name for f in dataclasses.fields(component.params)}
+
+
+def grid_label(component: Component, grid: Any = None) -> str:
+    """The grid a row runs on: ``grid``, else the sampler's default ``grid`` (a list is shown as its length)."""
+    if not _has(component, "grid"):
+        return "-"
+    value = grid if grid is not None else component.default_params().grid
+    return value if isinstance(value, str) else f"{len(value)} times"
+
+
+def nfe_for_steps(
+    component: Component, schedule, steps: int | None, denoise, shape: tuple[int, ...], grid: str | None = None
+) -> int:
+    """Denoise calls per sample at ``steps`` (on ``grid``, else the sampler's default): the sampler's own
+    ``nfe(schedule)``, else one counted run on a single item of ``shape``."""
+    values: dict[str, Any] = {"steps": steps} if steps is not None else {}
+    if grid is not None:
+        values["grid"] = grid
+    params = _with(component, **values)
     sampler = component.build(params)
     if hasattr(sampler, "nfe"):
         return int(sampler.nfe(schedule))
@@ -154,13 +174,15 @@ def nfe_for_steps(component: Component, schedule, steps: int | None, denoise, sh
     return counter.nfe
 
 
-def steps_for_budget(component: Component, schedule, budget: int, denoise, shape: tuple[int, ...]) -> int:
+def steps_for_budget(
+    component: Component, schedule, budget: int, denoise, shape: tuple[int, ...], grid: str | None = None
+) -> int:
     """The ``steps`` whose NFE is closest to ``budget`` (ties: the smaller NFE), from NFE at a few step counts."""
     cache: dict[int, int] = {}
 
     def nfe(steps: int) -> int:
         if steps not in cache:
-            cache[steps] = nfe_for_steps(component, schedule, steps, denoise, shape)
+            cache[steps] = nfe_for_steps(component, schedule, steps, denoise, shape, grid)
         return cache[steps]
 
     per_step = max(nfe(budget) / budget, 1e-9)
@@ -227,9 +249,13 @@ def run_doctor(
     samplers: Sequence[str] | None = None,
     schedules: Sequence[str] | None = None,
     targets: Sequence[str] | None = None,
+    grids: Sequence[str] | None = None,
     console: Console | None = None,
 ) -> Report:
-    """Sample the mixture with the oracle for every selected sampler x schedule x target at each budget."""
+    """Sample the mixture with the oracle for every selected sampler x grid x schedule x target at each budget.
+
+    ``grids``: registered grid names (``all``: every one); None runs each sampler on its default grid.
+    """
     registry = registry or get_registry()
     budgets = tuple(sorted(int(b) for b in budgets))
     if samples < 2 or not budgets or budgets[0] < 1:
@@ -242,8 +268,12 @@ def run_doctor(
             raise SandboxError(f"unknown target '{target}'; expected one of {', '.join(TARGETS)}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # thousands of tiny ops: threads only add overhead, and stall on a busy machine
+    grid_names: list[str | None] = [None]
+    if grids:
+        every = registry.names("grid")
+        grid_names = list(every) if "all" in grids else list(_selected(every, grids, "grid", registry))
     try:
-        return _run(registry, samples, budgets, seed, samplers, schedules, targets, console)
+        return _run(registry, samples, budgets, seed, samplers, schedules, targets, grid_names, console)
     finally:
         torch.set_num_threads(threads)
 
@@ -256,6 +286,7 @@ def _run(
     samplers,
     schedules,
     targets,
+    grid_names: list[str | None],
     console: Console | None,
 ) -> Report:
     start = time.perf_counter()
@@ -277,7 +308,12 @@ def _run(
     }
 
     rows: list[Row] = []
-    total = len(sampler_names) * len(schedule_names) * len(target_names) * len(budgets)
+    runs = [
+        (name, grid)
+        for name in sampler_names
+        for grid in (grid_names if _has(registry.get("sampler", name), "grid") else [None])
+    ]
+    total = len(runs) * len(schedule_names) * len(target_names) * len(budgets)
     bar = counter(console, transient=True)
     with bar:
         task = bar.add_task("doctor", total=total)
@@ -288,18 +324,19 @@ def _run(
                 schedule_error = ""
             except Exception as exc:
                 schedule, schedule_error = None, f"schedule failed to build: {type(exc).__name__}: {exc}"
-            for sampler_name in sampler_names:
+            for sampler_name, grid in runs:
                 component = registry.get("sampler", sampler_name)
+                label = grid_label(component, grid)
                 plan = (
-                    _plan(component, schedule, budgets, exact_denoise(exact_x0, schedule), tuple(data.shape))
+                    _plan(component, schedule, budgets, exact_denoise(exact_x0, schedule), tuple(data.shape), grid)
                     if schedule is not None
                     else {}
                 )
                 for target in target_names:
                     cells = [Cell(budget=b) for b in budgets]
-                    row = Row(sampler_name, schedule_name, target, cells)
+                    row = Row(sampler_name, schedule_name, target, cells, label)
                     rows.append(row)
-                    bar.update(task, description=f"doctor: {sampler_name} / {schedule_name} / {target}")
+                    bar.update(task, description=f"doctor: {sampler_name} / {label} / {schedule_name} / {target}")
                     if schedule is None or isinstance(plan, str):
                         for cell in cells:
                             cell.status, cell.error = FAILED, schedule_error or str(plan)
@@ -309,7 +346,10 @@ def _run(
                     last = max(plan)
                     for i, steps in plan.items():
                         cells[i].steps = steps
-                        params = _with(component, steps=steps) if steps is not None else component.default_params()
+                        values: dict[str, Any] = {"steps": steps} if steps is not None else {}
+                        if grid is not None:
+                            values["grid"] = grid
+                        params = _with(component, **values)
                         _run_cell(
                             cells[i],
                             component,
@@ -334,14 +374,14 @@ def _run(
 
 
 def _plan(
-    component: Component, schedule, budgets: tuple[int, ...], denoise, shape: tuple[int, ...]
+    component: Component, schedule, budgets: tuple[int, ...], denoise, shape: tuple[int, ...], grid: str | None = None
 ) -> dict[int, int | None] | str:
     """Budget column -> the sampler's ``steps`` there; a sampler without ``steps`` runs its defaults once,
     in the column whose budget is nearest (in log) to its NFE. A string is the reason no plan exists."""
     try:
         if has_steps(component):
-            return {i: steps_for_budget(component, schedule, b, denoise, shape) for i, b in enumerate(budgets)}
-        nfe = nfe_for_steps(component, schedule, None, denoise, shape)
+            return {i: steps_for_budget(component, schedule, b, denoise, shape, grid) for i, b in enumerate(budgets)}
+        nfe = nfe_for_steps(component, schedule, None, denoise, shape, grid)
         column = min(range(len(budgets)), key=lambda i: abs(math.log(max(nfe, 1) / budgets[i])))
         return {column: None}
     except Exception as exc:
@@ -361,13 +401,15 @@ def render(report: Report, *, title: str | None = None) -> Table:
         ),
         title_justify="left",
     )
-    for column in ("sampler", "schedule", "target"):
+    for column in ("sampler", "grid", "schedule", "target"):
         table.add_column(column)
     for budget in report.budgets:
         table.add_column(f"NFE ~{budget}", justify="right")
     prior = report.prior.get("swd", math.inf)
     for row in report.rows:
-        table.add_row(row.sampler, row.schedule, row.target, *(_cell_text(cell, prior) for cell in row.cells))
+        table.add_row(
+            row.sampler, row.grid, row.schedule, row.target, *(_cell_text(cell, prior) for cell in row.cells)
+        )
     return table
 
 
@@ -400,7 +442,7 @@ def summary_line(report: Report) -> str:
     yellow = worse_than_prior(report)
     prior = report.prior.get("swd", math.nan)
     return (
-        f"[bold {colour}]{cells} cells[/] ({len(report.rows)} sampler x schedule x target rows x "
+        f"[bold {colour}]{cells} cells[/] ({len(report.rows)} sampler x grid x schedule x target rows x "
         f"{len(report.budgets)} budgets): {', '.join(parts)} in {report.seconds:.1f} s. "
         f"Red: raised, non-finite, distance > {DIVERGED_SWD}, or not below {FINAL_SWD} at "
         f"NFE ~{report.budgets[-1]}. Yellow ({yellow}): passes, but worse than the starting noise "
@@ -415,6 +457,7 @@ def doctor_command(
     samplers: Sequence[str] | None = None,
     schedules: Sequence[str] | None = None,
     targets: Sequence[str] | None = None,
+    grids: Sequence[str] | None = None,
     budgets: Sequence[int] = BUDGETS,
     console: Console | None = None,
     plugins: Sequence[str] = (),
@@ -439,6 +482,7 @@ def doctor_command(
         samplers=samplers,
         schedules=schedules,
         targets=targets,
+        grids=grids,
         console=console,
     )
     console.print(render(report))
@@ -446,7 +490,7 @@ def doctor_command(
         for cell in row.cells:
             if cell.status in BAD:
                 console.print(
-                    f"[red]{row.sampler} / {row.schedule} / {row.target} at NFE ~{cell.budget}:[/] "
+                    f"[red]{row.sampler} / {row.grid} / {row.schedule} / {row.target} at NFE ~{cell.budget}:[/] "
                     f"{escape(cell.error.splitlines()[0] if cell.error else cell.status)}",
                     soft_wrap=True,
                 )

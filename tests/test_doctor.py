@@ -193,3 +193,27 @@ def test_cli_checks_local_plugin_files_as_run_does(tmp_path, capsys):
     assert code == 0 and "my-ddim" in out and "3 ok" in out
     assert cli.main(["doctor", "--plugin", str(tmp_path / "broken.py")]) == 1
     assert "broken.py: failed to load as a plugin: ModuleNotFoundError" in " ".join(capsys.readouterr().err.split())
+
+
+def test_every_grid_appears_with_grid_all():
+    report = run_doctor(
+        samples=200, budgets=(10, 25), samplers=["unipc", "heun"], schedules=["edm"], targets=["x0"], grids=["all"]
+    )
+    assert {(r.sampler, r.grid) for r in report.rows} == {
+        (s, g) for s in ("unipc", "heun") for g in REGISTRY.names("grid")
+    }
+    assert all(c.status == OK for r in report.rows for c in r.cells), [
+        (r.sampler, r.grid, c.budget, c.status, c.error) for r in report.rows for c in r.cells if c.status != OK
+    ]
+    table = text_of(render(report))
+    assert "grid" in table and "uniform_log_snr" in table
+
+
+def test_default_rows_name_each_samplers_own_grid():
+    report = run_doctor(samples=200, budgets=(10,), samplers=["heun", "ddim"], schedules=["cosine"], targets=["v"])
+    assert {(r.sampler, r.grid) for r in report.rows} == {("heun", "karras"), ("ddim", "schedule")}
+
+
+def test_an_unknown_grid_is_refused(capsys):
+    assert cli.main(["doctor", "--grid", "karas", "--sampler", "ddim", "--samples", "10"]) == 2
+    assert "unknown grid 'karas'" in capsys.readouterr().err
