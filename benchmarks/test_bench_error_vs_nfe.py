@@ -1,10 +1,12 @@
-"""Sampling error against NFE for every registered sampler, with the exact (oracle) denoiser.
+"""Sampling error against NFE for every registered sampler on every registered time grid, with the exact
+(oracle) denoiser.
 
 The doctor's fixed 2-D Gaussian mixture (``sandbox.doctor.MIXTURE``), the
 ``oracle`` denoiser, the cosine schedule and the epsilon target: whatever
 distance remains between 4,000 samples and the mixture is the sampler's own
 discretisation error plus the finite-sample noise floor (the same score for
-4,000 exact draws, drawn as a dashed line). Each sampler's ``steps`` is chosen
+4,000 exact draws, drawn as a dashed line). Each sampler runs on every grid
+(``sampler.grid``; a sampler without one on its defaults), its ``steps`` chosen
 so that its NFE is closest to each budget of ``BUDGETS``.
 
 Writes ``error_vs_nfe.md`` (a Markdown table) and ``error_vs_nfe.png``
@@ -23,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sandbox.doctor import MIXTURE, steps_for_budget
+from sandbox.doctor import MIXTURE, grid_label, steps_for_budget
 from sandbox.precond import exact_denoise
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoise
@@ -34,6 +36,15 @@ TARGET = "epsilon"
 BUDGETS = (5, 10, 20, 50, 100, 200)  # NFE per sample
 SAMPLES = 4000
 RESULTS = Path(os.environ.get("SANDBOX_BENCH_RESULTS", Path(__file__).parent / "results"))
+CASES = [
+    (name, grid)
+    for name in REGISTRY.names("sampler")
+    for grid in (
+        REGISTRY.names("grid")
+        if "grid" in getattr(REGISTRY.get("sampler", name).params, "__dataclass_fields__", {})
+        else [None]
+    )
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,24 +67,24 @@ def setup():
         write_report(results, floor)
 
 
-def write_report(results: dict[str, list[tuple[int, float, float]]], floor: dict[str, float]) -> None:
+def write_report(results: dict[tuple[str, str], list[tuple[int, float, float]]], floor: dict[str, float]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / ".gitignore").write_text("*\n")
-    header = "| sampler | " + " | ".join(f"NFE ~{b}" for b in BUDGETS) + " |"
+    header = "| sampler | grid | " + " | ".join(f"NFE ~{b}" for b in BUDGETS) + " |"
     lines = [
         f"Sliced Wasserstein distance of {SAMPLES:,} samples to the exact 2-D mixture (actual NFE); "
         f"oracle denoiser, `{SCHEDULE}` schedule, `{TARGET}` target. Noise floor ({SAMPLES:,} exact draws): "
         f"{floor['swd']:.4f}.",
         "",
         header,
-        "| --- |" + " --- |" * len(BUDGETS),
+        "| --- | --- |" + " --- |" * len(BUDGETS),
     ]
-    for name, points in sorted(results.items()):
+    for (name, grid), points in sorted(results.items()):
         cells = ["-"] * len(BUDGETS)
         for nfe, swd, _ in points:  # a sampler without `steps` ran once: its column is the nearest budget
             column = min(range(len(BUDGETS)), key=lambda i: abs(math.log(max(nfe, 1) / BUDGETS[i])))
             cells[column] = f"{swd:.4f} ({nfe})"
-        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{name}` | `{grid}` | " + " | ".join(cells) + " |")
     (RESULTS / "error_vs_nfe.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
@@ -81,27 +92,38 @@ def write_report(results: dict[str, list[tuple[int, float, float]]], floor: dict
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for name, points in sorted(results.items()):
-        ax.loglog([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-    ax.axhline(floor["swd"], color="grey", linestyle="--", linewidth=1, label=f"{SAMPLES:,} exact draws")
-    ax.set_xlabel("network evaluations per sample (NFE)")
-    ax.set_ylabel("sliced Wasserstein distance to the mixture")
-    ax.set_title(f"Oracle denoiser, {SCHEDULE} schedule, {TARGET} target")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    grids = sorted({grid for _, grid in results})
+    columns = min(3, len(grids))
+    rows = math.ceil(len(grids) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.0 * rows), dpi=110, squeeze=False)
+    for ax, grid in zip(axes.flat, grids):
+        for (name, g), points in sorted(results.items()):
+            if g == grid:
+                ax.loglog([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=name)
+        ax.axhline(floor["swd"], color="grey", linestyle="--", linewidth=1, label=f"{SAMPLES:,} exact draws")
+        ax.set_title(f"grid: {grid}", fontsize=10)
+        ax.set_xlabel("network evaluations per sample (NFE)")
+        ax.set_ylabel("sliced Wasserstein distance")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(grids) :]:
+        ax.axis("off")
+    fig.suptitle(f"Oracle denoiser, 2-D mixture, {SCHEDULE} schedule, {TARGET} target")
     fig.tight_layout()
     fig.savefig(RESULTS / "error_vs_nfe.png")
     plt.close(fig)
 
 
-@pytest.mark.parametrize("name", REGISTRY.names("sampler"))
-def test_error_against_nfe(benchmark, setup, name):
+@pytest.mark.parametrize("name, grid", CASES, ids=[f"{n}-{g}" for n, g in CASES])
+def test_error_against_nfe(benchmark, setup, name, grid):
     data, oracle, schedule, noise, results = setup
     component = REGISTRY.get("sampler", name)
     fields = component.params.__dataclass_fields__ if component.params is not None else {}
     plan = (
-        [steps_for_budget(component, schedule, b, exact_denoise(oracle, schedule), tuple(data.shape)) for b in BUDGETS]
+        [
+            steps_for_budget(component, schedule, b, exact_denoise(oracle, schedule), tuple(data.shape), grid)
+            for b in BUDGETS
+        ]
         if "steps" in fields
         else [None]
     )
@@ -112,6 +134,8 @@ def test_error_against_nfe(benchmark, setup, name):
             params = component.default_params()
             if steps is not None:
                 params.steps = steps
+            if grid is not None:
+                params.grid = grid
             counter = CountingDenoise(exact_denoise(oracle, schedule, TARGET))
             out = component.build(params)(counter, noise, schedule, generator=torch.Generator().manual_seed(1))
             scores = data.evaluate(out)
@@ -119,6 +143,6 @@ def test_error_against_nfe(benchmark, setup, name):
         return points
 
     points = benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
-    results[name] = points
+    results[(name, grid_label(component, grid))] = points
     benchmark.extra_info.update({f"swd_at_nfe_{nfe}": swd for nfe, swd, _ in points})
     assert all(math.isfinite(swd) for _, swd, _ in points)
