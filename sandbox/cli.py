@@ -90,7 +90,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also load this local plugin, as a recipe's plugins: list does (repeatable)",
     )
     sweep = sub.add_parser("sweep", help="run the cartesian product of a recipe's matrix axes (resumable)")
-    sweep.add_argument("recipe", help="path of a YAML recipe, usually with a top-level matrix: mapping")
+    sweep.add_argument(
+        "recipe",
+        nargs="?",
+        help="path of a YAML recipe, usually with a top-level matrix: mapping (omit with --status)",
+    )
     sweep.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides applied to every cell")
     sweep.add_argument(
         "--axis",
@@ -103,6 +107,17 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--jobs", type=_count, default=1, help="cells run at once, each in its own process")
     sweep.add_argument("--dry-run", action="store_true", help="print the plan and run nothing")
     sweep.add_argument("--out", help="sweep folder (default <run.output>/sweeps/<recipe stem>)")
+    sweep.add_argument(
+        "--launcher",
+        default="local",
+        metavar="NAME",
+        help="local (default: processes on this machine, waited for) or a registered launcher, e.g. submitit "
+        "(a SLURM job array; resources from the recipe's launcher: section)",
+    )
+    sweep.add_argument("--wait", action="store_true", help="with a launcher: wait for its jobs, then summarize")
+    sweep.add_argument(
+        "--status", metavar="SWEEP_DIR", help="show the done, running, queued and failed cells of a sweep folder"
+    )
     _summary_options(sweep)
     summary = sub.add_parser("summary", help="aggregate a sweep folder: table, CSV, Markdown and plot")
     summary.add_argument("sweep_dir", help="the folder of a sweep (it holds sweep.json)")
@@ -259,6 +274,19 @@ def cmd_sweep(args) -> int:
     from sandbox.console import console
     from sandbox.sweep import failed, parse_axis, plan_sweep, plan_table
 
+    if args.status:
+        from pathlib import Path
+
+        from sandbox.sweep import status_table, sweep_status
+
+        console.print(status_table(Path(args.status), sweep_status(args.status)))
+        return 0
+    from sandbox.errors import RecipeError
+
+    if args.recipe is None:
+        raise RecipeError("sandbox sweep: expected a recipe, or --status SWEEP_DIR")
+    if args.launcher != "local" and args.jobs != 1:
+        raise RecipeError(f"--jobs {args.jobs}: applies to --launcher local; the launcher's jobs run at once")
     plan = plan_sweep(
         args.recipe, args.overrides, axes=[parse_axis(a) for a in args.axis], seeds=args.seeds, out=args.out
     )
@@ -266,6 +294,14 @@ def cmd_sweep(args) -> int:
         console.print(plan_table(plan))
         return 2 if any(cell.status == "invalid" for cell in plan.cells) else 0
     from sandbox.summary import summarize
+
+    if args.launcher != "local":
+        from sandbox.sweep import launch_sweep
+
+        rows = launch_sweep(plan, args.launcher, wait=args.wait)
+        if args.wait:
+            summarize(plan.sweep_dir, metrics=args.metric, baseline=args.baseline)
+        return 1 if any(row.state in ("failed", "invalid") for row in rows) else 0
     from sandbox.sweep import run_sweep  # imports torch
 
     run_sweep(plan, jobs=args.jobs)  # holds the sweep folder's lock; stops on SIGINT / SIGTERM

@@ -7,6 +7,11 @@ component's ``name``, that section starts afresh from the layer's keys, so
 ``denoiser.name=resnet`` does not inherit the UNet's parameters.
 Everything is validated before any work starts.
 
+An optional ``launcher: {name: submitit, ...}`` section holds the resources
+of each cell's job when ``sandbox sweep --launcher`` submits a sweep; it is
+validated against the named launcher's parameters like a component section,
+and does not change what a run computes (nor a sweep cell's identity).
+
 ``plugins: [my_module, ./my_plugin.py]`` names local plugin modules, by
 module name or by path (relative to the recipe file that names it; on the
 command line, to the working folder). They are loaded before the components
@@ -141,6 +146,7 @@ class Recipe:
     source: Optional[str] = None
     plugins: list[str] = field(default_factory=list)  # local plugin modules: names or absolute paths
     registry: Optional[Registry] = field(default=None, repr=False, compare=False)  # what validated it
+    launcher: Optional[tuple[str, Any]] = None  # the optional launcher: section, (name, params)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "plugins": list(self.plugins)}
@@ -150,6 +156,9 @@ class Recipe:
         out["train"] = dataclasses.asdict(self.train)
         out["eval"] = dataclasses.asdict(self.eval)
         out["run"] = dataclasses.asdict(self.run)
+        if self.launcher is not None:
+            name, params = self.launcher
+            out["launcher"] = {"name": name, **(dataclasses.asdict(params) if params is not None else {})}
         return out
 
     def to_yaml(self) -> str:
@@ -164,7 +173,7 @@ def _merge_layer(acc: dict, layer: dict) -> dict:
             out[key] = out[key] + [spec for spec in value if spec not in out[key]]  # lists add up
             continue
         if (
-            key in KINDS
+            key in (*KINDS, "launcher")
             and isinstance(value, dict)
             and isinstance(out.get(key), dict)
             and "name" in value
@@ -300,6 +309,7 @@ def load_recipe(
     registry = _local_registry(plugins, registry)
     data.pop("matrix", None)  # sweep axes, read by sandbox.sweep; one run is the recipe without them
     components = {kind: data.pop(kind, None) for kind in KINDS}
+    launcher = data.pop("launcher", None)
     sections = {key: data.pop(key, None) or {} for key in ("train", "eval", "run")}
     typed: RecipeSchema = _typed(RecipeSchema, data, "")
     typed.train, typed.eval, typed.run = (
@@ -307,6 +317,7 @@ def load_recipe(
         for key, schema in (("train", TrainConfig), ("eval", EvalConfig), ("run", RunConfig))
     )
     resolved = {kind: _component(registry, kind, components[kind]) for kind in KINDS}
+    launcher_section = _component(registry, "launcher", launcher) if launcher is not None else None
     name = typed.name or (Path(path).stem if path is not None else "run")
     return Recipe(
         name=name,
@@ -317,4 +328,5 @@ def load_recipe(
         source=str(path) if path is not None else None,
         plugins=list(plugins),
         registry=registry,
+        launcher=launcher_section,
     )

@@ -48,8 +48,9 @@ if TYPE_CHECKING:
 
 #: the kinds a recipe chooses, one section each (``dataset: {name: ...}``)
 KINDS = ("dataset", "schedule", "denoiser", "sampler")
-#: every registered kind: the recipe sections, and time grids, which a sampler section names (``sampler.grid``)
-ALL_KINDS = (*KINDS, "grid")
+#: every registered kind: the recipe sections, time grids, which a sampler section names (``sampler.grid``),
+#: and sweep launchers (``sandbox sweep --launcher``, configured by the recipe's optional ``launcher:`` section)
+ALL_KINDS = (*KINDS, "grid", "launcher")
 HOOKS = {kind: f"register_{kind}s" for kind in ALL_KINDS}
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
 

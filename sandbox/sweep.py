@@ -64,7 +64,7 @@ from sandbox.registry import Registry, use_registry
 from sandbox.rundir import read_json, write_text
 
 # fmt: off
-NOT_IDENTITY = ("name", "run.output", "run.workers", "run.threads")  # resolved keys that do not change results
+NOT_IDENTITY = ("name", "run.output", "run.workers", "run.threads", "run.loggers", "launcher")  # no effect on results
 SAMPLING_ONLY = ("sampler", "eval")  # sections that change only sampling: cells differing there share a training
 SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".lock"                                          # flock'ed by the sweep and its cell processes
@@ -858,12 +858,17 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None, regi
             refresh(plan)
         plan.interrupted = None
         total = len(plan.cells)
+        in_jobs = live_jobs(plan.sweep_dir, registry)  # cells a launcher's jobs are running: not run here too
+        for cell in plan.cells:
+            if cell.id in in_jobs and cell.status.startswith("to "):
+                job, state = in_jobs[cell.id]
+                cell.status, cell.note = "running", f"{state.phase} as job {job['job_id']} ({job['launcher']})"
         to_run = [c for c in plan.cells if c.status.startswith("to ") and c.duplicate_of is None]
         counts = ", ".join(f"{n} {status}" for status, n in plan.counts().items())
         console.print(f"sweep [bold]{plan.sweep_dir}[/]: {total} cells ({counts}), {jobs} at a time")
         finished = 0
         for cell in plan.cells:
-            if cell.status in ("invalid", "done"):
+            if cell.status in ("invalid", "done") or cell.id in in_jobs:
                 finished += 1
                 console.print(_cell_line(cell, finished, total))
 
@@ -875,14 +880,7 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None, regi
         tasks = {}
         for i, cell in enumerate(to_run):
             device = gpu_for(i, cell.recipe.run.device, n_gpus) if cell.recipe is not None else None
-            tasks[cell.index] = {
-                "recipe": str(plan.recipe_path),
-                "overrides": plan.overrides + cell.overrides,
-                "cell_dir": str(plan.cell_dir(cell)),
-                "device": device,
-            }
-            if cell.trained_by is not None:
-                tasks[cell.index]["trained_in"] = str(plan.cell_dir(plan.cells[cell.trained_by]))
+            tasks[cell.index] = cell_task(plan, cell, device)
 
         stop = _SweepStop()
 
@@ -1021,3 +1019,262 @@ def _run_processes(
 
 def failed(plan: Plan) -> list[Cell]:
     return [c for c in plan.cells if c.status in ("failed", "invalid")]
+
+
+# --- launchers: the cells as jobs of a scheduler --------------------------------------------------------
+
+
+def cell_task(plan: Plan, cell: Cell, device: str | None = None) -> dict[str, Any]:
+    """What a cell's process or job needs to run it (:func:`run_cell`): plain strings, picklable and JSON-able."""
+    task: dict[str, Any] = {
+        "recipe": str(plan.recipe_path),
+        "overrides": plan.overrides + cell.overrides,
+        "cell_dir": str(plan.cell_dir(cell)),
+        "device": device,
+    }
+    if cell.trained_by is not None:
+        task["trained_in"] = str(plan.cell_dir(plan.cells[cell.trained_by]))
+    return task
+
+
+def run_job(tasks: list[dict[str, Any]], stop: Callable[[], bool] = lambda: False) -> list[dict[str, Any]]:
+    """A launcher's job: its cells in order (a cell that trains, then those sampling from it), each resumed from
+    its folder (:func:`run_interruptible`); a finished cell is skipped, so a requeued job goes on where it
+    stopped. An interrupted cell, or ``stop()`` turning true, ends the job."""
+    results: list[dict[str, Any]] = []
+    for task in tasks:
+        if stop():
+            break
+        if isinstance(read_json(Path(task["cell_dir"]) / "summary.json"), dict):
+            results.append({"status": "done"})
+            continue
+        results.append(run_interruptible(task))
+        if results[-1]["status"] == "interrupted":
+            break
+    return results
+
+
+def make_launcher(
+    name: str, section: tuple[str, Any] | None, registry: Registry | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """The registered launcher ``name`` built with the recipe's ``launcher:`` section's parameters when the section
+    names it (else its defaults), and those parameters as a dict."""
+    import dataclasses
+
+    from sandbox.launchers import LOCAL
+    from sandbox.registry import get_registry
+
+    registry = registry if registry is not None else get_registry()
+    if name not in registry.names("launcher"):
+        known = ", ".join([LOCAL, *registry.names("launcher")])
+        registry.get("launcher", name, key="--launcher")  # a clash explains itself
+        raise RecipeError(f"--launcher {name}: unknown launcher; expected one of {known}")
+    component = registry.get("launcher", name)
+    params = section[1] if section is not None and section[0] == name else component.default_params()
+    as_dict = dataclasses.asdict(params) if params is not None else {}
+    return component.build(params), as_dict
+
+
+def job_states(sweep_dir: Path, registry: Registry | None = None) -> dict[str, tuple[dict[str, Any], Any]]:
+    """Each submitted cell's newest job record in ``jobs.json`` and that job's state (:class:`JobState`), asked of
+    the launcher that submitted it."""
+    from sandbox.launchers import JobState, latest_by_cell, read_jobs
+
+    latest = latest_by_cell(read_jobs(sweep_dir))
+    records = list({id(r): r for r in latest.values()}.values())
+    states: dict[int, Any] = {}
+    by_launcher: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_launcher.setdefault(json.dumps([r.get("launcher"), r.get("params")], sort_keys=True), []).append(r)
+    for group in by_launcher.values():
+        try:
+            launcher = _rebuild(group[0], registry)
+            answers = launcher.states(group)
+        except SandboxError as exc:
+            answers = [JobState("unknown", str(exc))] * len(group)
+        states.update({id(r): state for r, state in zip(group, answers, strict=True)})
+    return {cell_id: (r, states[id(r)]) for cell_id, r in latest.items()}
+
+
+def _rebuild(job: dict[str, Any], registry: Registry | None) -> Any:
+    """The launcher that submitted ``job``, from the name and parameters it recorded."""
+    from sandbox.recipe import _component
+    from sandbox.registry import get_registry
+
+    registry = registry if registry is not None else get_registry()
+    section = {"name": job.get("launcher"), **(job.get("params") or {})}
+    try:
+        name, params = _component(registry, "launcher", section)
+    except SandboxError as exc:
+        raise SandboxError(f"cannot ask launcher {job.get('launcher')!r} for its jobs: {exc}") from exc
+    return registry.get("launcher", name).build(params)
+
+
+def live_jobs(sweep_dir: Path, registry: Registry | None = None) -> dict[str, tuple[dict[str, Any], Any]]:
+    """The cells whose newest job is queued or running, or whose state is unknown: never submitted or run again
+    meanwhile."""
+    if not (Path(sweep_dir) / "jobs.json").exists():
+        return {}
+    return {k: v for k, v in job_states(sweep_dir, registry).items() if v[1].phase != "ended"}
+
+
+def launch_sweep(
+    plan: Plan,
+    launcher_name: str,
+    *,
+    console: Console | None = None,
+    registry: Registry | None = None,
+    wait: bool = False,
+    poll_s: float = 10.0,
+) -> list[CellStatus]:
+    """Submit every cell not yet done, and not in a queued or running job, through a registered launcher.
+
+    A job runs a cell that trains, then the cells that only sample from its
+    training (:func:`run_job`). Every submission is recorded in ``jobs.json``
+    under the sweep folder's lock, and the jobs already recorded are asked for
+    their state first, so running this again while jobs are in flight reports
+    them and submits nothing twice. With ``wait``, returns once no job is
+    queued or running. Returns each cell's :class:`CellStatus`.
+    """
+    from sandbox.console import console as default_console
+    from sandbox.launchers import add_jobs, record
+    from sandbox.rundir import write_json
+
+    console = console or default_console
+    valid = [c.recipe for c in plan.cells if c.recipe is not None]
+    section = valid[0].launcher if valid else None
+    if section is not None and section[0] != launcher_name:
+        console.print(f"the recipe's launcher: section is for {section[0]}; {launcher_name} runs with its defaults")
+    launcher, params = make_launcher(launcher_name, section, registry)
+    with SweepLock(plan.sweep_dir):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # plan_sweep has warned of unreadable files
+            refresh(plan)
+        live = live_jobs(plan.sweep_dir, registry)
+        jobs: dict[int, list[Cell]] = {}
+        for cell in plan.cells:
+            if not cell.status.startswith("to ") or cell.duplicate_of is not None or cell.id in live:
+                continue
+            root = cell.trained_by if cell.trained_by is not None else cell.index
+            if plan.cells[root].id in live:
+                continue  # its training is in a job still: submitted once that job has ended
+            jobs.setdefault(root, []).append(cell)
+        write_json(plan.sweep_dir / SWEEP_FILE, plan_record(plan, "submitted"))
+        if jobs:
+            groups = list(jobs.values())
+            submitted = launcher.submit(
+                [[cell_task(plan, c) for c in cells] for cells in groups],
+                plan.sweep_dir / "jobs",
+                f"sandbox-{plan.sweep_dir.name}",
+            )
+            add_jobs(
+                plan.sweep_dir,
+                [record(launcher_name, params, job, [c.id for c in cells]) for job, cells in zip(submitted, groups)],
+            )
+    cells = sum(len(g) for g in jobs.values())
+    console.print(
+        f"sweep [bold]{plan.sweep_dir}[/]: submitted {cells} {'cell' if cells == 1 else 'cells'} in {len(jobs)} "
+        f"{'job' if len(jobs) == 1 else 'jobs'} through {launcher_name}, {len(live)} already in jobs"
+    )
+    rows = sweep_status(plan.sweep_dir, registry)
+    while wait and any(r.state in ("queued", "running") for r in rows):
+        time.sleep(poll_s)
+        rows = sweep_status(plan.sweep_dir, registry)
+    console.print(status_table(plan.sweep_dir, rows))
+    if not wait:
+        console.print(f"follow it with: sandbox sweep --status {plan.sweep_dir}")
+    return rows
+
+
+@dataclass
+class CellStatus:
+    """A cell's state for ``sandbox sweep --status``: done, running, queued, failed, interrupted, to run, invalid
+    or unknown, with the job that runs it, what went wrong or how far it got, and its job's log."""
+
+    # fmt: off
+    id: str
+    group: dict[str, str]
+    seed: int
+    state: str
+    job: str | None = None              # the job id of its newest submission
+    detail: str = ""                    # the error of a failed cell, the step of a running or interrupted one
+    log: str | None = None              # its job's stderr log
+    # fmt: on
+
+
+def _step_of(folder: Path) -> tuple[str | None, Any]:
+    status = read_json(folder / "status.json") if (folder / "status.json").exists() else None
+    return (status.get("status"), status.get("step")) if isinstance(status, dict) else (None, None)
+
+
+def sweep_status(sweep_dir: str | Path, registry: Registry | None = None) -> list[CellStatus]:
+    """Each cell of the sweep in ``sweep_dir`` (its ``sweep.json``), from its folder and its newest job's state."""
+    from sandbox.launchers import JOBS_FILE
+
+    sweep_dir = Path(sweep_dir)
+    plan = read_json(sweep_dir / SWEEP_FILE)
+    if not isinstance(plan, dict) or not isinstance(plan.get("cells"), list):
+        raise SandboxError(f"{sweep_dir} holds no readable {SWEEP_FILE}; expected the folder of a sandbox sweep")
+    jobs = job_states(sweep_dir, registry) if (sweep_dir / JOBS_FILE).exists() else {}
+    local = plan.get("state") == "running" and isinstance(plan.get("pid"), int) and _alive(plan["pid"])
+    rows: list[CellStatus] = []
+    seen: set[str] = set()
+    for entry in plan["cells"]:
+        if entry["id"] in seen:
+            continue  # a duplicate cell shares its twin's folder
+        seen.add(entry["id"])
+        folder = sweep_dir / "cells" / entry["id"]
+        row = CellStatus(entry["id"], dict(entry.get("group", {})), int(entry.get("seed", 0)), "to run")
+        job, state = jobs.get(entry["id"], (None, None))
+        if job is not None:
+            row.job, row.log = str(job.get("job_id")), job.get("stderr")
+        status, step = _step_of(folder)
+        error = read_json(folder / "error.json") if (folder / "error.json").exists() else None
+        if entry.get("status") == "invalid":
+            row.state, row.detail = "invalid", entry.get("error") or ""
+        elif isinstance(read_json(folder / "summary.json"), dict):
+            row.state = "done"
+        elif state is not None and state.phase in ("queued", "running"):
+            row.state = "running" if state.phase == "running" and folder.exists() else "queued"
+            row.detail = f"step {step}" if status == "training" else state.raw
+        elif state is not None and state.phase == "unknown":
+            row.state, row.detail = "unknown", f"job {row.job}: {state.raw}; not submitted again meanwhile"
+        elif isinstance(error, dict):
+            row.state, row.detail = "failed", str(error.get("message", "error.json is unreadable"))
+        elif local and entry.get("status") == "running":
+            row.state, row.detail = "running", f"step {step} (sandbox sweep PID {plan['pid']})"
+        elif status == "interrupted":
+            row.state, row.detail = "interrupted", f"checkpoint at step {step}; sandbox sweep resumes it"
+        elif state is not None:
+            row.state = "failed"
+            row.detail = f"job {row.job} ended ({state.raw}) without a result" + (
+                f" after step {step}" if step is not None else ""
+            )
+        rows.append(row)
+    return rows
+
+
+def status_table(sweep_dir: Path, rows: list[CellStatus]) -> Table:
+    """``sandbox sweep --status``: one row per cell, with counts in the title."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.state] = counts.get(row.state, 0) + 1
+    order = ("done", "running", "queued", "failed", "interrupted", "to run", "unknown", "invalid")
+    title = ", ".join(f"{counts[s]} {s}" for s in order if s in counts)
+    table = Table(title=f"Sweep {sweep_dir}: {title}", title_justify="left")
+    axes = list(rows[0].group) if rows else []
+    for column in ["cell", *axes, "seed", "state", "job", "detail", "log"]:
+        table.add_column(column, overflow="fold")
+    style = {"done": "green", "failed": "red", "invalid": "red", "running": "cyan", "interrupted": "yellow"}
+    for row in rows:
+        show_log = row.state in ("failed", "unknown", "interrupted")
+        table.add_row(
+            row.id,
+            *(row.group.get(a, "") for a in axes),
+            str(row.seed),
+            f"[{style.get(row.state, 'default')}]{row.state}[/]",
+            row.job or "",
+            escape(row.detail),
+            escape(row.log or "") if show_log else "",
+        )
+    return table
