@@ -13,6 +13,8 @@ denoiser     ``build(params, shape)``  a :class:`DenoiserNetwork` (trained), or 
                                       :class:`AnalyticDenoiser` (exact, nothing to train)
 sampler      ``build(params)``        a :class:`Sampler`
 grid         ``build(params)``        a :class:`Grid` (not a recipe section: ``sampler.grid`` names one)
+logger       ``build(params)``        an object whose ``@hookimpl`` methods implement run-event hooks,
+                                      each given a :class:`RunInfo` (``run.loggers`` enables it)
 ===========  =======================  ==============================================================
 
 ``params`` is an instance of the dataclass given at registration (``None``
@@ -38,8 +40,9 @@ re-exported from :mod:`sandbox` lazily).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Protocol, TypedDict, Union, runtime_checkable
 
 import torch
@@ -328,3 +331,24 @@ class DiffusersExport(Protocol):
     def __call__(
         self, state_dict: dict[str, torch.Tensor], params: Any, shape: tuple[int, ...], /, *, time_shift: float
     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]: ...
+
+
+# ------------------------------------------------------------------------------------------------ run events
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The run, as every run-event hook of :mod:`sandbox.hookspecs` receives it (read-only).
+
+    The hooks are called on the loggers ``run.loggers`` enables, in the main
+    process only (rank 0 under torchrun); ``metrics.jsonl`` in ``run_dir``
+    stays the record of truth, and a logger's failure never stops the run.
+    """
+
+    # fmt: off
+    name: str                      # the recipe's name
+    run_dir: Path                  # the run folder (a cell's folder in a sweep)
+    recipe: Mapping[str, Any]      # the resolved recipe, as recipe.yaml holds it
+    start_step: int = 0            # 0, or the step a resumed run continues after
+    world_size: int = 1            # processes training together (torchrun)
+    # fmt: on

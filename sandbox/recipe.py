@@ -111,6 +111,7 @@ class RunConfig:
     channels_last: Optional[bool] = None  # channels-last memory for image data; null: on CUDA only
     data_on_device: Optional[bool] = None  # batch a stored train split on the device; null: when it fits
     threads: int = 0               # CPU threads for torch; 0 leaves torch's default
+    loggers: list[Any] = field(default_factory=list)  # loggers receiving the run's events: names or {name: ...}
     # fmt: on
 
     def __post_init__(self) -> None:
@@ -120,6 +121,10 @@ class RunConfig:
         one_of(self, "precision", PRECISIONS)
         at_least(self, "workers", 0)
         at_least(self, "threads", 0)
+        names = [entry.get("name") if isinstance(entry, dict) else entry for entry in self.loggers]
+        if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+            expected = "a list of distinct logger names, or {name: ..., <its parameters>} mappings"
+            raise ParameterError("loggers", list(self.loggers), expected)
 
 
 @dataclass
@@ -145,6 +150,7 @@ class Recipe:
     run: RunConfig
     source: Optional[str] = None
     plugins: list[str] = field(default_factory=list)  # local plugin modules: names or absolute paths
+    loggers: list[tuple[str, Any]] = field(default_factory=list)  # run.loggers: (name, params dataclass or None)
     registry: Optional[Registry] = field(default=None, repr=False, compare=False)  # what validated it
     launcher: Optional[tuple[str, Any]] = None  # the optional launcher: section, (name, params)
 
@@ -156,6 +162,10 @@ class Recipe:
         out["train"] = dataclasses.asdict(self.train)
         out["eval"] = dataclasses.asdict(self.eval)
         out["run"] = dataclasses.asdict(self.run)
+        out["run"]["loggers"] = [
+            {"name": name, **dataclasses.asdict(params)} if params is not None else name
+            for name, params in self.loggers
+        ]
         if self.launcher is not None:
             name, params = self.launcher
             out["launcher"] = {"name": name, **(dataclasses.asdict(params) if params is not None else {})}
@@ -270,7 +280,9 @@ def _typed(schema: type, values: Any, section: str, owner: str = "") -> Any:
         raise RecipeError(exc.in_section(section) + owner) from exc
 
 
-def _component(registry: Registry, kind: str, section: Any):
+def _component(registry: Registry, kind: str, section: Any, key: str = ""):
+    """``(name, typed parameters)`` of the recipe section ``key`` (default: ``kind``) naming a ``kind``."""
+    key = key or kind
     if section is None:
         raise RecipeError(
             f"recipe key '{kind}': missing; expected a section like {{name: ...}} "
@@ -279,17 +291,17 @@ def _component(registry: Registry, kind: str, section: Any):
     if isinstance(section, str):
         section = {"name": section}
     if not isinstance(section, dict):
-        raise RecipeError(f"recipe key '{kind}': {section!r}; expected a mapping with a 'name' key")
+        raise RecipeError(f"recipe key '{key}': {section!r}; expected a mapping with a 'name' key")
     section = dict(section)
     name = section.pop("name", None)
     if not isinstance(name, str):
-        raise RecipeError(f"recipe key '{kind}.name': {name!r}; expected one of: {', '.join(registry.names(kind))}")
-    component = registry.get(kind, name, key=f"{kind}.name")
+        raise RecipeError(f"recipe key '{key}.name': {name!r}; expected one of: {', '.join(registry.names(kind))}")
+    component = registry.get(kind, name, key=f"{key}.name" if key == kind else key)
     if component.params is None:
         if section:
-            raise RecipeError(f"recipe key '{kind}.{next(iter(section))}': {kind} '{name}' takes no parameters")
+            raise RecipeError(f"recipe key '{key}.{next(iter(section))}': {kind} '{name}' takes no parameters")
         return name, None
-    return name, _typed(component.params, section, kind, f" (parameters of {kind} '{name}' from {component.provider})")
+    return name, _typed(component.params, section, key, f" (parameters of {kind} '{name}' from {component.provider})")
 
 
 def load_recipe(
@@ -311,12 +323,15 @@ def load_recipe(
     components = {kind: data.pop(kind, None) for kind in KINDS}
     launcher = data.pop("launcher", None)
     sections = {key: data.pop(key, None) or {} for key in ("train", "eval", "run")}
+    if isinstance(sections["run"], dict) and isinstance(sections["run"].get("loggers"), (str, dict)):
+        sections["run"]["loggers"] = [sections["run"]["loggers"]]  # run.loggers=tensorboard: a list of one
     typed: RecipeSchema = _typed(RecipeSchema, data, "")
     typed.train, typed.eval, typed.run = (
         _typed(schema, sections[key], key)
         for key, schema in (("train", TrainConfig), ("eval", EvalConfig), ("run", RunConfig))
     )
     resolved = {kind: _component(registry, kind, components[kind]) for kind in KINDS}
+    loggers = [_component(registry, "logger", entry, f"run.loggers[{i}]") for i, entry in enumerate(typed.run.loggers)]
     launcher_section = _component(registry, "launcher", launcher) if launcher is not None else None
     name = typed.name or (Path(path).stem if path is not None else "run")
     return Recipe(
@@ -327,6 +342,7 @@ def load_recipe(
         run=typed.run,
         source=str(path) if path is not None else None,
         plugins=list(plugins),
+        loggers=loggers,
         registry=registry,
         launcher=launcher_section,
     )

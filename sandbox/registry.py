@@ -49,8 +49,9 @@ if TYPE_CHECKING:
 #: the kinds a recipe chooses, one section each (``dataset: {name: ...}``)
 KINDS = ("dataset", "schedule", "denoiser", "sampler")
 #: every registered kind: the recipe sections, time grids, which a sampler section names (``sampler.grid``),
-#: and sweep launchers (``sandbox sweep --launcher``, configured by the recipe's optional ``launcher:`` section)
-ALL_KINDS = (*KINDS, "grid", "launcher")
+#: sweep launchers (``sandbox sweep --launcher``, configured by the recipe's optional ``launcher:`` section)
+#: and loggers (``run.loggers``), which receive the run's events
+ALL_KINDS = (*KINDS, "grid", "launcher", "logger")
 HOOKS = {kind: f"register_{kind}s" for kind in ALL_KINDS}
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
 

@@ -23,6 +23,7 @@ RESUMABLE = (
     "run.device",
     "run.workers",
     "run.threads",
+    "run.loggers",
 )
 
 

@@ -14,10 +14,11 @@ from sandbox import checkpoint, distributed, fid
 from sandbox.build import Parts, build_parts, count_parameters
 from sandbox.console import console as default_console
 from sandbox.console import fmt, progress, table
+from sandbox.events import RunEvents, enabled_loggers
 from sandbox.health import sample_health
 from sandbox.images import grid, save_png
 from sandbox.precond import exact_denoise
-from sandbox.protocols import Denoise
+from sandbox.protocols import Denoise, RunInfo
 from sandbox.recipe import Recipe
 from sandbox.registry import KINDS
 from sandbox.rundir import check_output, new_run_dir, write_json, write_text
@@ -114,6 +115,7 @@ def train(
     *,
     resume: bool = False,
     state: Optional[dict[str, Any]] = None,
+    events: Optional[RunEvents] = None,
 ) -> tuple[TrainState, Denoise]:
     """Train the denoiser network (continuing from ``state``, a checkpoint's, when given); returns the final
     state and the EMA weights' denoise function. Writes ``final.pt`` and ``ema.safetensors``."""
@@ -123,9 +125,11 @@ def train(
         picture = render(parts, samples)
         if picture is not None:
             save_png(picture, run_dir / "samples" / f"step_{step:06d}.png")
+            if events is not None:
+                events.emit("on_samples", step=step, images=picture)
 
     main = distributed.is_main()
-    trainer = Trainer(recipe, parts, device, run_dir, on_sample_grid=sample_grid)
+    trainer = Trainer(recipe, parts, device, run_dir, on_sample_grid=sample_grid, events=events)
     if state is not None:
         trainer.load_state_dict(state)
         console.print(f"resuming at step {trainer.state.step:,} of {trainer.steps:,}")
@@ -212,9 +216,31 @@ def run_recipe(
 
     With ``resume``, continue the run in ``run_dir`` from ``state``, its latest good checkpoint's
     (:func:`sandbox.resume.resume_recipe` finds it), or from step 0 when it has none.
+
+    The loggers ``run.loggers`` enables are built first (one that cannot start stops the run before any
+    work) and receive the run's events (:mod:`sandbox.events`), ``on_run_end`` also when the run stops.
     """
+    events = enabled_loggers(recipe, main=distributed.is_main())
+    try:
+        return _run_recipe(recipe, events, console=console, run_dir=run_dir, resume=resume, state=state)
+    except BaseException as exc:
+        events.end_after(exc)
+        raise
+
+
+def _run_recipe(
+    recipe: Recipe,
+    events: RunEvents,
+    *,
+    console: Console | None,
+    run_dir: Path | None,
+    resume: bool,
+    state: Optional[dict[str, Any]],
+) -> Path:
     device, parts, run_dir = prepare(recipe, run_dir, resume=resume)
     main = distributed.is_main()
+    start_step = int(state["step"]) if state is not None else 0
+    events.start(RunInfo(recipe.name, run_dir, recipe.to_dict(), start_step, distributed.world_size()))
     console = (console or default_console) if main else Console(quiet=True)  # rank 0 alone prints
     console.print(
         table(
@@ -232,7 +258,7 @@ def run_recipe(
         denoise = exact_denoise(parts.exact_x0, parts.schedule, recipe.train.target, recipe.train.sigma_data)
         console.print("analytic denoiser: nothing to train")
     else:
-        trained, denoise = train(recipe, parts, device, run_dir, console, resume=resume, state=state)
+        trained, denoise = train(recipe, parts, device, run_dir, console, resume=resume, state=state, events=events)
     if not main:
         return run_dir  # rank 0 alone samples and scores
     console.print(f"sampling {recipe.eval.num_samples} with {recipe.components['sampler'][0]}...")
@@ -242,6 +268,7 @@ def run_recipe(
     picture = render(parts, samples)
     if picture is not None:
         save_png(picture, run_dir / "samples" / "final.png")
+        events.emit("on_samples", step=trained.step, images=picture)
     checkpoint.atomic_write(run_dir / "samples" / "final.pt", lambda handle: torch.save(samples, handle))
     health = sample_health(samples, real_heldout(parts, len(samples)))
     if health["diverged"]:
@@ -261,6 +288,7 @@ def run_recipe(
     )
     write_json(run_dir / "summary.json", {**summary, "sample_health": health})
     write_json(run_dir / "status.json", {"status": "finished", "step": trained.step})
+    events.end("finished", {**summary, "sample_health": health})
     console.print(summary_table(recipe, summary))
     return run_dir
 

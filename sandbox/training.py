@@ -49,6 +49,7 @@ from sandbox import checkpoint, distributed
 from sandbox.batches import DataPosition, batch_source, first_tensor
 from sandbox.ema import EMA
 from sandbox.errors import RecipeError, SandboxError
+from sandbox.events import RunEvents
 from sandbox.loss import DiffusionLoss
 from sandbox.precond import Preconditioned
 from sandbox.rundir import MetricsLog
@@ -175,6 +176,7 @@ class Trainer:
         run_dir: Path,
         *,
         on_sample_grid: Callable[[int, Preconditioned], None] | None = None,
+        events: RunEvents | None = None,
     ):
         cfg, run = recipe.train, recipe.run
         self.recipe, self.cfg, self.device, self.run_dir = recipe, cfg, device, run_dir
@@ -202,6 +204,7 @@ class Trainer:
         self.state = TrainState()
         self.data = DataPosition()
         self.on_sample_grid = on_sample_grid
+        self.events = events or RunEvents()  # the loggers run.loggers enables (main process only)
         self.checkpoints = run_dir / "checkpoints"
         self.last_checkpoint: Optional[Path] = None
         self.within: Optional[tuple[int, int]] = None  # this process's first row and the global batch size
@@ -278,6 +281,7 @@ class Trainer:
         self.last_checkpoint = checkpoint.save(
             self.checkpoints, name, self.state_dict(), keep=self.cfg.keep_checkpoints
         )
+        self.events.emit("on_checkpoint", path=self.last_checkpoint)
         return self.last_checkpoint
 
     # ------------------------------------------------------------------------------------------- the loop
@@ -359,6 +363,11 @@ class Trainer:
             )
         self.state.interval_loss, self.last_read = total, step
 
+    def log_record(self, step: int, record: dict[str, Any]) -> None:
+        """Append a line to ``metrics.jsonl`` (the record of truth), then tell the loggers (``on_metrics``)."""
+        self.metrics.write({"step": step, **record})
+        self.events.emit("on_metrics", step=step, record=dict(record))
+
     def fit(self, progress: Any = None, task: Any = None) -> TrainState:
         """Train from the current step to ``train.steps``; returns the final state.
 
@@ -371,7 +380,7 @@ class Trainer:
             state.val_loss, state.val_loss_ema = self.validate()
             state.best_val_loss = state.val_loss_ema
             if self.main:
-                self.metrics.write({"step": 0, "val_loss": state.val_loss, "val_loss_ema": state.val_loss_ema})
+                self.log_record(0, {"val_loss": state.val_loss, "val_loss_ema": state.val_loss_ema})
         batches = self.batches()
         accumulate = torch.float32 if self.device.type == "mps" else torch.float64
         self.pending_loss = torch.tensor(state.interval_loss, dtype=accumulate, device=self.device)
@@ -425,7 +434,7 @@ class Trainer:
                         self.on_sample_grid(step, self.ema_denoiser)  # type: ignore[misc]
                     interval_start = time.perf_counter()
                 if record and self.main:
-                    self.metrics.write({"step": step, **record})
+                    self.log_record(step, record)
                 state.wall_s = wall_before + time.perf_counter() - session_start
                 if save:
                     self.save_checkpoint()
