@@ -82,14 +82,14 @@ def test_readme_commands_match_ci():
 def test_readme_sampler_conforms_and_runs(monkeypatch, tiny_recipe):
     module = block_module(monkeypatch, 1, "my_sampler")
     with register_plugin(module, "my-sampler") as registry:
-        sampler = check_sampler("euler_ancestral", registry=registry)
+        sampler = check_sampler("my_ancestral", registry=registry)
         assert sampler.nfe(registry.get("schedule", "cosine").build()) == 200
         assert (
             cli.main(
                 [
                     "run",
                     str(tiny_recipe),
-                    "sampler.name=euler_ancestral",
+                    "sampler.name=my_ancestral",
                     "sampler.steps=8",
                     "train.steps=10",
                     "train.sample_every=0",
@@ -97,7 +97,7 @@ def test_readme_sampler_conforms_and_runs(monkeypatch, tiny_recipe):
             )
             == 0
         )
-        assert cli.main(["show", str(tiny_recipe), "sampler.name=euler_ancestral", "sampler.steps=0"]) == 2
+        assert cli.main(["show", str(tiny_recipe), "sampler.name=my_ancestral", "sampler.steps=0"]) == 2
 
 
 def test_readme_denoiser_conforms_and_trains_on_digits(monkeypatch, tmp_path):
