@@ -29,6 +29,7 @@ _PROTOCOLS = (
     "Grid",
     "Register",
     "RegisterExporter",
+    "RunInfo",
     "Sampler",
     "Schedule",
     "StepInfo",
