@@ -1067,7 +1067,8 @@ def make_launcher(
     registry = registry if registry is not None else get_registry()
     if name not in registry.names("launcher"):
         known = ", ".join([LOCAL, *registry.names("launcher")])
-        registry.get("launcher", name, key="--launcher")  # a clash explains itself
+        if registry.clash("launcher", name):
+            registry.get("launcher", name, key="--launcher")  # two plugins registered it: says which
         raise RecipeError(f"--launcher {name}: unknown launcher; expected one of {known}")
     component = registry.get("launcher", name)
     params = section[1] if section is not None and section[0] == name else component.default_params()
@@ -1203,8 +1204,19 @@ class CellStatus:
 
 
 def _step_of(folder: Path) -> tuple[str | None, Any]:
+    """A cell folder's ``status.json`` status and step (the step it started or stopped at)."""
     status = read_json(folder / "status.json") if (folder / "status.json").exists() else None
     return (status.get("status"), status.get("step")) if isinstance(status, dict) else (None, None)
+
+
+def _checkpointed(folder: Path) -> int | None:
+    """The step of a cell folder's newest step checkpoint, from the file names (without importing torch)."""
+    import re
+
+    steps = [
+        int(m.group(1)) for p in folder.glob("checkpoints/step_*.pt") if (m := re.match(r"step_(\d+)\.pt$", p.name))
+    ]
+    return max(steps) if steps else None
 
 
 def sweep_status(sweep_dir: str | Path, registry: Registry | None = None) -> list[CellStatus]:
@@ -1236,7 +1248,8 @@ def sweep_status(sweep_dir: str | Path, registry: Registry | None = None) -> lis
             row.state = "done"
         elif state is not None and state.phase in ("queued", "running"):
             row.state = "running" if state.phase == "running" and folder.exists() else "queued"
-            row.detail = f"step {step}" if status == "training" else state.raw
+            saved = _checkpointed(folder)
+            row.detail = state.raw if saved is None else f"{state.raw}, checkpoint at step {saved}"
         elif state is not None and state.phase == "unknown":
             row.state, row.detail = "unknown", f"job {row.job}: {state.raw}; not submitted again meanwhile"
         elif isinstance(error, dict):

@@ -1,0 +1,180 @@
+"""``sandbox sweep --launcher submitit``: the launcher: section, job states, and a real sweep through submitit's
+local executor (jobs as separate processes), with a cell preempted mid-training, requeued and resumed, a rerun
+while jobs are in flight, and ``--status``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from sandbox import cli
+from sandbox.errors import SandboxError
+from sandbox.launchers import read_jobs
+from sandbox.recipe import load_recipe
+from sandbox.sweep import cell_id, launch_sweep, plan_sweep, sweep_status
+
+submitit_launcher = pytest.importorskip(
+    "sandbox_plugins.launchers.submitit_launcher", reason="submitit is not installed (the cluster extra)"
+)
+
+LOCAL = "launcher: {name: submitit, executor: local, gpus_per_task: 0, timeout_min: 5}\n"
+
+GATE = '''
+"""A small MLP denoiser that, from its 9th call on, waits while the file ``pause`` exists; then fails if ``fail``."""
+import os
+import time
+from dataclasses import dataclass
+
+from sandbox import hookimpl
+
+
+@dataclass
+class GatedParams:
+    pause: str = ""
+    fail: bool = False
+
+
+def build(params, shape):
+    import torch
+    from sandbox_plugins.denoisers.mlp import MLP
+    from sandbox_plugins.denoisers.params import MLPParams
+
+    class Gated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = MLP(MLPParams(hidden=16, layers=1), shape)
+
+            self.calls = 0
+
+        def forward(self, x, c_noise):
+            self.calls += 1
+            while self.calls > 8 and os.path.exists(params.pause):  # training past its first checkpoint
+                time.sleep(0.02)
+            if params.fail and self.calls > 8:
+                raise RuntimeError("this cell fails on purpose")
+            return self.net(x, c_noise)
+
+    return Gated()
+
+
+@hookimpl
+def register_denoisers(register):
+    register("gated", build, params=GatedParams)
+'''
+
+
+def quiet() -> Console:
+    return Console(record=True, width=250)
+
+
+def test_the_launcher_section_is_checked_like_a_component_and_leaves_cell_identity_alone(tiny_recipe):
+    plain = load_recipe(tiny_recipe)
+    with tiny_recipe.open("a") as handle:
+        handle.write("launcher: {name: submitit, partition: gpu, timeout_min: 60, sbatch: {qos: high}}\n")
+    recipe = load_recipe(tiny_recipe)
+    name, params = recipe.launcher
+    assert (name, params.partition, params.timeout_min, params.sbatch) == ("submitit", "gpu", 60, {"qos": "high"})
+    assert cell_id(recipe) == cell_id(plain)  # where cells run does not change what they compute
+    for override, message in [
+        ("launcher.timeout_min=0", "recipe key 'launcher.timeout_min': 0; expected an integer >= 1"),
+        ("launcher.executor=slrum", "recipe key 'launcher.executor': 'slrum'; expected one of slurm, local"),
+        ("launcher.partiton=gpu", "launcher.partiton"),
+        ("launcher.sbatch={qos: [a]}", "recipe key 'launcher.sbatch.qos'"),
+        ("launcher.name=slurm", "recipe key 'launcher.name': unknown launcher 'slurm'"),
+    ]:
+        with pytest.raises(SandboxError) as info:
+            load_recipe(tiny_recipe, [override])
+        assert message in str(info.value), (override, str(info.value))
+
+
+def test_slurm_states_map_to_queued_running_and_ended():
+    phase = submitit_launcher.slurm_phase
+    assert [phase(s) for s in ("PENDING", "REQUEUED", "RUNNING", "COMPLETING")] == ["queued"] * 2 + ["running"] * 2
+    assert {phase(s) for s in ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED by 1234", "OUT_OF_MEMORY")} == {"ended"}
+    assert phase("UNKNOWN") == phase("") == "unknown"
+
+
+def test_an_unknown_launcher_and_jobs_with_it_stop_with_a_message(tiny_recipe, capsys):
+    assert cli.main(["sweep", str(tiny_recipe), "--launcher", "slurmm"]) == 2
+    assert "--launcher slurmm: unknown launcher; expected one of local, submitit" in capsys.readouterr().err
+    assert cli.main(["sweep", str(tiny_recipe), "--launcher", "submitit", "--jobs", "2"]) == 2
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _until(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the job's process through /proc (Linux)")
+def test_local_executor_sweep_requeues_a_preempted_cell_resumes_it_and_never_submits_twice(tiny_recipe, tmp_path):
+    (tmp_path / "gate.py").write_text(GATE)
+    pause = tmp_path / "pause"
+    pause.touch()
+    with tiny_recipe.open("a") as handle:
+        handle.write(f"plugins: [./gate.py]\n{LOCAL}")
+        handle.write(f"matrix:\n  denoiser: [{{name: gated, pause: '{pause}'}}, {{name: gated, pause: '{pause}', fail: true}}]\n")
+        handle.write("  sampler.steps: [4, 6]\n")
+    fast = ["train.steps=30", "train.checkpoint_every=5", "train.val_every=0", "train.sample_every=0"]
+    fast += ["run.threads=1", "eval.num_samples=16", "eval.sample_batch=16"]
+    plan = plan_sweep(tiny_recipe, fast)
+    sweep = plan.sweep_dir
+    assert plan.cells[1].trained_by == 0 and plan.cells[3].trained_by == 2  # they only sample from a training
+
+    try:
+        _preempt_and_rerun(tiny_recipe, fast, plan, pause)
+    finally:  # no job outlives the test
+        for job in read_jobs(sweep):
+            if submitit_launcher._controller_alive(job["job_id"]):
+                os.kill(int(job["job_id"]), signal.SIGTERM)
+
+
+def _preempt_and_rerun(tiny_recipe: Path, fast: list[str], plan, pause: Path) -> None:
+    sweep = plan.sweep_dir
+    gated, failing = plan.cells[0], plan.cells[2]
+    rows = launch_sweep(plan, "submitit", console=quiet())
+    jobs = read_jobs(sweep)
+    assert [job["cells"] for job in jobs] == [[c.id for c in plan.cells[:2]], [c.id for c in plan.cells[2:]]]
+    assert {row.state for row in rows} <= {"queued", "running", "failed"}
+    training = sweep / "cells" / gated.id
+    _until(lambda: list((training / "checkpoints").glob("step_*.pt")), "the first checkpoint")
+
+    # in flight: a second sweep reports the jobs and submits nothing
+    console = quiet()
+    rows = launch_sweep(plan_sweep(tiny_recipe, fast), "submitit", console=console)
+    assert len(read_jobs(sweep)) == 2
+    assert "submitted 0 cells in 0 jobs" in console.export_text()
+    state = {row.id: row for row in rows}
+    assert state[gated.id].state == "running" and state[gated.id].job == jobs[0]["job_id"]
+    assert state[plan.cells[1].id].state == "queued"  # after its training, in the same job
+
+    # preemption: USR2 to the job's process; the trainer checkpoints and submitit requeues the job
+    controller = int(jobs[0]["job_id"])
+    (task,) = _children(controller)
+    os.kill(task, signal.SIGUSR2)
+    pause.unlink()
+    _until(lambda: all(r.state not in ("queued", "running") for r in sweep_status(sweep)), "the jobs to end")
+
+    rows = {row.id: row for row in sweep_status(sweep)}
+    assert rows[gated.id].state == rows[plan.cells[1].id].state == "done"
+    log = (training / "console.txt").read_text()
+    assert "resuming at step" in log and "of 30" in log  # the requeued job resumed the cell from its checkpoint
+    assert "Requeued job" in Path(jobs[0]["stderr"]).read_text() + Path(jobs[0]["stdout"]).read_text()
+    assert rows[failing.id].state == "failed" and "this cell fails on purpose" in rows[failing.id].detail
+    assert rows[failing.id].log == jobs[1]["stderr"] and Path(rows[failing.id].log).exists()
+    assert len(read_jobs(sweep)) == 2  # the requeue is the same job, not a second submission
+
+    # sandbox sweep --status prints the same
+    assert cli.main(["sweep", "--status", str(sweep)]) == 0
