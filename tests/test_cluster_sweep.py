@@ -5,6 +5,7 @@ while jobs are in flight, and ``--status``."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -99,6 +100,23 @@ def test_slurm_states_map_to_queued_running_and_ended():
     assert phase("UNKNOWN") == phase("") == "unknown"
 
 
+def test_the_slurm_job_script_carries_the_launcher_section(tiny_recipe, tmp_path, monkeypatch):
+    section = "{name: submitit, partition: debug, gpus_per_task: 2, mem_gb: 32, timeout_min: 90, sbatch: {qos: high}}"
+    with tiny_recipe.open("a") as handle:
+        handle.write(f"launcher: {section}\n")
+    params = load_recipe(tiny_recipe, ["launcher.array_parallelism=3"]).launcher[1]
+    if shutil.which("srun") is None:  # no SLURM here: a message, not submitit's traceback
+        with pytest.raises(SandboxError, match=r"launcher\.executor=local"):
+            submitit_launcher.SubmititLauncher(params).executor(tmp_path, "sweep")
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")  # as on a login node
+    executor = submitit_launcher.SubmititLauncher(params).executor(tmp_path, "sweep")._executor
+    executor.parameters["map_count"] = 5  # an array of five jobs
+    script = executor._make_submission_file_text("python -m submitit.core._submit", "uid")
+    for line in ["--partition=debug", "--gpus-per-node=2", "--mem=32GB", "--time=90", "--qos=high", "--array=0-4%3"]:
+        assert f"#SBATCH {line}\n" in script
+    assert "#SBATCH --signal=USR2@120\n" in script and "--ntasks-per-node=1" in script
+
+
 def test_an_unknown_launcher_and_jobs_with_it_stop_with_a_message(tiny_recipe, capsys):
     assert cli.main(["sweep", str(tiny_recipe), "--launcher", "slurmm"]) == 2
     assert "--launcher slurmm: unknown launcher; expected one of local, submitit" in capsys.readouterr().err
@@ -125,7 +143,8 @@ def test_local_executor_sweep_requeues_a_preempted_cell_resumes_it_and_never_sub
     pause.touch()
     with tiny_recipe.open("a") as handle:
         handle.write(f"plugins: [./gate.py]\n{LOCAL}")
-        handle.write(f"matrix:\n  denoiser: [{{name: gated, pause: '{pause}'}}, {{name: gated, pause: '{pause}', fail: true}}]\n")
+        gated = f"{{name: gated, pause: '{pause}'}}"
+        handle.write(f"matrix:\n  denoiser: [{gated}, {{name: gated, pause: '{pause}', fail: true}}]\n")
         handle.write("  sampler.steps: [4, 6]\n")
     fast = ["train.steps=30", "train.checkpoint_every=5", "train.val_every=0", "train.sample_every=0"]
     fast += ["run.threads=1", "eval.num_samples=16", "eval.sample_batch=16"]

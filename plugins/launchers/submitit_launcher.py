@@ -36,6 +36,7 @@ except ImportError as exc:  # the cluster extra is optional
 
 from sandbox_plugins.launchers.params import SubmititParams
 
+from sandbox.errors import SandboxError
 from sandbox.launchers import JobState
 
 # fmt: off
@@ -87,12 +88,18 @@ class SubmititLauncher:
 
     def executor(self, folder: Path, name: str) -> Any:
         p = self.params
-        executor = submitit.AutoExecutor(
-            folder=str(folder / "%j"),
-            cluster=p.executor,
-            slurm_max_num_timeout=p.max_requeues,
-            local_max_num_timeout=p.max_requeues,
-        )
+        try:
+            executor = submitit.AutoExecutor(
+                folder=str(folder / "%j"),
+                cluster=p.executor,
+                slurm_max_num_timeout=p.max_requeues,
+                local_max_num_timeout=p.max_requeues,
+            )
+        except RuntimeError as exc:  # no srun on this machine
+            raise SandboxError(
+                f"recipe key 'launcher.executor': {p.executor!r}: {exc} Submit from a SLURM login node, or run the "
+                "jobs here with launcher.executor=local"
+            ) from exc
         options: dict[str, Any] = {
             "name": name,
             "timeout_min": p.timeout_min,
