@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from sandbox.errors import RecipeError, SandboxError
+from sandbox.errors import RecipeError
 from sandbox.plugins import new_plugin_manager
 from sandbox.protocols import RunInfo
 from sandbox.registry import Component, get_registry
@@ -122,7 +122,7 @@ def enabled_loggers(recipe: Any, *, main: bool = True) -> RunEvents:
         component = registry.get("logger", name, key=key)
         try:
             obj = component.build(params)
-        except SandboxError:
+        except RecipeError:
             raise
         except Exception as exc:
             raise RecipeError(

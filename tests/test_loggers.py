@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -206,3 +211,132 @@ def test_the_hooks_are_called_only_in_the_main_process(tiny_recipe):
         assert enabled_loggers(recipe, main=False).loggers == {}
         assert list(enabled_loggers(recipe, main=True).loggers) == ["logger:recorder"]
     assert set(EVENTS) == {name for name in dir(hookspecs) if name.startswith("on_")}
+
+
+# ------------------------------------------------------------------------------ the example third-party loggers
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def install_example(name: str, module: str, tmp: Path) -> dict[str, str]:
+    """pip-install examples/``name`` offline into a folder (its tracker must already be importable: ``module``) and
+    return the environment that has it, as if installed beside the sandbox; skip when the tracker is missing."""
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed (pip install {EXAMPLES.name}/{name} installs it with the example)")
+    source = tmp / name
+    shutil.copytree(EXAMPLES / name, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    site = tmp / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet"]
+    result = subprocess.run(
+        [*pip, "--disable-pip-version-check", "--target", str(site), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"{name} cannot be installed offline here: {result.stderr.strip().splitlines()[-1:]}")
+    env = {k: v for k, v in os.environ.items() if k not in ("SANDBOX_PLUGINS", "SANDBOX_TRACE")}
+    env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")])), OMP_NUM_THREADS="2")
+    return env
+
+
+def run_with_logger(tmp: Path, env: dict[str, str], logger: str) -> Path:
+    """``sandbox run`` of a tiny recipe with ``run.loggers=[logger]`` in a subprocess; returns the run folder."""
+    recipe = tmp / "tracked.yaml"
+    recipe.write_text(f"""
+dataset: {{name: toy2d, shape: moons, n_train: 128, n_val: 32}}
+schedule: {{name: linear, num_steps: 100}}
+denoiser: {{name: mlp, hidden: 16, layers: 2}}
+sampler: {{name: ddim, steps: 4}}
+train: {{steps: 10, batch_size: 32, log_every: 5, val_every: 10, sample_every: 5, warmup_steps: 2}}
+eval: {{val_batches: 1, num_samples: 16, sample_batch: 16, grid_samples: 16}}
+run: {{device: cpu, seed: 0, output: {tmp / "runs"}}}
+""")
+    command = [sys.executable, "-m", "sandbox", "run", str(recipe), f"run.loggers=[{logger}]"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "warning" not in result.stderr, result.stderr  # no logger failed
+    (run_dir,) = (tmp / "runs").iterdir()
+    return run_dir
+
+
+def metrics_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_mlflow_example_logs_a_run_to_a_local_file_store(tmp_path):
+    env = install_example("sandbox-mlflow", "mlflow", tmp_path)
+    env["MLFLOW_ALLOW_FILE_STORE"] = "true"  # MLflow 3 asks for the flag to use a file: store
+    store = f"file:{tmp_path / 'mlruns'}"
+    run_dir = run_with_logger(tmp_path, env, f'{{name: mlflow, tracking_uri: "{store}", experiment: tests}}')
+
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
+    assert (run_dir / "mlflow_run_id").read_text().strip() == run.info.run_id
+    assert run.data.params["train.steps"] == "10" and run.data.params["denoiser.name"] == "mlp"
+    history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert history == [(line["step"], pytest.approx(line["train_loss"])) for line in metrics_lines(run_dir)]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert run.data.metrics["final.train.final_val_loss_ema"] == pytest.approx(summary["train"]["final_val_loss_ema"])
+    assert run.data.tags["sandbox.checkpoint"].endswith("final.pt")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    samples = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+    assert "recipe.yaml" in artifacts and samples == {"samples/step_000005.png", "samples/step_000010.png"}
+
+
+def wandb_records(path: Path) -> list:
+    """The records of a W&B offline run file (``run-ID.wandb``: a LevelDB-style log of 32 KiB blocks whose records
+    have a 7-byte header: CRC, length, type FULL=1 / FIRST=2 / MIDDLE=3 / LAST=4), as protobuf messages."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, records, pos, partial = path.read_bytes(), [], 7, b""  # 7: the ':W&B' header, magic and version
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        partial, pos = partial + data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 0:
+            break
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(partial)
+            records.append(record)
+            partial = b""
+    return records
+
+
+@pytest.mark.slow
+def test_wandb_example_logs_an_offline_run(tmp_path):
+    env = install_example("sandbox-wandb", "wandb", tmp_path)
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DISABLE_GIT="true", HOME=str(tmp_path))
+    run_dir = run_with_logger(tmp_path, env, "{name: wandb, project: tests, tags: [ci]}")
+
+    (offline,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    assert offline.stem == "run-" + (run_dir / "wandb_run_id").read_text().strip()
+    records = wandb_records(offline)
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert run.display_name == run_dir.name and run.project == "tests" and list(run.tags) == ["ci"]
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert config["train"]["steps"] == 10 and config["denoiser"]["name"] == "mlp"
+    history = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            history[row["_step"]] = row
+    assert [(s, r["train_loss"]) for s, r in history.items() if "train_loss" in r] == [
+        (line["step"], pytest.approx(line["train_loss"])) for line in metrics_lines(run_dir)
+    ]
+    assert [s for s, r in history.items() if "samples/path" in r] == [5, 10]  # the grid at 5, the final samples
+    summary = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "summary":
+            summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update})
+    final = json.loads((run_dir / "summary.json").read_text())["train"]["final_val_loss_ema"]
+    assert summary["final/train/final_val_loss_ema"] == pytest.approx(final) and summary["status"] == "finished"
+    assert [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"] == [0]
