@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    stray = [item for item in extra if item.startswith("-") or "=" not in item]
+    stray = [item for item in extra if (item.startswith("-") or "=" not in item) and not item.startswith("~")]
     if extra and (stray or not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:

@@ -263,6 +263,51 @@ def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return {str(k): v for k, v in parsed.items()} if isinstance(parsed, dict) else {}
 
 
+def _apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """The command line over the recipe, in order, with Hydra's spellings: ``key=value``; ``+key=value`` and
+    ``++key=value`` alike (every key a section accepts already has its typed default, so adding is setting);
+    ``~key`` deletes a key the recipe sets, so it takes its default again (``~key=value``: only if it is ``value``)."""
+    sets: list[str] = []
+    for item in overrides:
+        if item.startswith("~"):
+            data, sets = _set(data, sets), []
+            data = _delete(data, item)
+        else:
+            sets.append(item[2:] if item.startswith("++") else item[1:] if item.startswith("+") else item)
+    return _set(data, sets)
+
+
+def _set(data: dict, overrides: list[str]) -> dict:
+    """``data`` with the ``key=value`` overrides merged over it."""
+    if not overrides:
+        return data
+    layer = _parse_overrides(overrides)
+    if "plugins" in layer:
+        layer["plugins"] = _plugin_specs(layer["plugins"], Path.cwd(), " on the command line")
+    return _merge_layer(data, layer)
+
+
+def _delete(data: dict, item: str) -> dict:
+    """``data`` without the dotted key of the override ``~key`` or ``~key=value``."""
+    key, sep, value = item[1:].partition("=")
+    *parents, last = key.split(".")
+    out = copy.deepcopy(data)
+    node: Any = out
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not key or not isinstance(node, dict) or last not in node:
+        raise RecipeError(
+            f"override '{item}': the recipe does not set '{key}', so there is nothing to delete (~key removes a "
+            "key the recipe or its base sets, which then takes its default; key=value sets one)"
+        )
+    if sep:
+        expected = _parse_overrides([f"value={value}"])["value"]
+        if node[last] != expected:
+            raise RecipeError(f"override '{item}': '{key}' is {node[last]!r} in the recipe, not {expected!r}")
+    del node[last]
+    return out
+
+
 def _explain(exc: OmegaConfBaseException, prefix: str = "") -> RecipeError:
     key = prefix + (str(exc.full_key) if getattr(exc, "full_key", None) else "")
     message = str(getattr(exc, "msg", exc)).splitlines()[0]
@@ -313,10 +358,7 @@ def load_recipe(
     ``plugins`` extend a copy of it before any component is validated.
     """
     data = _load_file(Path(path)) if path is not None else {}
-    layer = _parse_overrides(list(overrides))
-    if "plugins" in layer:
-        layer["plugins"] = _plugin_specs(layer["plugins"], Path.cwd(), " on the command line")
-    data = _merge_layer(data, layer)
+    data = _apply_overrides(data, list(overrides))
     plugins = data.pop("plugins", None) or []
     registry = _local_registry(plugins, registry)
     data.pop("matrix", None)  # sweep axes, read by sandbox.sweep; one run is the recipe without them
