@@ -136,6 +136,7 @@ def _until(condition, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # three job processes: about 45 s on 2 busy cores
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the job's process through /proc (Linux)")
 def test_local_executor_sweep_requeues_a_preempted_cell_resumes_it_and_never_submits_twice(tiny_recipe, tmp_path):
     (tmp_path / "gate.py").write_text(GATE)
