@@ -119,8 +119,18 @@ def _parser() -> argparse.ArgumentParser:
         "--status", metavar="SWEEP_DIR", help="show the done, running, queued and failed cells of a sweep folder"
     )
     _summary_options(sweep)
-    summary = sub.add_parser("summary", help="aggregate a sweep folder: table, CSV, Markdown and plot")
-    summary.add_argument("sweep_dir", help="the folder of a sweep (it holds sweep.json)")
+    summary = sub.add_parser(
+        "summary", help="aggregate a sweep, or any set of run folders and sweeps: table, CSV, Markdown and plot"
+    )
+    summary.add_argument(
+        "paths",
+        nargs="+",
+        metavar="RUN_OR_SWEEP",
+        help="sweep folders (sweep.json), run folders (recipe.yaml), or folders of runs such as runs/",
+    )
+    summary.add_argument(
+        "--out", metavar="DIR", help="write summary.csv, .md and .png here (one sweep alone: into the sweep)"
+    )
     _summary_options(summary)
     return parser
 
@@ -320,9 +330,15 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from sandbox.summary import summarize
+    from pathlib import Path
 
-    summarize(args.sweep_dir, metrics=args.metric, baseline=args.baseline)
+    from sandbox.summary import summarize, summarize_runs
+    from sandbox.sweep import SWEEP_FILE
+
+    if len(args.paths) == 1 and args.out is None and (Path(args.paths[0]) / SWEEP_FILE).is_file():
+        summarize(args.paths[0], metrics=args.metric, baseline=args.baseline)
+    else:
+        summarize_runs(args.paths, metrics=args.metric, baseline=args.baseline, out=args.out)
     return 0
 
 

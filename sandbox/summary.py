@@ -111,6 +111,7 @@ class SweepSummary:
     metrics: list[Metric]
     groups: list[Group]
     files: dict[str, Path] = field(default_factory=dict)
+    title: str = ""  # default: "Sweep summary: <sweep_dir>"
 
     @property
     def ranked(self) -> list[Group]:
@@ -154,27 +155,34 @@ def load_cells(sweep_dir: Path) -> tuple[dict[str, Any], list[CellResult]]:
     cells = []
     for entry in plan["cells"]:
         group = tuple(entry["group"].values())
-        folder = Path(sweep_dir) / "cells" / entry["id"]
         if entry["status"] == "invalid":
             cells.append(CellResult(entry["id"], group, entry["seed"], "invalid", entry.get("error")))
-        elif (data := read_json(folder / "summary.json")) is not None:
-            values, health = _numbers(data), data.get("sample_health") or {}
-            status, error = "done", None
-            if health.get("diverged"):  # its quality figures are not ranked beside healthy cells
-                status = "diverged"
-                error = (
-                    f"samples diverged: {health.get('finite_share', 0):.0%} finite, "
-                    f"{health.get('in_range_share', 0):.0%} within the data's range"
-                )
-            cells.append(
-                CellResult(entry["id"], group, entry["seed"], status, error, values, _curve(folder / "metrics.jsonl"))
-            )
-        elif (folder / "error.json").exists():
-            error = (read_json(folder / "error.json") or {}).get("message", "error.json is unreadable")
-            cells.append(CellResult(entry["id"], group, entry["seed"], "failed", error))
         else:
-            cells.append(CellResult(entry["id"], group, entry["seed"], "missing", "not run yet"))
+            cells.append(read_cell(Path(sweep_dir) / "cells" / entry["id"], entry["id"], group, entry["seed"]))
     return plan, cells
+
+
+def read_cell(folder: Path, id: str, group: tuple[str, ...], seed: int) -> CellResult:
+    """The outcome of one run folder (a sweep's cell, or a run of its own)."""
+    if (data := read_json(folder / "summary.json")) is not None:
+        values, health = _numbers(data), data.get("sample_health") or {}
+        status, error = "done", None
+        if health.get("diverged"):  # its quality figures are not ranked beside healthy cells
+            status = "diverged"
+            error = (
+                f"samples diverged: {health.get('finite_share', 0):.0%} finite, "
+                f"{health.get('in_range_share', 0):.0%} within the data's range"
+            )
+        return CellResult(id, group, seed, status, error, values, _curve(folder / "metrics.jsonl"))
+    if (folder / "error.json").exists():
+        error = (read_json(folder / "error.json") or {}).get("message", "error.json is unreadable")
+        return CellResult(id, group, seed, "failed", error)
+    state = read_json(folder / "status.json") or {}
+    if state.get("status") == "diverged":
+        return CellResult(id, group, seed, "failed", state.get("message") or f"diverged at step {state.get('step')}")
+    if state.get("status") == "interrupted":
+        return CellResult(id, group, seed, "missing", f"interrupted at step {state.get('step')}; resume it")
+    return CellResult(id, group, seed, "missing", "training" if state.get("status") == "training" else "not run yet")
 
 
 def _norm(value: Any) -> str:
@@ -376,7 +384,7 @@ def rows(summary: SweepSummary) -> tuple[list[str], list[list[str]]]:
 def rich_table(summary: SweepSummary) -> Table:
     header, body = rows(summary)
     table = Table(
-        title=f"Sweep summary: {summary.sweep_dir}",
+        title=summary.title or f"Sweep summary: {summary.sweep_dir}",
         title_justify="left",
         caption="mean ± std over seeds; ↓ lower is better, ↑ higher; Δ: difference to the baseline "
         "(bold), ranked by the first metric",
@@ -511,18 +519,132 @@ def summarize(
     chosen = _resolve_metrics(metrics, cells)
     groups = aggregate(plan, cells, chosen, baseline)
     summary = SweepSummary(sweep_dir=sweep_dir, axes=[a["key"] for a in plan["axes"]], metrics=chosen, groups=groups)
-    if write:
-        summary.files = {
-            "csv": sweep_dir / "summary.csv",
-            "md": sweep_dir / "summary.md",
-            "png": sweep_dir / "summary.png",
-        }
+    return _report(summary, console, sweep_dir if write else None)
+
+
+def _report(summary: SweepSummary, console: Console, folder: Optional[Path]) -> SweepSummary:
+    """Write summary.csv, summary.md and summary.png into ``folder`` (unless None) and print the table."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        summary.files = {"csv": folder / "summary.csv", "md": folder / "summary.md", "png": folder / "summary.png"}
         write_csv(summary, summary.files["csv"])
         write_markdown(summary, summary.files["md"])
         write_plot(summary, summary.files["png"])
     console.print(rich_table(summary))
     for line in _failure_lines(summary):
         console.print(f"[red]{line[2:]}[/]")
-    if write:
+    if folder is not None:
         console.print(f"wrote {', '.join(str(p) for p in summary.files.values())}")
     return summary
+
+
+# --- any set of run folders and sweeps -----------------------------------------------------------------------
+
+#: recipe keys that do not tell runs apart: the seed (runs that differ only there form one group, averaged over
+#: seeds) and the keys that do not change results
+NOT_COMPARED = (
+    "name",
+    "plugins",
+    "launcher",
+    "run.seed",
+    "run.output",
+    "run.device",
+    "run.workers",
+    "run.threads",
+    "run.loggers",
+)
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, str]:
+    if not isinstance(data, dict):
+        return {prefix[:-1]: _norm(data)}
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return out
+
+
+def _recipe_facts(folder: Path) -> Optional[tuple[dict[str, str], int]]:
+    """The compared keys of a run folder's resolved recipe (dotted key -> value text) and its seed."""
+    from omegaconf import OmegaConf
+
+    path = folder / "recipe.yaml"
+    if not path.is_file():
+        return None
+    data = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(data, dict):
+        return None
+    facts = {k: v for k, v in _flat(data).items() if not any(k == n or k.startswith(n + ".") for n in NOT_COMPARED)}
+    return facts, int((data.get("run") or {}).get("seed") or 0)
+
+
+def collect_runs(paths: list[str | Path]) -> list[tuple[CellResult, dict[str, str]]]:
+    """Every run in ``paths`` (run folders, sweeps, or folders of runs such as ``runs/``) with its compared keys;
+    a folder named twice counts once."""
+    entries: list[tuple[CellResult, dict[str, str]]] = []
+    seen: set[Path] = set()
+
+    def add(folder: Path, cell: CellResult | None = None, fallback: dict[str, str] | None = None) -> None:
+        if folder.resolve() in seen:
+            return
+        seen.add(folder.resolve())
+        recipe = _recipe_facts(folder)
+        facts, seed = recipe if recipe is not None else (fallback or {}, cell.seed if cell else 0)
+        entries.append((cell or read_cell(folder, str(folder), (), seed), facts))
+
+    for path in map(Path, paths):
+        if (path / SWEEP_FILE).is_file():
+            plan, cells = load_cells(path)
+            for cell, entry in zip(cells, plan["cells"]):
+                cell.id = f"{path}/{cell.id}"
+                add(path / "cells" / entry["id"], cell, {str(k): _norm(v) for k, v in entry["group"].items()})
+        elif (path / "recipe.yaml").is_file():
+            add(path)
+        elif path.is_dir() and (runs := sorted(p for p in path.iterdir() if (p / "recipe.yaml").is_file())):
+            for run in runs:
+                add(run)
+        else:
+            raise SandboxError(
+                f"{path} is neither a run folder (with recipe.yaml), a sweep (with {SWEEP_FILE}) nor a folder of runs"
+            )
+    return entries
+
+
+def summarize_runs(
+    paths: list[str | Path],
+    *,
+    metrics: list[str] | None = None,
+    baseline: str | None = None,
+    console: Console | None = None,
+    out: str | Path | None = None,
+) -> SweepSummary:
+    """``sandbox summary runs/a runs/b sweeps/x``: any set of runs as one table.
+
+    Runs whose resolved recipes differ only in the seed (and in keys that do
+    not change results, :data:`NOT_COMPARED`) form one group; the recipe keys
+    that differ between groups are the table's columns, as a sweep's axes
+    are. Ranked and compared with the baseline like a sweep; the files are
+    written into ``out`` when given.
+    """
+    from sandbox.console import console as default_console
+
+    entries = collect_runs(paths)
+    keys: list[str] = []
+    for _, facts in entries:
+        keys += [k for k in facts if k not in keys]
+    axes = [k for k in keys if len({facts.get(k, "-") for _, facts in entries}) > 1]
+    cells = []
+    for cell, facts in entries:
+        cell.group = tuple(facts.get(k, "-") for k in axes)
+        cells.append(cell)
+    labels = {k: list(dict.fromkeys(cell.group[i] for cell in cells)) for i, k in enumerate(axes)}
+    plan = {"axes": [{"key": k, "labels": labels[k], "values": labels[k]} for k in axes]}
+    chosen = _resolve_metrics(metrics, cells)
+    summary = SweepSummary(
+        sweep_dir=Path(out) if out is not None else Path("."),
+        axes=axes,
+        metrics=chosen,
+        groups=aggregate(plan, cells, chosen, baseline),
+        title=f"Summary of {len(cells)} runs in {', '.join(str(p) for p in paths)}",
+    )
+    return _report(summary, console or default_console, Path(out) if out is not None else None)
