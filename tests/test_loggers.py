@@ -6,10 +6,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -20,10 +22,12 @@ from sandbox.errors import RecipeError, RegistryError
 from sandbox.events import EVENTS, Logger, RunEvents, enabled_loggers
 from sandbox.protocols import RunInfo
 from sandbox.recipe import load_recipe
+from sandbox.registry import load_registry, use_registry
 from sandbox.run import run_recipe
 from sandbox.testing import register_plugin
 from sandbox.training import Diverged
 
+README = Path(__file__).resolve().parents[1] / "README.md"
 CALLS: dict[str, list[tuple]] = {}  # logger name -> the events it received
 
 
@@ -79,6 +83,16 @@ class LoggerPlugin:
         register("undecorated", lambda params: object())
 
 
+def readme_logger() -> types.ModuleType:
+    """The README's logger example (the Python block that registers loggers), as a module."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    (block,) = [b for b in blocks if "register_loggers" in b]
+    module = types.ModuleType("readme_csv_logger")
+    sys.modules[module.__name__] = module  # its dataclass looks the module up by name
+    exec(compile(block, "README.md", "exec"), module.__dict__)
+    return module
+
+
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory):
     """One tiny run with the recorder and the broken logger enabled (and TensorBoard, when installed)."""
@@ -92,10 +106,11 @@ denoiser: {{name: mlp, hidden: 16, layers: 2}}
 sampler: {{name: ddim, steps: 5}}
 train: {{steps: 20, batch_size: 64, log_every: 5, val_every: 10, sample_every: 10, checkpoint_every: 10}}
 eval: {{val_batches: 1, num_samples: 32, sample_batch: 32, grid_samples: 16}}
-run: {{device: cpu, seed: 0, output: {tmp / "runs"}, loggers: [recorder, broken{", tensorboard" * tensorboard}]}}
+run: {{device: cpu, seed: 0, output: {tmp / "runs"}, loggers: [recorder, broken, csv{", tensorboard" * tensorboard}]}}
 """)
     CALLS.clear()
-    with register_plugin(LoggerPlugin(), name="test-loggers"), warnings.catch_warnings(record=True) as caught:
+    plugins = {"test-loggers": LoggerPlugin(), "readme-csv": readme_logger()}
+    with use_registry(load_registry(plugins)), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run_dir = run_recipe(load_recipe(recipe_path))
     return {"run_dir": run_dir, "warnings": [str(w.message) for w in caught], "calls": dict(CALLS)}
@@ -128,6 +143,13 @@ def test_a_failing_logger_is_reported_once_and_the_run_goes_on(logged_run):
     assert len(reports) == 1, logged_run["warnings"]
     assert "from test-loggers" in reports[0] and "on_metrics" in reports[0] and "tracker unreachable" in reports[0]
     assert (logged_run["run_dir"] / "summary.json").exists()
+
+
+def test_the_readme_logger_writes_its_csv(logged_run):
+    lines = [json.loads(line) for line in (logged_run["run_dir"] / "metrics.jsonl").read_text().splitlines()]
+    rows = (logged_run["run_dir"] / "val_loss.csv").read_text().splitlines()
+    assert rows == ["step,val_loss_ema"] + [f"{x['step']},{x['val_loss_ema']}" for x in lines if "val_loss_ema" in x]
+    assert len(rows) == 3
 
 
 def test_a_logger_that_is_not_enabled_is_not_called(logged_run, tiny_recipe):
