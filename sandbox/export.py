@@ -5,7 +5,8 @@
 ``unet/diffusion_pytorch_model.safetensors``, and
 ``scheduler/scheduler_config.json``. The weights are the run's EMA weights
 (``ema.safetensors``, else the checkpoint :func:`sandbox.sample.find_checkpoint`
-picks). The engine does the part that is the same for every network:
+picks); the item shape is read from the run's ``samples/final.pt``, so the
+data need not be on the exporting machine (else from the dataset). The engine does the part that is the same for every network:
 
 * the **scheduler**: a ``DDPMScheduler`` (Ho et al. 2020) whose
   ``alphas_cumprod[k]`` is the schedule's ``alpha(t)^2`` at ``t = (k + 1) / T``,
@@ -46,14 +47,15 @@ from typing import Any, Optional
 import torch
 from rich.console import Console
 
-from sandbox.build import Parts, build_parts
+from sandbox.build import build_component
 from sandbox.checkpoint import save_safetensors
 from sandbox.console import console as default_console
+from sandbox.contract import is_analytic
 from sandbox.errors import ParameterError, RecipeError, SandboxError
 from sandbox.plugins import load_entry_points, load_local_plugins, new_plugin_manager
 from sandbox.protocols import Build, Schedule
 from sandbox.recipe import Recipe
-from sandbox.registry import Component
+from sandbox.registry import Component, Registry
 from sandbox.rundir import write_json
 from sandbox.targets import scalings
 
@@ -184,28 +186,43 @@ def scheduler_config(recipe: Recipe, schedule: Schedule) -> tuple[dict[str, Any]
 # ------------------------------------------------------------------------------------------------ export
 
 
-def _ema_state(run_dir: Path, recipe: Recipe, parts: Parts, checkpoint_path: Optional[Path], console: Console) -> str:
-    """Load the run's EMA weights into ``parts.net``; return where they came from."""
-    from sandbox import checkpoint
-    from sandbox.sample import ema_denoiser, find_checkpoint
+def _item_shape(run_dir: Path, recipe: Recipe, registry: Registry) -> tuple[int, ...]:
+    """The data's item shape: from the run's final samples (memory-mapped: nothing is read), else the dataset."""
+    final = run_dir / "samples" / "final.pt"
+    if final.is_file():
+        try:
+            samples = torch.load(final, map_location="cpu", mmap=True, weights_only=True)
+        except Exception:  # unreadable: the dataset says it too
+            samples = None
+        if isinstance(samples, torch.Tensor) and samples.ndim >= 2:
+            return tuple(samples.shape[1:])
+    name, params = recipe.components["dataset"]
+    return tuple(build_component(registry.get("dataset", name, key="dataset.name"), params).shape)
 
-    assert parts.net is not None
+
+def _load_ema(run_dir: Path, net: torch.nn.Module, checkpoint_path: Optional[Path], console: Console) -> str:
+    """Load the run's EMA weights into ``net``; return where they came from."""
+    from sandbox.checkpoint import FINAL, CheckpointError
+    from sandbox.sample import find_checkpoint
+
     ema = run_dir / "ema.safetensors"
     if checkpoint_path is None and ema.is_file():
         from safetensors.torch import load_file
 
-        try:
-            parts.net.load_state_dict(load_file(ema))
-        except Exception as exc:
-            detail = (str(exc).splitlines() or [""])[0]
-            raise checkpoint.CheckpointError(
-                f"{ema} holds no weights for this run's network ({type(exc).__name__}: {detail}); "
-                f"export from a checkpoint with --checkpoint {run_dir / 'checkpoints' / checkpoint.FINAL}"
-            ) from exc
-        return str(ema)
-    path, state = find_checkpoint(run_dir, checkpoint_path, console)
-    ema_denoiser(recipe, parts, state, path, torch.device("cpu"))
-    return f"{path} (step {int(state['step']):,})"
+        source, hint = str(ema), f"; export from a checkpoint with --checkpoint {run_dir / 'checkpoints' / FINAL}"
+        load = lambda: load_file(ema)
+    else:
+        path, state = find_checkpoint(run_dir, checkpoint_path, console)
+        source, hint = f"{path} (step {int(state['step']):,})", ""
+        load = lambda: state["ema"]["model"]
+    try:
+        net.load_state_dict(load())
+    except Exception as exc:
+        detail = (str(exc).splitlines() or [""])[0]
+        raise CheckpointError(
+            f"{source} holds no EMA weights for this run's network ({type(exc).__name__}: {detail}){hint}"
+        ) from exc
+    return source
 
 
 def export_run(
@@ -226,19 +243,23 @@ def export_run(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SandboxError(f"{out} exists and is not an empty folder: name a new one")
     recipe = sampling_recipe(run_dir, [])
-    parts = build_parts(recipe)
+    registry = recipe.registry
+    assert registry is not None
+    components = {kind: registry.get(kind, name, key=f"{kind}.name") for kind, (name, _) in recipe.components.items()}
     denoiser, params = recipe.components["denoiser"]
-    if parts.net is None:
+    schedule = build_component(components["schedule"], recipe.components["schedule"][1])
+    shape = _item_shape(run_dir, recipe, registry)
+    net = build_component(components["denoiser"], params, shape)
+    if is_analytic(net):
         raise RecipeError(f"recipe key 'denoiser.name': {denoiser!r} is an analytic denoiser: it has no weights")
-    export = _exporter(recipe, parts.components["denoiser"], fmt)
-    scheduler, shift = scheduler_config(recipe, parts.schedule)
-    source = _ema_state(run_dir, recipe, parts, checkpoint_path, console)
-    net = parts.net.eval().requires_grad_(False)
-    shape = tuple(parts.data.shape)
+    export = _exporter(recipe, components["denoiser"], fmt)
+    scheduler, shift = scheduler_config(recipe, schedule)
+    source = _load_ema(run_dir, net, checkpoint_path, console)
+    net = net.eval().requires_grad_(False)
     try:
         model, weights = export(net.state_dict(), params, shape, time_shift=shift)
     except ParameterError as exc:
-        raise RecipeError(f"{exc.in_section('denoiser')} ({parts.components['denoiser'].provider})") from exc
+        raise RecipeError(f"{exc.in_section('denoiser')} ({components['denoiser'].provider})") from exc
 
     version = _diffusers_version()
     partial = out.with_name(f".{out.name}.partial")
