@@ -58,7 +58,10 @@ def test_another_sampler_writes_a_new_folder_with_its_nfe_and_quality(tiny_recip
     assert samples.shape == (40, 2) and torch.isfinite(samples).all()
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["num_samples"] == 40 and summary["nfe_per_sample"] == 5
-    assert summary["sampler"] == {"name": "dpmpp_2m", "params": {"steps": 5, "clip_x0": False}}
+    assert summary["sampler"] == {
+        "name": "dpmpp_2m",
+        "params": {"steps": 5, "grid": "schedule", "rho": 7.0, "clip_x0": False},
+    }
     assert summary["overrides"] == ["sampler.name=dpmpp_2m", "sampler.steps=5"]
     assert summary["checkpoint"] == {"path": str(run_dir / "checkpoints" / "final.pt"), "step": 30}
     quality = summary["sample_quality"]
