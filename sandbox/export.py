@@ -6,7 +6,8 @@
 ``scheduler/scheduler_config.json``. The weights are the run's EMA weights
 (``ema.safetensors``, else the checkpoint :func:`sandbox.sample.find_checkpoint`
 picks); the item shape is read from the run's ``samples/final.pt``, so the
-data need not be on the exporting machine (else from the dataset). The engine does the part that is the same for every network:
+data need not be on the exporting machine (else from the dataset). The
+engine does the part that is the same for every network:
 
 * the **scheduler**: a ``DDPMScheduler`` (Ho et al. 2020) whose
   ``alphas_cumprod[k]`` is the schedule's ``alpha(t)^2`` at ``t = (k + 1) / T``,
