@@ -63,7 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print the fully resolved recipe without running it")
     show.add_argument("recipe", help="path of a YAML recipe")
     show.add_argument("overrides", nargs="*", metavar="key=value")
-    sub.add_parser("list", help="every registered component by kind, with its provider")
+    listing = sub.add_parser("list", help="every registered component by kind, with its provider")
+    listing.add_argument(
+        "--names", metavar="KIND", help="print only the usable names of KIND (sampler, schedule, ...), one a line"
+    )
     sub.add_parser("plugins", help="the loaded plugins with their distributions and versions")
     doctor = sub.add_parser(
         "doctor",
@@ -132,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", help="write summary.csv, .md and .png here (one sweep alone: into the sweep)"
     )
     _summary_options(summary)
+    completion = sub.add_parser("completion", help="print the shell completion script for bash or zsh")
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell the script is for")
     return parser
 
 
@@ -220,6 +225,11 @@ def cmd_list(args) -> int:
     from sandbox.registry import ALL_KINDS, get_registry
 
     registry = get_registry()
+    if args.names is not None:  # what shell completion asks for at TAB time: plain lines, no table
+        if args.names not in ALL_KINDS:
+            raise SandboxError(f"--names {args.names}: unknown kind; expected one of {', '.join(ALL_KINDS)}")
+        print("\n".join(registry.names(args.names)))
+        return 0
     for kind in ALL_KINDS:
         rows = []
         for name in sorted(set(registry.components[kind]) | set(registry.clashes[kind])):
@@ -342,6 +352,13 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def cmd_completion(args) -> int:
+    from sandbox.completion import script
+
+    sys.stdout.write(script(_parser(), args.shell))
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from sandbox.doctor import doctor_command  # imports torch
 
@@ -391,6 +408,7 @@ COMMANDS = {
     "sweep": cmd_sweep,
     "summary": cmd_summary,
     "doctor": cmd_doctor,
+    "completion": cmd_completion,
 }
 
 
