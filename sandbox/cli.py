@@ -72,7 +72,21 @@ def _parser() -> argparse.ArgumentParser:
         "doctor",
         help="check every sampler x schedule x target against the exact oracle denoiser of a Gaussian mixture",
     )
-    doctor.add_argument("--samples", type=int, default=2000, metavar="N", help="samples per cell (default 2000)")
+    doctor.add_argument(
+        "target",
+        nargs="?",
+        metavar="RUN_DIR_OR_RECIPE",
+        help="rank every sampler x grid on this run's network (or an analytic recipe) at --nfe instead",
+    )
+    doctor.add_argument("--nfe", type=_count, default=10, help="with RUN_DIR_OR_RECIPE: the NFE budget (default 10)")
+    doctor.add_argument(
+        "--reference",
+        metavar="NAME",
+        help="with RUN_DIR_OR_RECIPE: the many-step reference's sampler (default the recipe's)",
+    )
+    doctor.add_argument(
+        "--samples", type=int, default=None, metavar="N", help="samples per cell (default 2000; ranking: 256)"
+    )
     doctor.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     for kind in ("sampler", "schedule", "target"):
         doctor.add_argument(
@@ -92,6 +106,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE_OR_FILE",
         help="also load this local plugin, as a recipe's plugins: list does (repeatable)",
     )
+    tune = sub.add_parser(
+        "tune-steps", help="tune a sampler's time grid at a given NFE to a run's network (or an analytic recipe)"
+    )
+    tune.add_argument(
+        "target", metavar="RUN_DIR_OR_RECIPE", help="a run folder, or a recipe with an analytic denoiser"
+    )
+    tune.add_argument("overrides", nargs="*", metavar="key=value", help="sampler.*, eval.*, run.* overrides")
+    tune.add_argument("--nfe", type=_count, required=True, help="network evaluations per sample of the grid")
+    tune.add_argument("--sampler", metavar="NAME", help="the sampler to tune for (default the recipe's)")
+    tune.add_argument("--name", metavar="NAME", help="the grid's name (default <sampler>-nfe<NFE>)")
+    tune.add_argument("--reference", metavar="NAME", help="the many-step reference's sampler (default --sampler)")
+    tune.add_argument("--batch", type=_count, default=256, help="starting noise draws tuned on (default 256)")
+    tune.add_argument("--iterations", type=_count, default=200, help="objective evaluations (default 200)")
+    tune.add_argument("--reference-steps", type=_count, default=500, help="steps of the reference (default 500)")
     sweep = sub.add_parser("sweep", help="run the cartesian product of a recipe's matrix axes (resumable)")
     sweep.add_argument(
         "recipe",
@@ -359,11 +387,40 @@ def cmd_completion(args) -> int:
     return 0
 
 
+def cmd_tune_steps(args) -> int:
+    from sandbox.tune import tune_command  # imports torch
+
+    tune_command(
+        args.target,
+        list(args.overrides),
+        nfe=args.nfe,
+        sampler=args.sampler,
+        name=args.name,
+        reference_sampler=args.reference,
+        batch=args.batch,
+        iterations=args.iterations,
+        reference_steps=args.reference_steps,
+    )
+    return 0
+
+
 def cmd_doctor(args) -> int:
+    if args.target is not None:
+        from sandbox.tune import rank_command  # imports torch
+
+        return rank_command(
+            args.target,
+            [],
+            nfe=args.nfe,
+            samplers=args.sampler,
+            grids=args.grid,
+            reference_sampler=args.reference,
+            batch=args.samples or 256,
+        )
     from sandbox.doctor import doctor_command  # imports torch
 
     return doctor_command(
-        samples=args.samples,
+        samples=args.samples or 2000,
         json_path=args.json,
         samplers=args.sampler,
         schedules=args.schedule,
@@ -408,6 +465,7 @@ COMMANDS = {
     "sweep": cmd_sweep,
     "summary": cmd_summary,
     "doctor": cmd_doctor,
+    "tune-steps": cmd_tune_steps,
     "completion": cmd_completion,
 }
 

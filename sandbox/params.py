@@ -88,7 +88,7 @@ def divides(obj: Any, key: str, channels: int, what: str) -> None:
 
 
 def time_grid(obj: Any, key: str = "grid") -> None:
-    """``obj.<key>`` names a time grid (:class:`sandbox.protocols.Grid`) or lists the times themselves.
+    """``obj.<key>`` names a time grid (:class:`sandbox.protocols.Grid`), a ``.json`` grid file, or lists the times.
 
     A name is checked against the registry when the sampler is built; a list
     must hold at least two numbers, strictly descending, at most 1, the last
@@ -97,8 +97,13 @@ def time_grid(obj: Any, key: str = "grid") -> None:
     import re
 
     value = getattr(obj, key)
-    expected = "a registered grid's name (sandbox list) or a list of times descending from at most 1 to exactly 0"
+    expected = (
+        "a registered grid's name (sandbox list), a .json grid file (sandbox tune-steps) or a list of times "
+        "descending from at most 1 to exactly 0"
+    )
     if isinstance(value, str):
+        if value.endswith(".json"):  # a grid file of sandbox tune-steps, read when the sampler is built
+            return
         if not re.match(r"^[a-z][a-z0-9_\-]*$", value):
             raise ParameterError(key, value, expected)
         return

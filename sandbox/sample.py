@@ -64,6 +64,18 @@ def sampling_recipe(run_dir: Path, overrides: list[str]) -> Recipe:
     return recipe
 
 
+def resolve_run_grid(run_dir: Path, recipe: Recipe) -> Recipe:
+    """``sampler.grid: NAME`` where the run folder holds ``grids/NAME.json`` (``sandbox tune-steps``) steps on
+    that file's times: a run's tuned grids come before the registry's names."""
+    params = recipe.components["sampler"][1]
+    value = getattr(params, "grid", None)
+    if isinstance(value, str) and not value.endswith(".json"):
+        saved = Path(run_dir) / "grids" / f"{value}.json"
+        if saved.is_file():
+            params.grid = str(saved)
+    return recipe
+
+
 def _may_change(key: str) -> bool:
     return key.startswith(SAMPLING_SECTIONS) or key in SAMPLING_KEYS
 
@@ -142,7 +154,7 @@ def sample_run(
     """
     console = console or default_console
     run_dir = Path(run_dir)
-    recipe = sampling_recipe(run_dir, overrides)
+    recipe = resolve_run_grid(run_dir, sampling_recipe(run_dir, overrides))
     n = num if num is not None else recipe.eval.num_samples
     if n < 1:
         raise SandboxError(f"--num {n}: expected 1 or more samples")

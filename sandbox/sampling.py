@@ -73,7 +73,8 @@ class ExplicitGrid:
 def sampler_grid(params: Any, registry: Any = None) -> Grid:
     """The :class:`sandbox.protocols.Grid` a sampler's ``params.grid`` chooses, built through the registry.
 
-    ``params.grid`` is a registered grid's name or an explicit list of times.
+    ``params.grid`` is a registered grid's name, an explicit list of times, or the path of a ``.json`` file
+    ``sandbox tune-steps`` wrote (its ``times``).
     The grid's own params dataclass is filled from the sampler's fields of the
     same name (``rho``). An unknown name raises :class:`ParameterError` on
     ``grid``, which the engine reports under the sampler's recipe section.
@@ -84,6 +85,13 @@ def sampler_grid(params: Any, registry: Any = None) -> Grid:
     value = params.grid
     if isinstance(value, (list, tuple)):
         return ExplicitGrid(list(value))
+    if isinstance(value, str) and value.endswith(".json"):  # a grid saved by sandbox tune-steps
+        from sandbox.tune import read_grid
+
+        try:
+            return ExplicitGrid(read_grid(value))
+        except Exception as exc:
+            raise ParameterError("grid", value, f"a readable grid file ({exc})") from None
     registry = registry if registry is not None else get_registry()
     if value not in registry.components["grid"] and not registry.clash("grid", value):
         close = difflib.get_close_matches(str(value), registry.names("grid"), n=1)
