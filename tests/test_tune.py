@@ -38,7 +38,7 @@ def test_the_tuned_grid_is_closer_to_the_reference_and_to_the_mixture(target, tu
     assert tuned.after["train"] < 0.3 * tuned.before["train"]  # measured: 20 times smaller
     assert tuned.after["heldout"] < 0.5 * tuned.before["heldout"]  # other noise: the gain carries over
     # and the samples are nearer the exact mixture (sliced Wasserstein distance, 1,000 fresh draws)
-    name, component, params = sampler_params(target, "dpmpp_2m")
+    _, component, params = sampler_params(target, "dpmpp_2m")
     noise = torch.randn(1000, 2, generator=torch.Generator().manual_seed(123))
     default, _ = run_sampler(target, component, with_values(params, steps=NFE), noise)
     better, nfe = run_sampler(target, component, with_values(params, steps=NFE, grid=tuned.times), noise)
