@@ -73,7 +73,7 @@ def test_the_saved_grid_is_used_by_sample_and_by_recipes(target, tuned, tmp_path
     samples = torch.load(folder / "samples.pt", weights_only=True)
     recipe = load_recipe(ORACLE, ["sampler.name=dpmpp_2m", f"sampler.grid={path}"])
     parts = build_parts(recipe)
-    assert parts.sampler.times(parts.schedule) == tuned.times
+    assert parts.sampler.times(parts.schedule) == tuned.times  # type: ignore[attr-defined]
     assert samples.shape == (200, 2)
 
 
