@@ -17,6 +17,11 @@ registered grid, ``all`` for every one; a sampler without a ``grid`` parameter
 runs its defaults. The doctor iterates the registry: a sampler, grid or
 schedule is checked the moment it registers. It names only the two built-ins it uses on purpose, the
 ``oracle`` denoiser and the ``gaussian_mixture`` dataset.
+
+``sandbox doctor RUN_DIR_OR_RECIPE --nfe N`` asks the other question, which
+sampler for *this* model: every sampler x grid (the run's tuned grids
+included) against a many-step reference from the run's own starting noise,
+ranked (:func:`sandbox.tune.rank`).
 """
 
 from __future__ import annotations
