@@ -224,9 +224,11 @@ def reference(
         )
     params = with_values(params, steps=steps)
     both, nfe = run_sampler(target, component, params, torch.cat([train, heldout]))
-    half, _ = run_sampler(target, component, with_values(params, steps=max(1, steps // 2)), train)
+    half, half_nfe = run_sampler(target, component, with_values(params, steps=max(1, steps // 2)), train)
     ref_train, ref_heldout = both[: len(train)], both[len(train) :]
-    return Reference(name, steps, nfe, params.grid, ref_train, ref_heldout, mse(half, ref_train))
+    # nan: half the steps is the same grid (a discrete schedule's every point), so no error estimate
+    self_error = mse(half, ref_train) if half_nfe < nfe else math.nan
+    return Reference(name, steps, nfe, params.grid, ref_train, ref_heldout, self_error)
 
 
 def deterministic(target: Target) -> list[str]:
@@ -557,8 +559,9 @@ def rank(
                         continue
                     value = read_grid(grid)
                 gridded = with_values(params, grid=value)
-                row.steps = steps_for_nfe(target, component, gridded, nfe)
-                out, row.nfe = run_sampler(target, component, with_values(gridded, steps=row.steps), noise, seed=1)
+                steps = steps_for_nfe(target, component, gridded, nfe)
+                out, row.nfe = run_sampler(target, component, with_values(gridded, steps=steps), noise, seed=1)
+                row.steps = len(value) - 1 if isinstance(value, list) else steps  # a saved grid fixes its steps
                 row.error = mse(out, ref.train)
                 if evaluate is not None:
                     row.quality = {k: float(v) for k, v in evaluate(out.float()).items()}
