@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         help="check every sampler x schedule x target against the exact oracle denoiser of a Gaussian mixture",
     )
     doctor.add_argument(
-        "target",
+        "run_or_recipe",
         nargs="?",
         metavar="RUN_DIR_OR_RECIPE",
         help="rank every sampler x grid on this run's network (or an analytic recipe) at --nfe instead",
@@ -405,11 +405,11 @@ def cmd_tune_steps(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    if args.target is not None:
+    if args.run_or_recipe is not None:
         from sandbox.tune import rank_command  # imports torch
 
         return rank_command(
-            args.target,
+            args.run_or_recipe,
             [],
             nfe=args.nfe,
             samplers=args.sampler,
