@@ -77,7 +77,7 @@ def test_fid_and_kid_of_a_set_against_itself_are_about_zero_and_grow_with_noise(
     # -2 (mean k(x, x) - mean k(x, y)) / (m - 1), slightly below 0
     k = (reference.pool.double() @ reference.pool.double().T / 16 + 1) ** 3
     m = len(k)
-    assert kids[0] == pytest.approx(-2 * (k.diagonal().mean() - k.mean()) / (m - 1), rel=1e-9)
+    assert kids[0] == pytest.approx(float(-2 * (k.diagonal().mean() - k.mean()) / (m - 1)), rel=1e-9)
     fresh = fid.kernel_distance(reference, stats(features, images(400)[200:]))[0]
     assert abs(fresh) < 0.2 * kids[-1], (fresh, kids)  # another draw of the same distribution: about 0
 
