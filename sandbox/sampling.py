@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 import torch
 
 from sandbox.errors import ParameterError
-from sandbox.protocols import Denoise, Grid, Schedule
+from sandbox.protocols import Callback, Denoise, Grid, Schedule
 
 
 def scalars(schedule: Schedule, t: float) -> tuple[float, float]:
@@ -142,6 +142,23 @@ class OnGrid:
     def nfe(self, schedule: Schedule) -> int:
         """One network evaluation per step of the grid."""
         return len(self.times(schedule)) - 1
+
+    def estimate(
+        self,
+        denoise: Denoise,
+        x_t: torch.Tensor,
+        t: float,
+        i: int,
+        callback: Optional[Callback] = None,
+    ) -> torch.Tensor:
+        """Step ``i``'s estimate of ``x_0`` at ``(x_t, t)``: clipped to [-1, 1] with ``params.clip_x0``, and
+        reported to ``callback`` (``{"x", "i", "t", "denoised"}``)."""
+        denoised = denoise(x_t, t)
+        if self.params.clip_x0:
+            denoised = denoised.clamp(-1.0, 1.0)
+        if callback is not None:
+            callback({"x": x_t, "i": i, "t": t, "denoised": denoised})
+        return denoised
 
 
 def prior(noise: torch.Tensor, schedule: Schedule, t_max: float) -> torch.Tensor:

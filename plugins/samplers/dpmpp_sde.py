@@ -35,11 +35,7 @@ class _Multistep(OnGrid):
         x = prior(noise, schedule, ts[0]) / alpha  # x~
         self.reset()
         for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
-            denoised = denoise(alpha * x, t)
-            if p.clip_x0:
-                denoised = denoised.clamp(-1.0, 1.0)
-            if callback is not None:
-                callback({"x": alpha * x, "i": i, "t": t, "denoised": denoised})
+            denoised = self.estimate(denoise, alpha * x, t, i, callback)
             alpha, sigma_next = scale_free(schedule, t_next)
             if sigma_next == 0:
                 x = denoised

@@ -35,11 +35,7 @@ class EulerAncestralSampler(OnGrid):
         alpha, sigma = scale_free(schedule, ts[0])
         x = prior(noise, schedule, ts[0]) / alpha  # x~
         for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
-            denoised = denoise(alpha * x, t)
-            if p.clip_x0:
-                denoised = denoised.clamp(-1.0, 1.0)
-            if callback is not None:
-                callback({"x": alpha * x, "i": i, "t": t, "denoised": denoised})
+            denoised = self.estimate(denoise, alpha * x, t, i, callback)
             alpha, sigma_next = scale_free(schedule, t_next)
             sigma_down, sigma_up = ancestral_step(sigma, sigma_next, p.eta)
             ratio = sigma_down / sigma

@@ -78,11 +78,7 @@ class UniPCSampler(OnGrid):
         sigmas: list[float] = []
         x_last, order = x, 1
         for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
-            denoised = denoise(alpha * x, t)
-            if p.clip_x0:
-                denoised = denoised.clamp(-1.0, 1.0)
-            if callback is not None:
-                callback({"x": alpha * x, "i": i, "t": t, "denoised": denoised})
+            denoised = self.estimate(denoise, alpha * x, t, i, callback)
             lam = -math.log(sigma)
             if i > 0 and p.corrector:
                 x = self._step(x_last, sigmas[-1], sigma, lams[-1], lam, ms, lams, order, m_t=denoised)
