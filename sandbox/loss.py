@@ -47,7 +47,8 @@ class DiffusionLoss:
         else:
             t = schedule.sample_t(total, generator)[rows].to(x0.device)
             eps = torch.randn(shape, generator=generator)[rows].to(x0.device, x0.dtype)
-        eps = torch.empty_like(x0).copy_(eps)  # in x0's memory format (channels-last too), with the same values
+        if eps.stride() != x0.stride():  # x0 channels-last: the same values in x0's layout
+            eps = torch.empty_like(x0).copy_(eps)
         s = denoiser.scalings(t)
         weight = loss_weight(self.weighting, s, denoiser.sigma_data, self.gamma).to(x0.device, torch.float32)
         x_t = per_item(s.alpha, x0) * x0 + per_item(s.sigma, x0) * eps
