@@ -4,7 +4,8 @@ The run's ``recipe.yaml`` is reloaded with overrides; only keys that leave
 the weights' meaning alone may change (:data:`SAMPLING_KEYS`: the sampler,
 the ``eval`` section, the device, threads and the sampling seed), so
 ``sampler.name=dpmpp_2m sampler.steps=10`` compares samplers on one trained
-network. The weights come from ``checkpoints/final.pt``, else (an
+network; the run's ``clip_x0`` (:data:`CARRIED`) goes with the other sampler
+unless the overrides set it. The weights come from ``checkpoints/final.pt``, else (an
 interrupted run) from the newest step checkpoint that loads, always with
 ``weights_only=True``. Each call writes a new folder
 ``RUN_DIR/samples/<sampler>-<steps or NFE>-<YYYYmmdd-HHMMSS>/``.
@@ -41,6 +42,9 @@ from sandbox.rundir import atomic_write, new_run_dir, read_json, write_json
 
 SAMPLING_SECTIONS = ("sampler.", "eval.")  # every key under these may change
 SAMPLING_KEYS = ("run.device", "run.threads", "run.seed")  # and these (run.seed: the sampling seed)
+# Sampler settings that describe the data, not the solver: a sampler asked for in place of the run's keeps the
+# run's value (the quickstart's clip_x0: true, its data lying in [-1, 1]) unless the overrides set it.
+CARRIED = ("clip_x0",)
 
 
 def sampling_recipe(run_dir: Path, overrides: list[str]) -> Recipe:
@@ -61,7 +65,20 @@ def sampling_recipe(run_dir: Path, overrides: list[str]) -> Recipe:
         ),
         RecipeError,
     )
+    own_name, own_params = original.components["sampler"]
+    name, params = recipe.components["sampler"]
+    if name != own_name:
+        given = {o.split("=")[0].lstrip("+~").removeprefix("sampler.") for o in overrides}
+        for key, value in carried_settings(own_params, params).items():
+            if key not in given:
+                setattr(params, key, value)
     return recipe
+
+
+def carried_settings(own: Any, params: Any) -> dict[str, Any]:
+    """The :data:`CARRIED` settings of the run's sampler parameters ``own`` that another sampler's ``params``
+    also have: what that sampler takes from the run when it samples, is ranked or is tuned in its place."""
+    return {key: getattr(own, key) for key in CARRIED if hasattr(own, key) and hasattr(params, key)}
 
 
 def resolve_run_grid(run_dir: Path, recipe: Recipe) -> Recipe:

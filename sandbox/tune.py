@@ -118,15 +118,24 @@ def load_target(path: str | Path, overrides: list[str], console: Console) -> Tar
 
 
 def sampler_params(target: Target, name: Optional[str]) -> tuple[str, Component, Any]:
-    """``(name, component, params)``: the recipe's sampler with its parameters, or ``name`` with its defaults."""
-    own, params = target.recipe.components["sampler"]
+    """``(name, component, params)``: the recipe's sampler with its parameters, or ``name`` with its defaults
+    and the recipe sampler's :data:`sandbox.sample.CARRIED` settings where it has them.
+
+    So samplers are compared under the run's own sampling settings: the quickstart's ``clip_x0: true``
+    (its data lie in [-1, 1]) holds for every solver ranked or tuned on it, not only for its DDIM.
+    """
+    from sandbox.sample import carried_settings
+
+    own, own_params = target.recipe.components["sampler"]
     name = name or own
     component = target.registry.get("sampler", name, key="--sampler")
-    if name != own:
-        params = component.default_params()
     fields = {f.name for f in dataclasses.fields(component.params)} if component.params is not None else set()
     if not {"steps", "grid"} <= fields:
         raise SandboxError(f"sampler '{name}' has no steps and grid parameters; it does not step on a time grid")
+    params = own_params
+    if name != own:
+        params = component.default_params()
+        params = with_values(params, **carried_settings(own_params, params))
     return name, component, params
 
 
