@@ -158,3 +158,21 @@ def test_an_analytic_denoiser_samples_without_a_checkpoint(tmp_path, capsys):
     assert cli.main(["sample", str(run_dir), "--png"]) == 1
     assert "--png needs images" in capsys.readouterr().err
     assert new_folders(run_dir) == [folder]
+
+
+def test_another_sampler_keeps_the_runs_clip_x0_unless_the_overrides_set_it(tmp_path):
+    """The quickstart clips x0 (its data lie in [-1, 1]); a sampler asked for in its place does too, and keeps
+    its own other defaults (euler_ancestral's eta is its own 1.0, not DDIM's 0.0)."""
+    from sandbox.sample import sampling_recipe
+
+    (tmp_path / "recipe.yaml").write_text((ROOT / "recipes" / "quickstart.yaml").read_text())
+
+    def sampler(*overrides: str):
+        return sampling_recipe(tmp_path, list(overrides)).components["sampler"]
+
+    assert sampler()[1].clip_x0 is True
+    name, params = sampler("sampler.name=unipc", "sampler.steps=10")
+    assert (name, params.clip_x0, params.steps) == ("unipc", True, 10)
+    assert sampler("sampler.name=unipc", "sampler.clip_x0=false")[1].clip_x0 is False
+    name, params = sampler("sampler.name=euler_ancestral")
+    assert params.clip_x0 is True and params.eta == 1.0
