@@ -516,7 +516,7 @@ def tune_command(
     label = tuned.start_grid if isinstance(tuned.start_grid, str) else f"{len(tuned.start_grid)} times"
     table.add_row(f"{label} (own)", f"{tuned.before['train']:.3e}", f"{tuned.before['heldout']:.3e}")
     if tuned.origin != next(iter(tuned.candidates)):
-        table.add_row(f"{tuned.origin} (best registered, start)", f"{tuned.candidates[tuned.origin]:.3e}", "")
+        table.add_row(f"{tuned.origin} (search start)", f"{tuned.candidates[tuned.origin]:.3e}", "")
     table.add_row("tuned", f"{tuned.after['train']:.3e}", f"{tuned.after['heldout']:.3e}")
     console.print(table)
     console.print("times: " + ", ".join(f"{t:.4g}" for t in tuned.times))
