@@ -8,9 +8,12 @@ probability-flow ODE reads ``dx~ / dsigma~ = (x~ - D(x; t)) / sigma~``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any, Optional, Union
 
 import torch
@@ -193,6 +196,76 @@ def forward_variance(schedule: Schedule, t: float, s: float) -> float:
 
 def randn_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+class BrownianPath:
+    """One Brownian motion ``B`` per batch shape and schedule, fixed by ``seed``, in the signal-to-noise
+    ratio ``v = 1 / sigma~^2 = alpha^2 / sigma^2``.
+
+    :meth:`step` returns ``(B(v_s) - B(v_t)) / sqrt(v_s - v_t)``, a standard normal draw for the step from
+    ``t`` to ``s``; the increments of any grid are sums of those of a finer one, so a stochastic sampler on
+    two grids follows one noise path, and its output from the same starting noise converges as the steps
+    shrink (strong convergence). The ratio is the variable in which the reverse SDE's noise is uniform:
+    DPM-Solver++'s SDE step (eta = 1) adds ``sigma~_s sqrt(1 - e^{-2h}) z`` with ``h = ln(sigma~_t /
+    sigma~_s)``, which is ``sigma~_s^2 sqrt(v_s - v_t) z``, so with ``z`` from this path a coarse step adds
+    exactly what its fine steps add (``tests/test_brownian.py`` checks it to 1e-9). k-diffusion's
+    ``BrownianTreeNoiseSampler`` does the same in sigma~. The path is torchsde's ``BrownianInterval`` as a
+    Brownian tree (``halfway_tree``; Li et al. 2020, "Scalable Gradients for Stochastic Differential
+    Equations"), whose value at a point does not depend on the order of the queries.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._paths: dict[tuple[Any, ...], Any] = {}
+
+    def step(self, x: torch.Tensor, schedule: Schedule, t: float, s: float) -> torch.Tensor:
+        import torchsde
+
+        v_t, v_s = (scale_free(schedule, time)[1] ** -2 for time in (t, s))
+        lo, hi = min(v_t, v_s), max(v_t, v_s)
+        key = (tuple(x.shape), x.dtype, x.device, id(schedule))
+        if key not in self._paths:  # up to the ratio at the schedule's lowest time, where every grid ends
+            top = 2.0 * max(scale_free(schedule, lowest_time(schedule))[1] ** -2, hi)  # 2: room for rounding
+            self._paths[key] = torchsde.BrownianInterval(  # halfway_tree: a point's value is one of the path,
+                t0=0.0,  # whatever the order of the queries (without it, the splits follow the queries)
+                t1=top,
+                size=x.shape,
+                dtype=x.dtype,
+                device=x.device,
+                entropy=self.seed,
+                tol=top * 1e-12,
+                halfway_tree=True,
+            )
+        if hi == lo:  # a step that does not move the ratio adds no noise
+            return torch.zeros_like(x)
+        return self._paths[key](lo, hi) / (hi - lo) ** 0.5
+
+
+_PATH: ContextVar[Optional[BrownianPath]] = ContextVar("sandbox_brownian_path", default=None)
+
+
+@contextlib.contextmanager
+def brownian_path(seed: int) -> Iterator[BrownianPath]:
+    """Inside this block, :func:`step_noise` takes its draws from one :class:`BrownianPath` (``sandbox
+    tune-steps`` compares a stochastic sampler's grids on it); outside, from the sampler's generator."""
+    token = _PATH.set(BrownianPath(seed))
+    try:
+        yield _PATH.get()  # type: ignore[misc]
+    finally:
+        _PATH.reset(token)
+
+
+def step_noise(
+    x: torch.Tensor, generator: Optional[torch.Generator], schedule: Schedule, t: float, s: float
+) -> torch.Tensor:
+    """The standard normal noise a sampler adds on its step from time ``t`` to ``s``, shaped like ``x``.
+
+    Fresh draws from ``generator``, or, inside :func:`brownian_path`, the step's increment of that path.
+    A stochastic sampler that draws its noise here can be tuned by ``sandbox tune-steps``; one that draws
+    from ``generator`` itself is refused, since its output is then no function of the grid.
+    """
+    path = _PATH.get()
+    return randn_like(x, generator) if path is None or t == s else path.step(x, schedule, t, s)
 
 
 class CountingDenoise:

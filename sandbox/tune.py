@@ -17,8 +17,13 @@ evaluation costs NFE denoiser calls on the batch, nothing else. Align Your Steps
 (Sabour et al. 2024) minimises instead a bound on the KL divergence between the
 discretised and exact processes, which needs samples of the data and a
 stochastic sampler's analysis; the direct target needs neither and applies to
-every deterministic solver as it is implemented. Stochastic samplers are refused:
-their output from the same noise changes with their own noise draws.
+every deterministic solver as it is implemented. A stochastic sampler is tuned
+the same way on a fixed Brownian path per batch (:func:`sandbox.sampling.brownian_path`,
+k-diffusion's Brownian-tree idea): its reference is itself with many steps on
+the same path, so the distance is its strong discretisation error, which bounds
+the error of any Lipschitz statistic of the samples. A sampler that draws its noise
+from its generator instead of :func:`sandbox.sampling.step_noise` is refused:
+its output is then no function of the grid.
 
 The grid is parametrised by its log-SNR increments, ``lambda_i = lambda_0 +
 (lambda_min - lambda_0) cumsum(softmax(z))_i`` between the grid's first time
@@ -38,6 +43,7 @@ a recipe uses it as ``sampler.grid: path/to/<name>.json``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -58,13 +64,15 @@ from sandbox.protocols import Denoise, Schedule
 from sandbox.recipe import Recipe, load_recipe
 from sandbox.registry import Component
 from sandbox.rundir import new_run_dir, read_json, write_json, write_text
-from sandbox.sampling import CountingDenoise, grid_times, lowest_time, sampler_grid, scale_free
+from sandbox.sampling import CountingDenoise, brownian_path, grid_times, lowest_time, sampler_grid, scale_free
 
 GRIDS = "grids"  # the run folder's subfolder of tuned grids
 # fmt: off
 BATCH = 256            # starting noise draws the grid is tuned on (and as many held out)
 ITERATIONS = 200       # objective evaluations of the search
 REFERENCE_STEPS = 500  # steps of the reference solution
+TRAIN_PATH = 1         # seed of the Brownian path a stochastic sampler follows on the tuning batch
+HELDOUT_PATH = 2       # and on the held-out batch
 # fmt: on
 
 
@@ -146,9 +154,12 @@ def with_values(params: Any, **values: Any) -> Any:
     return dataclasses.replace(params, **values)
 
 
-def run_sampler(target: Target, component: Component, params: Any, noise: torch.Tensor, seed: int = 0) -> Any:
-    """``(samples, NFE per sample)`` of the sampler with ``params`` from ``noise``."""
-    with torch.no_grad():
+def run_sampler(
+    target: Target, component: Component, params: Any, noise: torch.Tensor, seed: int = 0, path: Optional[int] = None
+) -> Any:
+    """``(samples, NFE per sample)`` of the sampler with ``params`` from ``noise``; with ``path``, a sampler that
+    draws its noise through :func:`sandbox.sampling.step_noise` follows that seed's Brownian path."""
+    with torch.no_grad(), brownian_path(path) if path is not None else contextlib.nullcontext():
         sampler = _build(target, component, params)
         counter = CountingDenoise(target.denoise)
         device = next((p.device for p in getattr(target.denoise, "parameters", lambda: [])()), noise.device)
@@ -185,13 +196,20 @@ def steps_for_nfe(target: Target, component: Component, params: Any, nfe: int) -
     return min({max(1, guess + d) for d in (-2, -1, 0, 1, 2)}, key=lambda s: (abs(count(s) - nfe), count(s), s))
 
 
-def is_deterministic(target: Target, component: Component, params: Any) -> bool:
-    """Whether the sampler's output from the same noise is the same under two different generator seeds."""
+def is_deterministic(target: Target, component: Component, params: Any, path: Optional[int] = None) -> bool:
+    """Whether the sampler's output from the same noise (with ``path``: and the same Brownian path) is the same
+    under two different generator seeds."""
     noise = torch.randn(4, *target.parts.data.shape, generator=torch.Generator().manual_seed(0))
     small = with_values(params, steps=min(int(params.steps or 4), 4)) if params.steps else params
-    a, _ = run_sampler(target, component, small, noise, seed=1)
-    b, _ = run_sampler(target, component, small, noise, seed=2)
+    a, _ = run_sampler(target, component, small, noise, seed=1, path=path)
+    b, _ = run_sampler(target, component, small, noise, seed=2, path=path)
     return bool(torch.equal(a, b))
+
+
+def follows_path(target: Target, component: Component, params: Any) -> bool:
+    """Whether the sampler is deterministic given its starting noise and one Brownian path: an ODE solver, or a
+    stochastic sampler that draws its noise through :func:`sandbox.sampling.step_noise`."""
+    return is_deterministic(target, component, params, path=0)
 
 
 def starting_noise(target: Target, n: int) -> torch.Tensor:
@@ -217,8 +235,8 @@ class Reference:
     steps: int
     nfe: int
     grid: Any
-    train: torch.Tensor                 # reference samples of the tuning batch
-    heldout: torch.Tensor               # and of the held-out batch
+    train: torch.Tensor                 # reference samples of the tuning batch (on the Brownian path TRAIN_PATH)
+    heldout: torch.Tensor               # and of the held-out batch (HELDOUT_PATH)
     self_error: float                   # MSE between the reference and the same sampler at steps // 2
     # fmt: on
 
@@ -226,29 +244,34 @@ class Reference:
 def reference(
     target: Target, name: Optional[str], steps: int, train: torch.Tensor, heldout: torch.Tensor
 ) -> Reference:
-    """The deterministic sampler ``name`` (default the recipe's) at ``steps`` steps on its own grid."""
+    """The sampler ``name`` (default the recipe's) at ``steps`` steps on its own grid: deterministic, or
+    stochastic along the batches' Brownian paths."""
     name, component, params = sampler_params(target, name)
-    if not is_deterministic(target, component, params):
+    if not follows_path(target, component, params):
         raise SandboxError(
-            f"the reference sampler '{name}' draws noise as it steps; a reference from the same starting noise "
-            f"needs a deterministic one: give --reference NAME (one of {', '.join(deterministic(target))})"
+            f"the reference sampler '{name}' draws its noise from its generator, not through "
+            f"sandbox.sampling.step_noise; a reference from the same starting noise needs one that follows a "
+            f"Brownian path: give --reference NAME (one of {', '.join(samplers_where(target, follows_path))})"
         )
     params = with_values(params, steps=steps)
-    both, nfe = run_sampler(target, component, params, torch.cat([train, heldout]))
-    half, half_nfe = run_sampler(target, component, with_values(params, steps=max(1, steps // 2)), train)
-    ref_train, ref_heldout = both[: len(train)], both[len(train) :]
+    ref_train, nfe = run_sampler(target, component, params, train, path=TRAIN_PATH)
+    ref_heldout = run_sampler(target, component, params, heldout, path=HELDOUT_PATH)[0] if len(heldout) else heldout
+    half, half_nfe = run_sampler(
+        target, component, with_values(params, steps=max(1, steps // 2)), train, path=TRAIN_PATH
+    )
     # nan: half the steps is the same grid (a discrete schedule's every point), so no error estimate
     self_error = mse(half, ref_train) if half_nfe < nfe else math.nan
     return Reference(name, steps, nfe, params.grid, ref_train, ref_heldout, self_error)
 
 
-def deterministic(target: Target) -> list[str]:
-    """The registered samplers on a time grid whose output does not depend on their generator."""
+def samplers_where(target: Target, keep: Callable[[Target, Component, Any], bool]) -> list[str]:
+    """The registered samplers on a time grid that ``keep`` (:func:`is_deterministic`: the ODE solvers, whose
+    output depends on no noise drawn as they step; :func:`follows_path`: the ones :func:`tune_grid` takes)."""
     names = []
     for name in target.registry.names("sampler"):
         try:
             _, component, params = sampler_params(target, name)
-            if is_deterministic(target, component, params):
+            if keep(target, component, params):
                 names.append(name)
         except Exception:
             continue
@@ -330,10 +353,16 @@ def tune_grid(
 
     start_clock = time.perf_counter()
     name, component, params = sampler_params(target, sampler)
-    if not is_deterministic(target, component, params):
+    if not follows_path(target, component, params):
         raise SandboxError(
-            f"sampler '{name}' draws noise as it steps, so its output from the same starting noise is not a "
-            f"function of the grid; tune a deterministic one ({', '.join(deterministic(target))})"
+            f"sampler '{name}' draws noise from its generator as it steps (not through "
+            f"sandbox.sampling.step_noise), so its output from the same starting noise is not a function of the "
+            f"grid; tune one of {', '.join(samplers_where(target, follows_path))}"
+        )
+    if not is_deterministic(target, component, params) and reference_sampler not in (None, name):
+        raise SandboxError(
+            f"--reference {reference_sampler}: sampler '{name}' draws noise as it steps, so its reference is "
+            f"itself with many steps on the same Brownian path; leave --reference out"
         )
     if nfe < 2 or batch < 1 or iterations < 0:
         raise SandboxError(f"--nfe {nfe}, --batch {batch}, --iterations {iterations}: expected NFE >= 2, batch >= 1")
@@ -352,7 +381,8 @@ def tune_grid(
     def objective(times: list[float], x: torch.Tensor, x_ref: torch.Tensor) -> float:
         if not descending(times):
             return math.inf
-        out, _ = run_sampler(target, component, with_values(params, grid=times), x)
+        path = TRAIN_PATH if x is train else HELDOUT_PATH
+        out, _ = run_sampler(target, component, with_values(params, grid=times), x, path=path)
         return mse(out, x_ref)
 
     # The search starts from the best of the sampler's own grid and every registered grid with as many steps
@@ -562,7 +592,13 @@ def rank(
     many-step reference from the same noise; deterministic samplers first, best first."""
     registry = target.registry
     noise = starting_noise(target, batch)
-    ref = reference(target, reference_sampler, reference_steps, noise, noise[:0])
+    ref_name, ref_component, ref_params = sampler_params(target, reference_sampler)
+    if not is_deterministic(target, ref_component, ref_params):
+        raise SandboxError(
+            f"the reference sampler '{ref_name}' draws noise as it steps; one reference for every sampler needs a "
+            f"deterministic one: give --reference NAME (one of {', '.join(samplers_where(target, is_deterministic))})"
+        )
+    ref = reference(target, reference_sampler, reference_steps, noise, noise[:0].double())
     grid_names: list[Any] = list(grids or registry.names("grid"))
     if target.run_dir is not None and not grids:
         grid_names += [str(p) for p in sorted((target.run_dir / GRIDS).glob("*.json"))]

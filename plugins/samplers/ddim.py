@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sandbox.sampling import OnGrid, prior, randn_like, scalars, transition
+from sandbox.sampling import OnGrid, prior, scalars, step_noise, transition
 
 
 class DDIMSampler(OnGrid):
@@ -30,7 +30,7 @@ class DDIMSampler(OnGrid):
             c2 = min(self.params.eta**2 * var_small, sigma_s**2)
             x_next = alpha_s * x0 + (sigma_s**2 - c2) ** 0.5 * eps
             if c2 > 0:
-                x_next = x_next + c2**0.5 * randn_like(x, generator)
+                x_next = x_next + c2**0.5 * step_noise(x, generator, schedule, t, s)
             if callback is not None:
                 callback({"x": x, "i": i, "t": t, "denoised": x0})
             x = x_next

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sandbox.sampling import OnGrid, forward_variance, prior, randn_like, transition
+from sandbox.sampling import OnGrid, forward_variance, prior, step_noise, transition
 
 
 class DDPMSampler(OnGrid):
@@ -33,7 +33,7 @@ class DDPMSampler(OnGrid):
             var = var_small if self.params.variance == "small" else forward_variance(schedule, t, s)
             x_next = coef_x0 * x0 + coef_xt * x
             if i < len(ts) - 2:
-                x_next = x_next + var**0.5 * randn_like(x, generator)
+                x_next = x_next + var**0.5 * step_noise(x, generator, schedule, t, s)
             if callback is not None:
                 callback({"x": x, "i": i, "t": t, "denoised": x0})
             x = x_next

@@ -4,8 +4,9 @@ in the form of k-diffusion's ``sample_dpmpp_2m_sde`` and ``sample_dpmpp_3m_sde``
 coordinates of Karras et al. (2022, eq. 4) so that they run on any schedule.
 
 Both step in ``lambda~ = -ln sigma~`` (half the log-SNR) with ``h = lambda~_{i+1} - lambda~_i``; the
-noise term of the SDE (``eta > 0``) draws one Gaussian per step from the generator, where k-diffusion's
-default draws from a Brownian tree: the same distribution, other numbers. The last step, to sigma = 0,
+noise term of the SDE (``eta > 0``) draws one Gaussian per step from the generator (k-diffusion's default
+draws from a Brownian tree: the same distribution, other numbers), or from one Brownian path inside
+:func:`sandbox.sampling.brownian_path`, as ``sandbox tune-steps`` does. The last step, to sigma = 0,
 returns the denoised estimate. One network evaluation per step.
 """
 
@@ -15,7 +16,7 @@ import math
 
 import torch
 
-from sandbox.sampling import OnGrid, prior, randn_like, scale_free
+from sandbox.sampling import OnGrid, prior, scale_free, step_noise
 
 
 class _Multistep(OnGrid):
@@ -43,7 +44,8 @@ class _Multistep(OnGrid):
                 h = math.log(sigma / sigma_next)
                 x = self.update(x, denoised, sigma, sigma_next, h)
                 if p.eta > 0 and p.s_noise > 0:  # the SDE's fresh noise: variance sigma~'^2 (1 - e^{-2 eta h})
-                    x = x + p.s_noise * sigma_next * (-math.expm1(-2.0 * p.eta * h)) ** 0.5 * randn_like(x, generator)
+                    scale = p.s_noise * sigma_next * (-math.expm1(-2.0 * p.eta * h)) ** 0.5
+                    x = x + scale * step_noise(x, generator, schedule, t, t_next)
             sigma = sigma_next
         return alpha * x
 

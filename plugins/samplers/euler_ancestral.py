@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from sandbox.sampling import OnGrid, prior, randn_like, scale_free
+from sandbox.sampling import OnGrid, prior, scale_free, step_noise
 
 
 def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
@@ -41,7 +41,7 @@ class EulerAncestralSampler(OnGrid):
             ratio = sigma_down / sigma
             x = ratio * x + (1.0 - ratio) * denoised
             if sigma_next > 0 and sigma_up > 0:
-                x = x + p.s_noise * sigma_up * randn_like(x, generator)
+                x = x + p.s_noise * sigma_up * step_noise(x, generator, schedule, t, t_next)
             sigma = sigma_next
         return alpha * x
 
