@@ -67,10 +67,10 @@ def sampling_recipe(run_dir: Path, overrides: list[str]) -> Recipe:
     )
     own_name, own_params = original.components["sampler"]
     name, params = recipe.components["sampler"]
-    if name != own_name:
-        given = {o.split("=")[0].lstrip("+~").removeprefix("sampler.") for o in overrides}
+    given = {o.split("=")[0].lstrip("+~") for o in overrides}
+    if name != own_name and "sampler" not in given:  # a whole new sampler section carries nothing
         for key, value in carried_settings(own_params, params).items():
-            if key not in given:
+            if f"sampler.{key}" not in given:
                 setattr(params, key, value)
     return recipe
 
