@@ -378,10 +378,12 @@ def tune_grid(
     train, heldout = noise[:batch], noise[batch:]
     ref = reference(target, reference_sampler or name, reference_steps, train, heldout)
 
-    def objective(times: list[float], x: torch.Tensor, x_ref: torch.Tensor) -> float:
+    batches = {"train": (train, ref.train, TRAIN_PATH), "heldout": (heldout, ref.heldout, HELDOUT_PATH)}
+
+    def objective(times: list[float], batch_name: str = "train") -> float:
         if not descending(times):
             return math.inf
-        path = TRAIN_PATH if x is train else HELDOUT_PATH
+        x, x_ref, path = batches[batch_name]
         out, _ = run_sampler(target, component, with_values(params, grid=times), x, path=path)
         return mse(out, x_ref)
 
@@ -394,7 +396,7 @@ def tune_grid(
             times = grid_times(_grid_of(target, with_values(params, grid=grid_name)), schedule, steps)
         if len(times) == len(start) and nfe_of(target, component, with_values(params, grid=times)) == used:
             candidates.setdefault(grid_name, times)
-    scores = {label: objective(times, train, ref.train) for label, times in candidates.items()}
+    scores = {label: objective(times) for label, times in candidates.items()}
     origin = min(scores, key=lambda label: scores[label])
     space = LogSnrGrid(schedule, candidates[origin])
     best: dict[str, Any] = {"value": scores[origin], "times": candidates[origin]}
@@ -403,7 +405,7 @@ def tune_grid(
     def f(z: Any) -> float:
         count[0] += 1
         times = space.decode(z)
-        value = objective(times, train, ref.train)
+        value = objective(times)
         if value < best["value"]:
             best["value"], best["times"] = value, times
         return value
@@ -412,8 +414,8 @@ def tune_grid(
         z0 = space.encode(candidates[origin])
         minimize(f, z0, method="Nelder-Mead", options={"maxfev": iterations, "adaptive": len(z0) > 3})
     tuned_times = list(best["times"])
-    before = {"train": scores[next(iter(candidates))], "heldout": objective(start, heldout, ref.heldout)}
-    after = {"train": float(best["value"]), "heldout": objective(tuned_times, heldout, ref.heldout)}
+    before = {"train": scores[next(iter(candidates))], "heldout": objective(start, "heldout")}
+    after = {"train": float(best["value"]), "heldout": objective(tuned_times, "heldout")}
     return Tuned(
         sampler=name,
         nfe=used,
