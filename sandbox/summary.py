@@ -40,6 +40,7 @@ DEFAULT_METRICS = ("train.final_val_loss_ema", "train.images_per_s")
 GENERATED = "sample_quality.generated."
 LOWER_IS_BETTER = ("loss", "distance", "error", "swd", "w2", "fid", "kid")
 FIRST = ("fid", "kid")  # sample-quality figures that rank before the dataset's own, where present
+LIVE_STATES = ("running", "queued", "interrupted", "to run", "unknown")  # sandbox sweep --status's unfinished cells
 CURVE = ("val_loss_ema", "val_loss")  # the metrics.jsonl key drawn as the validation curve (first present)
 
 
@@ -159,6 +160,16 @@ def load_cells(sweep_dir: Path) -> tuple[dict[str, Any], list[CellResult]]:
             cells.append(CellResult(entry["id"], group, entry["seed"], "invalid", entry.get("error")))
         else:
             cells.append(read_cell(Path(sweep_dir) / "cells" / entry["id"], entry["id"], group, entry["seed"]))
+    if any(cell.status == "missing" for cell in cells):  # a live sweep: what each unfinished cell is doing
+        from sandbox.sweep import sweep_status
+
+        try:
+            states = {row.id: row for row in sweep_status(sweep_dir)}
+        except SandboxError:
+            states = {}
+        for cell in cells:
+            if cell.status == "missing" and (row := states.get(cell.id)) is not None and row.state != "done":
+                cell.error = row.state + (f": {row.detail}" if row.detail else "")
     return plan, cells
 
 
@@ -361,6 +372,13 @@ def _diff_text(group: Group, metric: Metric) -> str:
 def _cells_text(group: Group) -> str:
     text = f"{group.count('done')}/{len(group.cells)}"
     notes = [f"{group.count(s)} {s}" for s in ("diverged", "failed", "invalid", "missing") if group.count(s)]
+    states: dict[str, int] = {}  # what the missing ones are doing, where a live sweep says (running, queued...)
+    for cell in group.cells:
+        state = (cell.error or "").split(":")[0]
+        if cell.status == "missing" and state in LIVE_STATES:
+            states[state] = states.get(state, 0) + 1
+    if states:
+        notes[-1] += ": " + ", ".join(f"{n} {state}" for state, n in states.items())
     return text + (f" ({', '.join(notes)})" if notes else "")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -212,3 +214,23 @@ def test_a_torn_summary_json_is_a_missing_cell_not_a_traceback(sweep_dir):
         summary = summarize(sweep_dir, console=Console(record=True, width=200), write=False)
     unet = {g.name: g for g in summary.groups}["unet / linear"]
     assert unet.count("missing") == 1 and unet.count("done") == 1
+
+
+def test_a_live_sweep_says_what_its_unfinished_cells_are_doing(sweep_dir):
+    """A cell the running sweep process is training, and one not started, as ``sandbox sweep --status`` has them."""
+    plan = json.loads((sweep_dir / "sweep.json").read_text())
+    plan["state"], plan["pid"] = "running", os.getpid()
+    for entry in plan["cells"]:
+        if entry["id"] == "unet-linear-1":
+            entry["status"] = "running"
+    (sweep_dir / "sweep.json").write_text(json.dumps(plan))
+    folder = sweep_dir / "cells" / "unet-linear-1"
+    (folder / "summary.json").unlink()
+    (folder / "status.json").write_text(json.dumps({"status": "training", "step": 30}))
+    shutil.rmtree(sweep_dir / "cells" / "resnet-linear-0")
+    console = Console(record=True, width=200)
+    summary = summarize(sweep_dir, console=console, write=False)
+    groups = {g.name: g for g in summary.groups}
+    assert groups["unet / linear"].count("missing") == 1
+    text = console.export_text()
+    assert "1/2 (1 missing: 1 running)" in text and "(1 missing: 1 to run)" in text
