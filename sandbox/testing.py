@@ -98,6 +98,17 @@ def _built(kind: str, component: Any, params: Any, registry: Registry | None, *a
     return registered.build(params if params is not None else registered.default_params(), *args), label
 
 
+def build_component(kind: str, name: str, registry: Registry | None = None, *args: Any, **overrides: Any) -> Any:
+    """The registered ``kind`` ``name`` built from its default parameters with ``overrides`` (checked again by
+    its parameter dataclass), e.g. ``build_component("sampler", "unipc", steps=10, order=2)``; ``args`` go to
+    ``build`` after the parameters (a denoiser's data shape)."""
+    component = (registry or get_registry()).get(kind, name)
+    params = component.default_params()
+    if overrides:
+        params = dataclasses.replace(params, **overrides)
+    return component.build(params, *args)
+
+
 def built_in(registry: Registry, kind: str) -> list[str]:
     """The names of ``kind`` the sandbox itself provides (a plugin's tests check against these by default)."""
     return [n for n in registry.names(kind) if registry.get(kind, n).distribution == SELF_DISTRIBUTION]

@@ -8,12 +8,11 @@ import pytest
 import torch
 from rich.console import Console
 
-from sandbox.registry import get_registry
 from sandbox.sampling import brownian_path, scale_free, step_noise
+from sandbox.testing import build_component
 from sandbox.tune import load_target, mse, run_sampler, sampler_params, starting_noise, with_values
 
-REGISTRY = get_registry()
-COSINE = REGISTRY.get("schedule", "cosine").build()
+COSINE = build_component("schedule", "cosine")
 ORACLE = Path(__file__).resolve().parents[1] / "recipes" / "oracle_mixture.yaml"
 
 
@@ -60,9 +59,7 @@ def test_dpmpp_sde_with_a_zero_denoiser_is_the_path_itself_on_every_grid():
     at a time both grids share is the same on both, exactly, only because the path is in v = 1 / sigma~^2."""
 
     def states(grid):
-        smp = REGISTRY.get("sampler", "dpmpp_2m_sde").build(
-            with_values(REGISTRY.get("sampler", "dpmpp_2m_sde").default_params(), grid=grid)
-        )
+        smp = build_component("sampler", "dpmpp_2m_sde", grid=grid)
         seen = {}
         noise = torch.randn(8, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         with brownian_path(5):

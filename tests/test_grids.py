@@ -14,6 +14,7 @@ from sandbox.errors import RecipeError
 from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoise, scale_free
+from sandbox.testing import build_component as build
 from sandbox.testing import check_grid, gaussian_denoiser, register_plugin
 
 REGISTRY = get_registry()
@@ -22,14 +23,6 @@ GRIDDED = [
     for n in REGISTRY.names("sampler")
     if "grid" in {f.name for f in dataclasses.fields(REGISTRY.get("sampler", n).params)}
 ]
-
-
-def build(kind, name, **overrides):
-    component = REGISTRY.get(kind, name)
-    params = component.default_params()
-    for key, value in overrides.items():
-        setattr(params, key, value)
-    return component.build(params)
 
 
 @pytest.mark.parametrize("grid", REGISTRY.names("grid"))

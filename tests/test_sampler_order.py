@@ -17,18 +17,11 @@ import torch
 
 from sandbox.registry import get_registry
 from sandbox.sampling import scale_free
+from sandbox.testing import build_component as build
 
 REGISTRY = get_registry()
 MU, S, X_T = 1.0, 0.5, 1.7  # data mean and std; the fixed standard-normal draw the ODE starts from
 STEPS = (16, 32, 64, 128)
-
-
-def build(kind, name, **overrides):
-    component = REGISTRY.get(kind, name)
-    params = component.default_params()
-    for key, value in overrides.items():
-        setattr(params, key, value)
-    return component.build(params)
 
 
 def denoiser(schedule):

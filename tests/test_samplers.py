@@ -7,36 +7,17 @@ import torch
 
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoise, forward_variance, transition
+from sandbox.testing import build_component, gaussian_denoiser
 
 REGISTRY = get_registry()
 
 
 def schedule(name="linear", **overrides):
-    component = REGISTRY.get("schedule", name)
-    params = component.default_params()
-    for key, value in overrides.items():
-        setattr(params, key, value)
-    return component.build(params)
+    return build_component("schedule", name, **overrides)
 
 
 def sampler(name, **overrides):
-    component = REGISTRY.get("sampler", name)
-    params = component.default_params()
-    for key, value in overrides.items():
-        setattr(params, key, value)
-    return component.build(params)
-
-
-def gaussian_denoiser(sched, mu: torch.Tensor, s: float):
-    """Exact E[x0 | x_t] for x0 ~ N(mu, s^2 I): mu + alpha s^2 / (alpha^2 s^2 + sigma^2) (x_t - alpha mu)."""
-
-    def denoise(x, t):
-        alpha, sigma = sched.alpha_sigma(torch.tensor([float(t)], dtype=torch.float64))
-        alpha, sigma = float(alpha), float(sigma)
-        gain = alpha * s**2 / (alpha**2 * s**2 + sigma**2)
-        return mu + gain * (x - alpha * mu)
-
-    return denoise
+    return build_component("sampler", name, **overrides)
 
 
 def test_posterior_is_algorithm_2_of_ddpm():

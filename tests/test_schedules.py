@@ -9,16 +9,13 @@ import torch
 
 from sandbox.registry import get_registry
 from sandbox.schedule import Schedule
+from sandbox.testing import build_component
 
 REGISTRY = get_registry()
 
 
 def build(name, **overrides):
-    component = REGISTRY.get("schedule", name)
-    params = component.default_params()
-    for key, value in overrides.items():
-        setattr(params, key, value)
-    return component.build(params)
+    return build_component("schedule", name, **overrides)
 
 
 def alpha_bar_at(schedule, n, T):

@@ -19,6 +19,7 @@ import torch
 
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoise, scale_free
+from sandbox.testing import build_component
 
 REGISTRY = get_registry()
 TIMES = [1.0, 0.93, 0.81, 0.66, 0.52, 0.4, 0.29, 0.2, 0.12, 0.06, 0.02, 0.0]  # uneven on purpose
@@ -27,11 +28,7 @@ ATOL = 1e-10
 
 
 def sampler(name, **overrides):
-    component = REGISTRY.get("sampler", name)
-    params = component.default_params()
-    for key, value in overrides.items():
-        setattr(params, key, value)
-    return component.build(params)
+    return build_component("sampler", name, **overrides)
 
 
 def model(x, sigma):
