@@ -265,7 +265,7 @@ def step_noise(
     from ``generator`` itself is refused, since its output is then no function of the grid.
     """
     path = _PATH.get()
-    return randn_like(x, generator) if path is None or t == s else path.step(x, schedule, t, s)
+    return randn_like(x, generator) if path is None else path.step(x, schedule, t, s)
 
 
 class CountingDenoise:
