@@ -84,9 +84,9 @@ def timed(step: Callable[[], object], device: torch.device, warmup: int, steps: 
 
 def sandbox_step(args: argparse.Namespace, device: torch.device, folder: Path, mode: str) -> Callable[[], object]:
     """``Trainer.step`` on the trainer's own batches, for recipes/ddpm_cifar10.yaml in ``mode``."""
-    from sandbox.build import build_parts
+    from sandbox.engine.build import build_parts
+    from sandbox.engine.training import Trainer
     from sandbox.recipe import load_recipe
-    from sandbox.training import Trainer
 
     precision, compile_ = MODES[mode]
     per_batch = -(-(args.images + 100) // 5)

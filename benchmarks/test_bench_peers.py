@@ -21,7 +21,7 @@ samplers from this noise have in common (how many samples each component receive
   k-diffusion's DPM++(2M) is the built-in ``dpmpp_2m`` update (``tests/test_solvers.py``), so on the same
   grid it is the ``dpmpp_2m`` row.
 - **Sandbox**: each deterministic built-in on its own grid, and on the grid ``sandbox tune-steps`` finds for
-  it (:func:`sandbox.tune.tune_grid` with its defaults, on the recipe's own 2 x 256 starting draws, which are
+  it (:func:`sandbox.tools.tune.tune_grid` with its defaults, on the recipe's own 2 x 256 starting draws, which are
   not the evaluation noise).
 
 Writes ``peers.md`` into ``$SANDBOX_BENCH_RESULTS`` or ``benchmarks/results/``.
@@ -42,7 +42,7 @@ import torch
 from rich.console import Console
 from sandbox_plugins.datasets.gaussian_mixture import Reference, mixture
 
-from sandbox.tune import Target, load_target, run_sampler, sampler_params, steps_for_nfe, tune_grid, with_values
+from sandbox.tools.tune import Target, load_target, run_sampler, sampler_params, steps_for_nfe, tune_grid, with_values
 
 ORACLE = Path(__file__).resolve().parents[1] / "recipes" / "oracle_mixture.yaml"
 RESULTS = Path(os.environ.get("SANDBOX_BENCH_RESULTS", Path(__file__).parent / "results"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sandbox.precond import Preconditioned
+from sandbox.engine.precond import Preconditioned
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoise
 

@@ -41,10 +41,10 @@ import torch
 import torch.nn.functional as F
 from sandbox_plugins.denoisers.params import UNetParams
 
-from sandbox.build import Parts, build_parts
+from sandbox.engine.build import Parts, build_parts
+from sandbox.engine.training import Trainer
 from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry
-from sandbox.training import Trainer
 
 RECIPES = harness.ROOT / "recipes"
 FLOP_BATCH = 16  # images of 3x32x32 per forward and backward pass

@@ -52,3 +52,20 @@ class ParameterError(ValueError):
 
 class ContractError(SandboxError):
     """A plugin's built component does not follow its kind's protocol (:mod:`sandbox.protocols`)."""
+
+
+class Diverged(SandboxError):
+    """The loss became non-finite or exploded; nothing was written after the last good checkpoint."""
+
+    every_rank = True  # the losses are averaged over the processes, so every process stops alike
+
+
+class Interrupted(SandboxError):
+    """SIGINT or SIGTERM stopped training after a checkpoint; exit status 128 + the signal's number."""
+
+    every_rank = True  # the stop request is agreed by every process
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+        self.signum = signum

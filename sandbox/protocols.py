@@ -28,7 +28,7 @@ Three things take part in denoising, with three names:
 * the **denoiser network** ``F`` (:class:`DenoiserNetwork`), the trainable
   module a recipe's ``denoiser:`` section chooses, sees only
   ``F(c_in x_t, c_noise)``;
-* the **preconditioned denoiser** ``D`` (:class:`sandbox.precond.Preconditioned`)
+* the **preconditioned denoiser** ``D`` (:class:`sandbox.engine.precond.Preconditioned`)
   wraps it with a prediction target's scalings,
   ``D(x_t, t) = c_skip x_t + c_out F(c_in x_t, c_noise)`` (Karras et al. 2022, eq. 7);
 * the **denoise function** (:class:`Denoise`) is what a sampler calls:
@@ -98,7 +98,13 @@ class DataSplits:
     """The data's exact denoiser in closed form, where one is known (read by analytic denoisers)."""
     cache_dir: Optional[str] = None
     """A folder beside the data where the engine may cache statistics derived from the training split (the
-    reference statistics of ``eval.metrics``, :mod:`sandbox.fid`); None: beside the run folder instead."""
+    reference statistics of ``eval.metrics``, :mod:`sandbox.engine.fid`); None: beside the run folder instead."""
+
+
+def first_tensor(item: Any) -> torch.Tensor:
+    """The data of a split's item (or of a batch of them): the item itself, or its first element."""
+    data: torch.Tensor = item[0] if isinstance(item, (tuple, list)) else item
+    return data
 
 
 @runtime_checkable
@@ -306,7 +312,7 @@ class RegisterExporter(Protocol):
     ``export`` (a callable or a lazy ``"module:attr"``) writes the weights of
     the denoiser named ``denoiser`` *that the same plugin registers* in
     ``format``'s layout, for ``sandbox export RUN_DIR --format FORMAT OUT``
-    (:mod:`sandbox.export`). The one format is ``"diffusers"``, whose
+    (:mod:`sandbox.tools.export`). The one format is ``"diffusers"``, whose
     ``export`` is a :class:`DiffusersExport`.
     """
 

@@ -40,7 +40,7 @@ from sandbox.targets import TARGETS, WEIGHTINGS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
-IMAGE_METRICS = ("fid", "kid")  # eval.metrics: Frechet and Kernel Inception Distance (sandbox.fid)
+IMAGE_METRICS = ("fid", "kid")  # eval.metrics: Frechet and Kernel Inception Distance (sandbox.engine.fid)
 
 
 @dataclass
@@ -361,7 +361,7 @@ def load_recipe(
     data = _apply_overrides(data, list(overrides))
     plugins = data.pop("plugins", None) or []
     registry = _local_registry(plugins, registry)
-    data.pop("matrix", None)  # sweep axes, read by sandbox.sweep; one run is the recipe without them
+    data.pop("matrix", None)  # sweep axes, read by sandbox.tools.sweep; one run is the recipe without them
     components = {kind: data.pop(kind, None) for kind in KINDS}
     launcher = data.pop("launcher", None)
     sections = {key: data.pop(key, None) or {} for key in ("train", "eval", "run")}

@@ -89,7 +89,7 @@ def sampler_grid(params: Any, registry: Any = None) -> Grid:
     if isinstance(value, (list, tuple)):
         return ExplicitGrid(list(value))
     if isinstance(value, str) and value.endswith(".json"):  # a grid saved by sandbox tune-steps
-        from sandbox.tune import read_grid
+        from sandbox.tools.tune import read_grid
 
         try:
             return ExplicitGrid(read_grid(value))

@@ -70,10 +70,9 @@ import torch
 
 from sandbox.contract import PROBLEMS, is_analytic
 from sandbox.plugins import SELF_DISTRIBUTION
-from sandbox.protocols import DataSplits
+from sandbox.protocols import DataSplits, first_tensor
 from sandbox.registry import Registry, get_registry, load_registry, use_registry
 from sandbox.sampling import CountingDenoise
-from sandbox.training import first_tensor
 
 # fmt: off
 CALLBACK_KEYS = frozenset({"x", "i", "t", "denoised"})

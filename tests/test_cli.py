@@ -13,8 +13,8 @@ import yaml
 from rich.console import Console
 
 from sandbox import cli
+from sandbox.engine.run import run_recipe
 from sandbox.recipe import load_recipe
-from sandbox.run import run_recipe
 
 
 def sandbox(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

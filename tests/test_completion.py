@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from sandbox import cli
-from sandbox.completion import SHELLS, attach, script
+from sandbox.cli.completion import SHELLS, attach, script
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

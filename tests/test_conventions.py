@@ -14,7 +14,7 @@ from rich.console import Console
 from sandbox import cli
 from sandbox.errors import RecipeError
 from sandbox.recipe import load_recipe
-from sandbox.summary import summarize_runs
+from sandbox.tools.summary import summarize_runs
 
 
 @pytest.fixture

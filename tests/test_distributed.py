@@ -31,7 +31,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sandbox import checkpoint, cli, distributed
+from sandbox import cli
+from sandbox.engine import checkpoint, distributed
 from sandbox.errors import RecipeError
 from sandbox.recipe import load_recipe
 
@@ -257,8 +258,8 @@ def test_parts_of_a_batch_get_the_draws_of_the_whole_batch(seeded):
     from sandbox_plugins.schedules.cosine import build
     from sandbox_plugins.schedules.params import CosineParams
 
-    from sandbox.loss import DiffusionLoss
-    from sandbox.precond import Preconditioned
+    from sandbox.engine.loss import DiffusionLoss
+    from sandbox.engine.precond import Preconditioned
 
     class Net(torch.nn.Module):
         def forward(self, x, c_noise):

@@ -11,9 +11,9 @@ import torch
 from rich.console import Console
 
 from sandbox import cli, hookimpl
-from sandbox.doctor import BAD, DIVERGED, FAILED, INACCURATE, NONFINITE, NOT_RUN, OK, render, run_doctor
 from sandbox.registry import get_registry, load_registry
 from sandbox.targets import TARGETS
+from sandbox.tools.doctor import BAD, DIVERGED, FAILED, INACCURATE, NONFINITE, NOT_RUN, OK, render, run_doctor
 
 REGISTRY = get_registry()
 

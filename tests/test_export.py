@@ -12,10 +12,10 @@ from sandbox_plugins.denoisers.params import UNetParams
 from sandbox_plugins.denoisers.unet import UNet
 
 from sandbox import cli
-from sandbox.build import build_component
+from sandbox.engine.build import build_component
 from sandbox.errors import ParameterError, RecipeError
-from sandbox.export import scheduler_config
 from sandbox.recipe import load_recipe
+from sandbox.tools.export import scheduler_config
 
 TINY = """
 dataset: {{name: digits}}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sandbox import cli, hookimpl
-from sandbox.build import build_parts
+from sandbox.engine.build import build_parts
 from sandbox.errors import RecipeError
 from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from sandbox.health import sample_health
+from sandbox.engine.health import sample_health
 
 REAL = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
 

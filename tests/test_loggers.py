@@ -18,14 +18,13 @@ from pathlib import Path
 import pytest
 
 from sandbox import hookimpl, hookspecs
-from sandbox.errors import RecipeError, RegistryError
-from sandbox.events import EVENTS, Logger, RunEvents, enabled_loggers
+from sandbox.engine.events import EVENTS, Logger, RunEvents, enabled_loggers
+from sandbox.engine.run import run_recipe
+from sandbox.errors import Diverged, RecipeError, RegistryError
 from sandbox.protocols import RunInfo
 from sandbox.recipe import load_recipe
 from sandbox.registry import load_registry, use_registry
-from sandbox.run import run_recipe
 from sandbox.testing import register_plugin
-from sandbox.training import Diverged
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 CALLS: dict[str, list[tuple]] = {}  # logger name -> the events it received
@@ -305,7 +304,7 @@ def test_mlflow_example_logs_a_run_to_a_local_file_store(tmp_path):
     assert history == [(line["step"], pytest.approx(line["train_loss"])) for line in metrics_lines(run_dir)]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert run.data.metrics["final.train.final_val_loss_ema"] == pytest.approx(summary["train"]["final_val_loss_ema"])
-    assert run.data.tags["sandbox.checkpoint"].endswith("final.pt")
+    assert run.data.tags["sandbox.engine.checkpoint"].endswith("final.pt")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     samples = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
     assert "recipe.yaml" in artifacts and samples == {"samples/step_000005.png", "samples/step_000010.png"}

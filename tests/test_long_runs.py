@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sandbox import checkpoint, cli
+from sandbox import cli
+from sandbox.engine import checkpoint
+from sandbox.engine.rundir import atomic_write, read_json, write_json
+from sandbox.engine.training import StopRequest
 from sandbox.errors import SandboxError
-from sandbox.rundir import atomic_write, read_json, write_json
-from sandbox.training import StopRequest
 
 STEPS = 30
 RECIPE = """
@@ -37,7 +38,8 @@ TIMING = ("images_per_s",)
 KILLER = textwrap.dedent("""
     import os, signal, sys
     import torch
-    from sandbox import checkpoint, cli, training
+    from sandbox import cli
+    from sandbox.engine import checkpoint, training
 
     where, at = sys.argv[1], int(sys.argv[2])
     if where == "step":  # after optimizer step `at`, before anything is logged or saved for it

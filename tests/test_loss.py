@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sandbox.loss import DiffusionLoss
-from sandbox.precond import Preconditioned, per_item
+from sandbox.engine.loss import DiffusionLoss
+from sandbox.engine.precond import Preconditioned, per_item
 from sandbox.registry import get_registry
 from sandbox.targets import TARGETS, loss_weight, scalings
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sandbox.loss import DiffusionLoss
-from sandbox.precond import Preconditioned
+from sandbox.engine.loss import DiffusionLoss
+from sandbox.engine.precond import Preconditioned
+from sandbox.engine.training import first_tensor
 from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoise
 from sandbox.targets import TARGETS, WEIGHTINGS, Target
-from sandbox.training import first_tensor
 
 REGISTRY = get_registry()
 STEPS = 60

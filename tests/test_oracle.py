@@ -19,15 +19,15 @@ from sandbox_plugins.datasets.gaussian_mixture import Reference, gaussian_w2, mi
 from sandbox_plugins.datasets.metrics import sliced_wasserstein
 
 from sandbox import cli
-from sandbox.build import build_parts
-from sandbox.doctor import steps_for_budget
+from sandbox.engine.build import build_parts
+from sandbox.engine.precond import exact_denoise
 from sandbox.errors import RecipeError
-from sandbox.precond import exact_denoise
 from sandbox.protocols import AnalyticDenoiser
 from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoise
 from sandbox.targets import TARGETS
+from sandbox.tools.doctor import steps_for_budget
 
 # fmt: off
 REGISTRY = get_registry()

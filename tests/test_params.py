@@ -19,7 +19,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sandbox import cli
-from sandbox.build import build_parts
+from sandbox.engine.build import build_parts
 from sandbox.errors import ParameterError, RecipeError
 from sandbox.recipe import load_recipe
 from sandbox.registry import KINDS, get_registry

@@ -13,9 +13,9 @@ import torch
 from rich.console import Console
 
 from sandbox import cli, protocols
+from sandbox.engine.run import run_recipe
 from sandbox.recipe import load_recipe
 from sandbox.registry import load_registry
-from sandbox.run import run_recipe
 from sandbox.testing import check_denoiser, check_sampler, register_plugin
 
 ROOT = Path(__file__).resolve().parents[1]

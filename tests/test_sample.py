@@ -163,7 +163,7 @@ def test_an_analytic_denoiser_samples_without_a_checkpoint(tmp_path, capsys):
 def test_another_sampler_keeps_the_runs_clip_x0_unless_the_overrides_set_it(tmp_path):
     """The quickstart clips x0 (its data lie in [-1, 1]); a sampler asked for in its place does too, and keeps
     its own other defaults (euler_ancestral's eta is its own 1.0, not DDIM's 0.0)."""
-    from sandbox.sample import sampling_recipe
+    from sandbox.engine.sample import sampling_recipe
 
     (tmp_path / "recipe.yaml").write_text((ROOT / "recipes" / "quickstart.yaml").read_text())
 

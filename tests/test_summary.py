@@ -14,7 +14,7 @@ from rich.console import Console
 
 from sandbox import cli
 from sandbox.errors import RecipeError
-from sandbox.summary import lower_is_better, mean_std, parse_metric, summarize
+from sandbox.tools.summary import lower_is_better, mean_std, parse_metric, summarize
 
 LOSS, SHARE = "train.final_val_loss_ema", "sample_quality.generated.confident_share"
 

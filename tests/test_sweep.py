@@ -15,10 +15,10 @@ import pytest
 from rich.console import Console
 
 from sandbox import cli, hookimpl
+from sandbox.engine.rundir import read_json
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.registry import load_registry
-from sandbox.rundir import read_json
-from sandbox.sweep import SweepLock, gpu_for, merge_axes, parse_axis, plan_sweep, plan_table, run_sweep
+from sandbox.tools.sweep import SweepLock, gpu_for, merge_axes, parse_axis, plan_sweep, plan_table, run_sweep
 
 FAST = ["train.steps=10", "train.val_every=5", "train.sample_every=0", "eval.num_samples=32"]
 
@@ -168,7 +168,7 @@ def test_invalid_and_failing_cells_are_recorded_and_the_rest_runs(tiny_recipe, r
     assert (plan.cell_dir(ran) / "summary.json").exists()
     assert not (plan.sweep_dir / "cells" / invalid.id).exists()
 
-    from sandbox.summary import summarize
+    from sandbox.tools.summary import summarize
 
     summary = summarize(plan.sweep_dir, console=quiet())
     statuses = {g.name: [c.status for c in g.cells] for g in summary.groups}
@@ -377,7 +377,7 @@ def test_cells_of_a_killed_sweep_checkpoint_and_hold_the_lock_until_they_end(tin
 
 
 def test_a_second_ctrl_c_kills_the_cell_processes():
-    from sandbox.sweep import _SweepStop
+    from sandbox.tools.sweep import _SweepStop
 
     cell = subprocess.Popen(
         [
@@ -404,7 +404,7 @@ def test_a_second_ctrl_c_kills_the_cell_processes():
 def test_a_locked_folder_refuses_a_sweep_until_its_holder_dies_and_dry_run_needs_no_lock(tiny_recipe, capsys):
     sweep_dir = plan_sweep(tiny_recipe, FAST).sweep_dir
     hold = (
-        "import sys, time; from sandbox.sweep import SweepLock; SweepLock(sys.argv[1]).__enter__(); "
+        "import sys, time; from sandbox.tools.sweep import SweepLock; SweepLock(sys.argv[1]).__enter__(); "
         "print(flush=True); time.sleep(60)"
     )
     holder = subprocess.Popen([sys.executable, "-c", hold, str(sweep_dir)], stdout=subprocess.PIPE)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sandbox.precond import Preconditioned, exact_denoise
+from sandbox.engine.precond import Preconditioned, exact_denoise
 from sandbox.registry import get_registry
 from sandbox.targets import TARGETS, scalings
 

@@ -11,13 +11,14 @@ import pytest
 import torch
 from rich.console import Console
 
-from sandbox import checkpoint, cli
-from sandbox.batches import DataPosition, DeviceBatches, LoaderBatches, keep_on_device
-from sandbox.build import build_parts
+from sandbox import cli
+from sandbox.engine import checkpoint
+from sandbox.engine.batches import DataPosition, DeviceBatches, LoaderBatches, keep_on_device
+from sandbox.engine.build import build_parts
+from sandbox.engine.run import run_recipe
+from sandbox.engine.training import Trainer
 from sandbox.errors import RecipeError
 from sandbox.recipe import load_recipe
-from sandbox.run import run_recipe
-from sandbox.training import Trainer
 
 TOY = """
 dataset: {{name: toy2d, shape: moons, n_train: 256, n_val: 64}}

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from sandbox.ema import EMA
-from sandbox.loss import DiffusionLoss
-from sandbox.precond import Preconditioned
+from sandbox.engine.ema import EMA
+from sandbox.engine.loss import DiffusionLoss
+from sandbox.engine.precond import Preconditioned
+from sandbox.engine.training import validation_loss, warmup_lambda
 from sandbox.registry import get_registry
-from sandbox.training import validation_loss, warmup_lambda
 
 
 def test_ema_follows_the_closed_form_with_warmup():
@@ -85,8 +85,8 @@ def test_training_reduces_validation_loss_on_toy_data(tiny_recipe):
 
     from rich.console import Console
 
+    from sandbox.engine.run import run_recipe
     from sandbox.recipe import load_recipe
-    from sandbox.run import run_recipe
 
     run = run_recipe(
         load_recipe(
@@ -105,8 +105,8 @@ def test_training_reduces_validation_loss_on_toy_data(tiny_recipe):
 def test_cuda_bf16_run(tiny_recipe):
     from rich.console import Console
 
+    from sandbox.engine.run import run_recipe
     from sandbox.recipe import load_recipe
-    from sandbox.run import run_recipe
 
     run = run_recipe(
         load_recipe(tiny_recipe, ["run.device=cuda", "run.precision=bf16", "train.sample_every=0"]),

@@ -10,11 +10,11 @@ import torch
 from rich.console import Console
 
 from sandbox import cli
-from sandbox.build import build_parts
+from sandbox.engine.build import build_parts
+from sandbox.engine.sample import sample_run
 from sandbox.errors import SandboxError
 from sandbox.recipe import load_recipe
-from sandbox.sample import sample_run
-from sandbox.tune import load_target, rank, run_sampler, sampler_params, save_grid, tune_grid, with_values
+from sandbox.tools.tune import load_target, rank, run_sampler, sampler_params, save_grid, tune_grid, with_values
 
 ORACLE = Path(__file__).resolve().parents[1] / "recipes" / "oracle_mixture.yaml"
 NFE = 5

@@ -5,7 +5,7 @@ no parameters and nothing to train, so the engine skips training and samples
 with the dataset's exact answer (``DataSplits.exact_x0``). A sampler run with
 the oracle measures the sampler's and the schedule's own discretisation error
 (and the prediction target's conversion, see
-:func:`sandbox.precond.exact_denoise`), free of any network error.
+:func:`sandbox.engine.precond.exact_denoise`), free of any network error.
 """
 
 from __future__ import annotations

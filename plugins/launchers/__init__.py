@@ -1,7 +1,7 @@
 """Built-in sweep launcher: ``submitit``, a SLURM job array (or local processes) through submitit.
 
 ``sandbox sweep --launcher local``, the default, is the engine's own
-process-per-cell runner (:func:`sandbox.sweep.run_sweep`), not a plugin.
+process-per-cell runner (:func:`sandbox.tools.sweep.run_sweep`), not a plugin.
 Registered lazily: importing this plugin imports neither torch nor submitit.
 """
 

@@ -6,7 +6,7 @@ signal preemption send it then too): the job's handler asks the trainer to
 stop, which finishes its step, writes a checkpoint and stops, and then hands
 the signal to submitit, whose handler calls :meth:`CellJob.checkpoint` and
 requeues the job; the requeued job resumes each unfinished cell from its
-latest checkpoint (:func:`sandbox.sweep.open_cell`). SIGTERM (``scancel``,
+latest checkpoint (:func:`sandbox.tools.sweep.open_cell`). SIGTERM (``scancel``,
 preemption without the signal) stops a cell the same way without a requeue;
 ``sandbox sweep`` run again submits it to resume.
 
@@ -37,7 +37,7 @@ except ImportError as exc:  # the cluster extra is optional
 from sandbox_plugins.launchers.params import SubmititParams
 
 from sandbox.errors import SandboxError
-from sandbox.launchers import JobState
+from sandbox.tools.launchers import JobState
 
 # fmt: off
 QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
@@ -63,7 +63,7 @@ class CellJob(submitit.helpers.Checkpointable):
     """
 
     def __call__(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from sandbox.sweep import run_job
+        from sandbox.tools.sweep import run_job
 
         usr = submitit.JobEnvironment._usr_sig()
         requeue = signal.getsignal(usr)  # submitit's: checkpoint() and requeue
@@ -81,7 +81,7 @@ class CellJob(submitit.helpers.Checkpointable):
 
 
 class SubmititLauncher:
-    """Submits with ``submitit.AutoExecutor`` (one array on SLURM); see :class:`sandbox.launchers.Launcher`."""
+    """Submits with ``submitit.AutoExecutor`` (one array on SLURM); see :class:`sandbox.tools.launchers.Launcher`."""
 
     def __init__(self, params: SubmititParams):
         self.params = params

@@ -4,7 +4,7 @@ The run is named after the run folder and tagged with its path; the resolved
 recipe is logged as parameters (dotted keys, ``train.lr``) and as the
 artifact ``recipe.yaml``; each ``metrics.jsonl`` line as metrics at its step;
 each sample grid as ``samples/step_NNNNNN.png``; the newest checkpoint's path
-as the tag ``sandbox.checkpoint``; the final figures of ``summary.json`` as
+as the tag ``sandbox.engine.checkpoint``; the final figures of ``summary.json`` as
 ``final.*`` metrics. The MLflow run id is kept in the run folder
 (``mlflow_run_id``), so ``sandbox run --resume`` continues the same MLflow run.
 """
@@ -89,7 +89,7 @@ class MLflowLogger:
 
     @hookimpl
     def on_checkpoint(self, path):
-        self.client.set_tag(self.run_id, "sandbox.checkpoint", str(path))
+        self.client.set_tag(self.run_id, "sandbox.engine.checkpoint", str(path))
 
     @hookimpl
     def on_run_end(self, status, summary):

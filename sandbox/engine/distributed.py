@@ -34,7 +34,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
-from sandbox.device import pick_device
+from sandbox.engine.device import pick_device
 from sandbox.errors import ParameterError, RecipeError
 
 #: seconds torchrun waits for the processes to write their checkpoint after a signal before it kills them
@@ -91,7 +91,7 @@ def check_batch(batch_size: int, processes: int) -> None:
 def setup(recipe: Any) -> torch.device:
     """This process's device; under torchrun, also join the process group (NCCL on CUDA, gloo on the CPU).
 
-    In a single process this is :func:`sandbox.device.pick_device` of ``run.device``.
+    In a single process this is :func:`sandbox.engine.device.pick_device` of ``run.device``.
     """
     device = pick_device(recipe.run.device)
     if not launched():

@@ -1,7 +1,7 @@
 """Launchers: how ``sandbox sweep --launcher NAME`` runs a sweep's cells somewhere else than this process.
 
 ``--launcher local``, the default, is the engine's own runner
-(:func:`sandbox.sweep.run_sweep`: one process per cell on this machine,
+(:func:`sandbox.tools.sweep.run_sweep`: one process per cell on this machine,
 waited for). Any other name is a registered component of kind ``launcher``
 (hook ``register_launchers``); ``build(params)`` returns a :class:`Launcher`,
 and the recipe's optional ``launcher: {name: ..., <params>}`` section gives
@@ -9,7 +9,7 @@ its parameters. The sandbox ships ``submitit`` (a SLURM job array through
 submitit; ``executor: local`` runs the same jobs as local processes).
 
 A launcher submits *jobs*: each is a list of cell tasks that
-:func:`sandbox.sweep.run_job` runs in order in the job (a cell that trains,
+:func:`sandbox.tools.sweep.run_job` runs in order in the job (a cell that trains,
 then the cells that only sample from its training). The sweep records every
 submission in ``<sweep>/jobs.json`` (:data:`JOBS_FILE`), written only by the
 submitting ``sandbox sweep`` under the folder's lock, and asks the launcher
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from sandbox.rundir import read_json, write_json
+from sandbox.engine.rundir import read_json, write_json
 
 # fmt: off
 JOBS_FILE = "jobs.json"
@@ -50,7 +50,7 @@ class Launcher(Protocol):
     """What a launcher's ``build(params)`` returns."""
 
     def submit(self, jobs: list[list[dict[str, Any]]], folder: Path, name: str) -> list[dict[str, Any]]:
-        """Submit each job (a list of cell tasks, run by :func:`sandbox.sweep.run_job`) under the job name ``name``,
+        """Submit each job (a list of cell tasks, run by ``sandbox.tools.sweep.run_job``) under the job name ``name``,
         keeping scheduler files under ``folder``; return one JSON-serialisable record per job, in order, with at
         least ``job_id`` and the paths of its logs, ``stdout`` and ``stderr``."""
         ...

@@ -4,7 +4,7 @@ The network is taken out of the question: the ``oracle`` denoiser returns the
 exact ``E[x_0 | x_t]`` of a fixed 2-D ``gaussian_mixture``, so whatever
 distance remains between the samples and the mixture is the sampler's and
 the schedule's own discretisation error (plus the target conversion of
-:func:`sandbox.precond.exact_denoise` and the finite-sample noise floor). Each
+:func:`sandbox.engine.precond.exact_denoise` and the finite-sample noise floor). Each
 combination runs at a few budgets of network evaluations (NFE); a cell fails
 when it raises, returns non-finite values, lands farther from the mixture
 than :data:`DIVERGED_SWD`, or, at the largest budget, is not below
@@ -21,7 +21,7 @@ schedule is checked the moment it registers. It names only the two built-ins it 
 ``sandbox doctor RUN_DIR_OR_RECIPE --nfe N`` asks the other question, which
 sampler for *this* model: every sampler x grid (the run's tuned grids
 included) against a many-step reference from the run's own starting noise,
-ranked (:func:`sandbox.tune.rank`).
+ranked (:func:`sandbox.tools.tune.rank`).
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from sandbox.console import counter
+from sandbox.engine.precond import exact_denoise
+from sandbox.engine.rundir import json_safe, write_json
 from sandbox.errors import SandboxError
 from sandbox.plugins import LOCAL_PREFIX, is_path
-from sandbox.precond import exact_denoise
 from sandbox.registry import Component, Registry, get_registry, with_local
-from sandbox.rundir import json_safe, write_json
 from sandbox.sampling import CountingDenoise
 from sandbox.targets import TARGETS
 

@@ -36,9 +36,9 @@ from typing import Any, Optional
 import torch
 from rich.console import Console
 
+from sandbox.engine.rundir import atomic_write
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.protocols import DataSplits
-from sandbox.rundir import atomic_write
 
 # fmt: off
 WEIGHTS_URL = (               # the Inception-v3 weights torch-fidelity (and so torchmetrics) loads
@@ -275,7 +275,7 @@ def kernel_distance(reference: Statistics, other: Statistics, *, seed: int = REF
 
 
 def _items(split: Any, start: int, stop: int) -> torch.Tensor:
-    from sandbox.training import first_tensor
+    from sandbox.protocols import first_tensor
 
     return torch.stack([first_tensor(split[i]) for i in range(start, stop)]).float()
 

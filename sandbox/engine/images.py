@@ -29,6 +29,6 @@ def save_png(image: torch.Tensor, path: str | Path) -> None:
     """Write ``image`` ([3, H, W] in [0, 1]) as a PNG, atomically (a crash leaves no torn picture)."""
     from torchvision.utils import save_image
 
-    from sandbox.rundir import atomic_write
+    from sandbox.engine.rundir import atomic_write
 
     atomic_write(path, lambda handle: save_image(image.float().clamp(0, 1), handle, format="png"))

@@ -9,7 +9,7 @@ and ``train.images_per_s``. Sample quality comes first, and so ranks,
 because it is comparable across any axis; the validation loss is not
 comparable across schedules, targets or weightings (each draws other noise
 levels, or weighs them otherwise), only within one. Among the sample-quality
-figures, FID then KID (``eval.metrics``, :mod:`sandbox.fid`) come first where
+figures, FID then KID (``eval.metrics``, :mod:`sandbox.engine.fid`) come first where
 the cells have them: the standard figures for images.
 A metric whose name contains ``loss``, ``distance``, ``error``, ``swd``,
 ``w2``, ``fid`` or ``kid`` is better lower, any other better higher; ``key:min`` or
@@ -32,9 +32,9 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.table import Table
 
+from sandbox.engine.rundir import read_json
 from sandbox.errors import RecipeError, SandboxError
-from sandbox.rundir import read_json
-from sandbox.sweep import SWEEP_FILE, parse_value, split_list
+from sandbox.tools.sweep import SWEEP_FILE, parse_value, split_list
 
 DEFAULT_METRICS = ("train.final_val_loss_ema", "train.images_per_s")
 GENERATED = "sample_quality.generated."
@@ -161,7 +161,7 @@ def load_cells(sweep_dir: Path) -> tuple[dict[str, Any], list[CellResult]]:
         else:
             cells.append(read_cell(Path(sweep_dir) / "cells" / entry["id"], entry["id"], group, entry["seed"]))
     if any(cell.status == "missing" for cell in cells):  # a live sweep: what each unfinished cell is doing
-        from sandbox.sweep import sweep_status
+        from sandbox.tools.sweep import sweep_status
 
         try:
             states = {row.id: row for row in sweep_status(sweep_dir)}

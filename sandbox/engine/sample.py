@@ -12,7 +12,7 @@ interrupted run) from the newest step checkpoint that loads, always with
 
 With the run's own recipe and seed, the samples are the run's
 ``samples/final.pt`` again (on the CPU, bit for bit): the same weights,
-the same seed (``run.seed +`` :data:`sandbox.run.FINAL_SEED`) and the same batches.
+the same seed (``run.seed +`` :data:`sandbox.engine.run.FINAL_SEED`) and the same batches.
 """
 
 from __future__ import annotations
@@ -25,20 +25,20 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from sandbox import checkpoint, fid
-from sandbox.build import Parts, build_parts
 from sandbox.console import console as default_console
 from sandbox.console import counter, fmt, table
-from sandbox.device import pick_device
+from sandbox.engine import checkpoint, fid
+from sandbox.engine.build import Parts, build_parts
+from sandbox.engine.device import pick_device
+from sandbox.engine.health import sample_health
+from sandbox.engine.images import save_png
+from sandbox.engine.precond import Preconditioned, exact_denoise
+from sandbox.engine.resume import RESUMABLE
+from sandbox.engine.run import FINAL_SEED, generate, real_heldout, render, score
+from sandbox.engine.rundir import atomic_write, new_run_dir, read_json, write_json
 from sandbox.errors import RecipeError, SandboxError
-from sandbox.health import sample_health
-from sandbox.images import save_png
-from sandbox.precond import Preconditioned, exact_denoise
 from sandbox.protocols import Denoise
 from sandbox.recipe import Recipe, load_recipe
-from sandbox.resume import RESUMABLE
-from sandbox.run import FINAL_SEED, generate, real_heldout, render, score
-from sandbox.rundir import atomic_write, new_run_dir, read_json, write_json
 
 SAMPLING_SECTIONS = ("sampler.", "eval.")  # every key under these may change
 SAMPLING_KEYS = ("run.device", "run.threads", "run.seed")  # and these (run.seed: the sampling seed)
@@ -244,7 +244,7 @@ def sample_run(
 def _draw(
     recipe: Recipe, parts: Parts, denoise: Denoise, device: torch.device, n: int, nfe: int, console: Console
 ) -> tuple[torch.Tensor, int, float]:
-    """:func:`sandbox.run.generate` with a bar that moves by ``batch / nfe`` samples per denoise call."""
+    """:func:`sandbox.engine.run.generate` with a bar that moves by ``batch / nfe`` samples per denoise call."""
     bar = counter(console)
     with bar:
         task = bar.add_task(f"sample ({recipe.components['sampler'][0]})", total=n)

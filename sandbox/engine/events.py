@@ -17,11 +17,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from sandbox.engine.rundir import read_json
 from sandbox.errors import RecipeError
 from sandbox.plugins import new_plugin_manager
 from sandbox.protocols import RunInfo
 from sandbox.registry import Component, get_registry
-from sandbox.rundir import read_json
 
 #: the run-event hooks, in the order a run calls them
 EVENTS = ("on_run_start", "on_metrics", "on_samples", "on_checkpoint", "on_run_end")
@@ -87,7 +87,7 @@ class RunEvents:
         """Call ``on_run_end`` for a run stopped by ``exc`` (interrupted, diverged or failed), if not yet called."""
         if self.run is None or self.ended or not self.loggers:
             return
-        from sandbox.training import Diverged, Interrupted
+        from sandbox.errors import Diverged, Interrupted
 
         status = "diverged" if isinstance(exc, Diverged) else "failed"
         if isinstance(exc, (Interrupted, KeyboardInterrupt)):

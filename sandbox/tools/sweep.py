@@ -23,7 +23,7 @@ and its folder is ``<sweep>/cells/<id>/``. A cell is done when that folder
 holds a readable ``summary.json``, so running the same sweep again only runs
 what is missing, and a changed recipe gets new cells instead of stale results.
 An unfinished cell resumes in its folder from its latest good checkpoint
-(:func:`sandbox.resume.resume_recipe`); one without a checkpoint is moved
+(:func:`sandbox.engine.resume.resume_recipe`); one without a checkpoint is moved
 aside and run again.
 
 One sweep process works on a sweep folder at a time (:class:`SweepLock`).
@@ -58,10 +58,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sandbox.engine.rundir import read_json, write_text
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.recipe import Recipe, RunConfig, _load_file, load_recipe
 from sandbox.registry import Registry, use_registry
-from sandbox.rundir import read_json, write_text
 
 # fmt: off
 NOT_IDENTITY = ("name", "run.output", "run.workers", "run.threads", "run.loggers", "launcher")  # no effect on results
@@ -361,7 +361,7 @@ def newest_checkpoint_step(folder: Path, final_step: int) -> int | None:
     loads, and falls back to an older one); ``final.pt`` is ``final_step``."""
     if not folder.is_dir():
         return None
-    from sandbox import checkpoint  # imports torch
+    from sandbox.engine import checkpoint  # imports torch
 
     for path in checkpoint.candidates(folder):
         step = checkpoint.step_of(path)
@@ -561,8 +561,8 @@ def _handling(handler: Callable[[int, Any], None]) -> Iterator[None]:
 
 def _stop_cell(signum: int, frame: Any) -> None:
     """A signal in a cell outside training stops it at once (training itself finishes its step and checkpoints:
-    :class:`sandbox.training.StopRequest` replaces this handler while it runs)."""
-    from sandbox.training import Interrupted
+    :class:`sandbox.engine.training.StopRequest` replaces this handler while it runs)."""
+    from sandbox.errors import Interrupted
 
     raise Interrupted(f"{signal.Signals(signum).name} outside training", signum)
 
@@ -632,7 +632,7 @@ def open_cell(folder: Path, recipe: Recipe, notes: list[str]) -> tuple[Recipe, d
     """The recipe and checkpoint state to run a cell with.
 
     An unfinished folder resumes in place from its latest good checkpoint
-    (:func:`sandbox.resume.resume_recipe`, with this sweep's ``run.device``,
+    (:func:`sandbox.engine.resume.resume_recipe`, with this sweep's ``run.device``,
     ``run.workers`` and ``run.threads``); one with no usable checkpoint is
     moved aside and the cell starts afresh (state None). An unreadable
     ``summary.json`` and an earlier ``error.json`` are moved aside first.
@@ -640,7 +640,7 @@ def open_cell(folder: Path, recipe: Recipe, notes: list[str]) -> tuple[Recipe, d
     """
     if not folder.exists():
         return recipe, None
-    from sandbox.resume import resume_recipe
+    from sandbox.engine.resume import resume_recipe
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -666,11 +666,11 @@ def open_cell(folder: Path, recipe: Recipe, notes: list[str]) -> tuple[Recipe, d
 
 def sample_cell(recipe: Recipe, trained_in: Path, folder: Path, log: Console) -> None:
     """A cell that differs from an earlier one only in :data:`SAMPLING_ONLY` sections: sample from that cell's
-    EMA weights with this cell's sampler and evaluation settings (:func:`sandbox.sample.sample_run`, into the
+    EMA weights with this cell's sampler and evaluation settings (:func:`sandbox.engine.sample.sample_run`, into the
     training cell's ``samples/``), and write this cell's ``summary.json`` from the training cell's figures and
     the new samples', with ``trained_in`` naming where the weights came from."""
-    from sandbox.rundir import write_json
-    from sandbox.sample import sample_run
+    from sandbox.engine.rundir import write_json
+    from sandbox.engine.sample import sample_run
 
     trained = read_json(trained_in / "summary.json")
     if not isinstance(trained, dict):
@@ -722,9 +722,9 @@ def _stopped(folder: Path, signum: int) -> str:
 def run_cell(task: dict[str, Any], registry: Registry | None = None) -> dict[str, Any]:
     """Run one cell into its folder, resuming an unfinished one (:func:`open_cell`); a failure writes
     ``error.json`` there instead of raising, and SIGINT / SIGTERM during training return ``interrupted``."""
-    from sandbox import run as run_module  # imports torch
-    from sandbox.rundir import write_json
-    from sandbox.training import Interrupted
+    from sandbox.engine import run as run_module  # imports torch
+    from sandbox.engine.rundir import write_json
+    from sandbox.errors import Interrupted
 
     folder = Path(task["cell_dir"])
     log = Console(file=io.StringIO(), record=True, width=120, highlight=False)
@@ -774,7 +774,7 @@ def run_interruptible(
 ) -> dict[str, Any]:
     """:func:`run_cell` with SIGINT / SIGTERM stopping it: during training after the step and a checkpoint,
     elsewhere at once; either way the result is ``interrupted``. ``on_ready`` is called once the handlers are in."""
-    from sandbox.training import Interrupted
+    from sandbox.errors import Interrupted
 
     try:
         with _handling(_stop_cell):
@@ -824,7 +824,7 @@ def _cell_line(cell: Cell, done: int, total: int) -> str:
 
 def _died(folder: Path, exitcode: int | None, stop: _SweepStop) -> dict[str, Any]:
     """The result of a cell process that ended without one."""
-    from sandbox.rundir import write_json
+    from sandbox.engine.rundir import write_json
 
     how = f"killed by {signal.Signals(-exitcode).name}" if exitcode and exitcode < 0 else f"exit code {exitcode}"
     if stop.signum is not None:
@@ -847,7 +847,7 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None, regi
     ``cuda:{i % n_gpus}`` when its device is ``auto`` or ``cuda``.
     """
     from sandbox.console import console as default_console
-    from sandbox.rundir import write_json
+    from sandbox.engine.rundir import write_json
 
     console = console or default_console
     if jobs < 1:
@@ -1061,8 +1061,8 @@ def make_launcher(
     names it (else its defaults), and those parameters as a dict."""
     import dataclasses
 
-    from sandbox.launchers import LOCAL
     from sandbox.registry import get_registry
+    from sandbox.tools.launchers import LOCAL
 
     registry = registry if registry is not None else get_registry()
     if name not in registry.names("launcher"):
@@ -1079,7 +1079,7 @@ def make_launcher(
 def job_states(sweep_dir: Path, registry: Registry | None = None) -> dict[str, tuple[dict[str, Any], Any]]:
     """Each submitted cell's newest job record in ``jobs.json`` and that job's state (:class:`JobState`), asked of
     the launcher that submitted it."""
-    from sandbox.launchers import JobState, latest_by_cell, read_jobs
+    from sandbox.tools.launchers import JobState, latest_by_cell, read_jobs
 
     latest = latest_by_cell(read_jobs(sweep_dir))
     records = list({id(r): r for r in latest.values()}.values())
@@ -1138,8 +1138,8 @@ def launch_sweep(
     queued or running. Returns each cell's :class:`CellStatus`.
     """
     from sandbox.console import console as default_console
-    from sandbox.launchers import add_jobs, record
-    from sandbox.rundir import write_json
+    from sandbox.engine.rundir import write_json
+    from sandbox.tools.launchers import add_jobs, record
 
     console = console or default_console
     valid = [c.recipe for c in plan.cells if c.recipe is not None]
@@ -1221,7 +1221,7 @@ def _checkpointed(folder: Path) -> int | None:
 
 def sweep_status(sweep_dir: str | Path, registry: Registry | None = None) -> list[CellStatus]:
     """Each cell of the sweep in ``sweep_dir`` (its ``sweep.json``), from its folder and its newest job's state."""
-    from sandbox.launchers import JOBS_FILE
+    from sandbox.tools.launchers import JOBS_FILE
 
     sweep_dir = Path(sweep_dir)
     plan = read_json(sweep_dir / SWEEP_FILE)

@@ -19,10 +19,10 @@ validates, samples or checkpoints), ``run.precision`` selects bf16 or fp16
 autocast (fp16 with a gradient scaler), ``run.compile`` compiles the
 network with :func:`torch.compile`, 4-D data trains in the channels-last
 memory format on CUDA, AdamW is the fused kernel (CUDA and CPU), and a split
-stored as one tensor is batched on the device (:mod:`sandbox.batches`).
+stored as one tensor is batched on the device (:mod:`sandbox.engine.batches`).
 
 Under torchrun the network trains in DistributedDataParallel
-(:mod:`sandbox.distributed`): each process takes its slice of every global
+(:mod:`sandbox.engine.distributed`): each process takes its slice of every global
 batch and of the batch's noise draws, losses are averaged over the
 processes where they are read, a signal to any process stops all of them at
 the same step (agreed after every step over gloo, without waiting for the
@@ -45,37 +45,21 @@ from typing import Any, Optional
 import torch
 from torch.utils.data import DataLoader
 
-from sandbox import checkpoint, distributed
-from sandbox.batches import DataPosition, batch_source, first_tensor
-from sandbox.ema import EMA
-from sandbox.errors import RecipeError, SandboxError
-from sandbox.events import RunEvents
-from sandbox.loss import DiffusionLoss
-from sandbox.precond import Preconditioned
-from sandbox.rundir import MetricsLog
+from sandbox.engine import checkpoint, distributed
+from sandbox.engine.batches import DataPosition, batch_source
+from sandbox.engine.ema import EMA
+from sandbox.engine.events import RunEvents
+from sandbox.engine.loss import DiffusionLoss
+from sandbox.engine.precond import Preconditioned
+from sandbox.engine.rundir import MetricsLog
+from sandbox.errors import Diverged, Interrupted, RecipeError
+from sandbox.protocols import first_tensor
 
 #: a logging interval whose mean loss exceeds this many times the lowest earlier interval mean has diverged
 DIVERGENCE_FACTOR = 100.0
 
 
-class Diverged(SandboxError):
-    """The loss became non-finite or exploded; nothing was written after the last good checkpoint."""
-
-    every_rank = True  # the losses are averaged over the processes, so every process stops alike
-
-
-class Interrupted(SandboxError):
-    """SIGINT or SIGTERM stopped training after a checkpoint; exit status 128 + the signal's number."""
-
-    every_rank = True  # the stop request is agreed by every process
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-        self.signum = signum
-
-
-__all__ = ["DIVERGENCE_FACTOR", "Diverged", "Interrupted", "TrainState", "Trainer", "first_tensor"]
+__all__ = ["DIVERGENCE_FACTOR", "TrainState", "Trainer"]
 
 #: where torch.compile's errors come from (reported as a recipe problem, not a traceback)
 COMPILER_MODULES = ("torch._dynamo", "torch._inductor")
@@ -100,7 +84,7 @@ def validation_loss(
 ) -> float:
     """Mean loss on the held-out split with the same t and noise draws at every evaluation.
 
-    With several processes each takes its :func:`sandbox.distributed.part` of every batch (with that part
+    With several processes each takes its :func:`sandbox.engine.distributed.part` of every batch (with that part
     of the batch's draws) and the sums are added over the processes: the figure a single process gets.
     """
     was_training = denoiser.training
@@ -251,7 +235,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint's state (see :mod:`sandbox.checkpoint`)."""
+        """Continue from a checkpoint's state (see :mod:`sandbox.engine.checkpoint`)."""
         self.net.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -287,10 +271,10 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- the loop
 
     def batches(self) -> Iterator[torch.Tensor]:
-        """Endless training batches on the device, in the resumable order of :mod:`sandbox.batches`.
+        """Endless training batches on the device, in the resumable order of :mod:`sandbox.engine.batches`.
 
         Every process walks the same order of global batches and keeps its own
-        :func:`sandbox.distributed.part`; ``self.within`` tells the loss where it lies, so the noise and
+        :func:`sandbox.engine.distributed.part`; ``self.within`` tells the loss where it lies, so the noise and
         times are drawn for the whole global batch and split the same way.
         """
         for x0 in self.batch_source(self.data):

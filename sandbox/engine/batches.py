@@ -20,15 +20,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from sandbox.errors import ParameterError, RecipeError
-from sandbox.protocols import StoredItems
+from sandbox.protocols import StoredItems, first_tensor
 
 #: ``run.data_on_device: null`` keeps a stored split on a CUDA device when it takes at most this share of free memory
 AUTO_DEVICE_SHARE = 0.25
-
-
-def first_tensor(item: Any) -> torch.Tensor:
-    """A batch is a tensor, or a tuple/list whose first element is the data."""
-    return item[0] if isinstance(item, (tuple, list)) else item
 
 
 @dataclass

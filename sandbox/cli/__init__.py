@@ -175,15 +175,15 @@ def cmd_run(args) -> int:
         return _launch(args)
     if args.resume:
         overrides = ([args.recipe] if args.recipe else []) + list(args.overrides)  # `--resume DIR key=value`
-        from sandbox.resume import resume_recipe  # imports torch
+        from sandbox.engine.resume import resume_recipe  # imports torch
 
         recipe, state = resume_recipe(args.resume, overrides)
     elif not args.recipe:
         raise SandboxError("sandbox run needs a recipe file, or --resume RUN_DIR")
     else:
         recipe, state = load_recipe(args.recipe, args.overrides), None
-    from sandbox import distributed  # imports torch
-    from sandbox.run import run_recipe
+    from sandbox.engine import distributed  # imports torch
+    from sandbox.engine.run import run_recipe
 
     try:
         run_recipe(recipe, run_dir=args.resume, resume=bool(args.resume), state=state)
@@ -193,7 +193,7 @@ def cmd_run(args) -> int:
 
 
 def _launch(args) -> int:
-    """``sandbox run --nproc N``: the same command in N processes through torchrun (:mod:`sandbox.distributed`)."""
+    """``sandbox run --nproc N``: the same command in N processes through torchrun (``sandbox.engine.distributed``)."""
     import os
 
     from sandbox.recipe import load_recipe
@@ -204,7 +204,7 @@ def _launch(args) -> int:
         if not args.recipe:
             raise SandboxError("sandbox run needs a recipe file, or --resume RUN_DIR")
         recipe = load_recipe(args.recipe, args.overrides)  # refuse a bad recipe before starting any process
-    from sandbox import distributed  # imports torch
+    from sandbox.engine import distributed  # imports torch
 
     if not args.resume:
         distributed.check_batch(recipe.train.batch_size, args.nproc)
@@ -215,7 +215,7 @@ def _launch(args) -> int:
 def cmd_sample(args) -> int:
     from pathlib import Path
 
-    from sandbox.sample import sample_run  # imports torch
+    from sandbox.engine.sample import sample_run  # imports torch
 
     sample_run(
         Path(args.run_dir),
@@ -230,7 +230,7 @@ def cmd_sample(args) -> int:
 def cmd_export(args) -> int:
     from pathlib import Path
 
-    from sandbox.export import export_run  # imports torch
+    from sandbox.tools.export import export_run  # imports torch
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     export_run(Path(args.run_dir), Path(args.out), fmt=args.format, checkpoint_path=checkpoint)
@@ -320,12 +320,12 @@ def _summary_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_sweep(args) -> int:
     from sandbox.console import console
-    from sandbox.sweep import failed, parse_axis, plan_sweep, plan_table
+    from sandbox.tools.sweep import failed, parse_axis, plan_sweep, plan_table
 
     if args.status:
         from pathlib import Path
 
-        from sandbox.sweep import status_table, sweep_status
+        from sandbox.tools.sweep import status_table, sweep_status
 
         console.print(status_table(Path(args.status), sweep_status(args.status)))
         return 0
@@ -341,16 +341,16 @@ def cmd_sweep(args) -> int:
     if args.dry_run:
         console.print(plan_table(plan))
         return 2 if any(cell.status == "invalid" for cell in plan.cells) else 0
-    from sandbox.summary import summarize
+    from sandbox.tools.summary import summarize
 
     if args.launcher != "local":
-        from sandbox.sweep import launch_sweep
+        from sandbox.tools.sweep import launch_sweep
 
         rows = launch_sweep(plan, args.launcher, wait=args.wait)
         if args.wait:
             summarize(plan.sweep_dir, metrics=args.metric, baseline=args.baseline)
         return 1 if any(row.state in ("failed", "invalid") for row in rows) else 0
-    from sandbox.sweep import run_sweep  # imports torch
+    from sandbox.tools.sweep import run_sweep  # imports torch
 
     run_sweep(plan, jobs=args.jobs)  # holds the sweep folder's lock; stops on SIGINT / SIGTERM
     if plan.interrupted is not None:
@@ -370,8 +370,8 @@ def cmd_sweep(args) -> int:
 def cmd_summary(args) -> int:
     from pathlib import Path
 
-    from sandbox.summary import summarize, summarize_runs
-    from sandbox.sweep import SWEEP_FILE
+    from sandbox.tools.summary import summarize, summarize_runs
+    from sandbox.tools.sweep import SWEEP_FILE
 
     if len(args.paths) == 1 and args.out is None and (Path(args.paths[0]) / SWEEP_FILE).is_file():
         summarize(args.paths[0], metrics=args.metric, baseline=args.baseline)
@@ -381,14 +381,14 @@ def cmd_summary(args) -> int:
 
 
 def cmd_completion(args) -> int:
-    from sandbox.completion import script
+    from sandbox.cli.completion import script
 
     sys.stdout.write(script(_parser(), args.shell))
     return 0
 
 
 def cmd_tune_steps(args) -> int:
-    from sandbox.tune import tune_command  # imports torch
+    from sandbox.tools.tune import tune_command  # imports torch
 
     tune_command(
         args.target,
@@ -406,7 +406,7 @@ def cmd_tune_steps(args) -> int:
 
 def cmd_doctor(args) -> int:
     if args.run_or_recipe is not None:
-        from sandbox.tune import rank_command  # imports torch
+        from sandbox.tools.tune import rank_command  # imports torch
 
         return rank_command(
             args.run_or_recipe,
@@ -417,7 +417,7 @@ def cmd_doctor(args) -> int:
             reference_sampler=args.reference,
             batch=args.samples or 256,
         )
-    from sandbox.doctor import doctor_command  # imports torch
+    from sandbox.tools.doctor import doctor_command  # imports torch
 
     return doctor_command(
         samples=args.samples or 2000,
@@ -492,7 +492,7 @@ def _rank_prefix(exc: SandboxError) -> str | None:
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return ""
-    from sandbox import distributed  # imports torch, only under torchrun
+    from sandbox.engine import distributed  # imports torch, only under torchrun
 
     if distributed.is_main():
         return ""

@@ -5,7 +5,7 @@ depends on where on ``[0, 1]`` it spends them. :func:`tune_grid` searches the
 grid's interior times for the one that brings the sampler's output closest to
 a many-step reference solution of the same sampler from the same starting
 noise, on a batch of the run's own starting noise (the first draws of
-``run.seed +`` :data:`sandbox.run.FINAL_SEED`, the noise ``sandbox sample``
+``run.seed +`` :data:`sandbox.engine.run.FINAL_SEED`, the noise ``sandbox sample``
 starts from):
 
     objective(grid) = mean over the batch and the coordinates of (x_grid - x_ref)^2
@@ -57,13 +57,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sandbox.build import Parts, build_parts
+from sandbox.engine.build import Parts, build_parts
+from sandbox.engine.precond import exact_denoise
+from sandbox.engine.rundir import new_run_dir, read_json, write_json, write_text
 from sandbox.errors import SandboxError
-from sandbox.precond import exact_denoise
 from sandbox.protocols import Denoise, Schedule
 from sandbox.recipe import Recipe, load_recipe
 from sandbox.registry import Component
-from sandbox.rundir import new_run_dir, read_json, write_json, write_text
 from sandbox.sampling import CountingDenoise, brownian_path, grid_times, lowest_time, sampler_grid, scale_free
 
 GRIDS = "grids"  # the run folder's subfolder of tuned grids
@@ -95,7 +95,7 @@ class Target:
 
 def load_target(path: str | Path, overrides: list[str], console: Console) -> Target:
     """A run folder (its recipe and EMA weights, as ``sandbox sample`` loads them) or an analytic recipe."""
-    from sandbox.sample import ema_denoiser, find_checkpoint, resolve_run_grid, sampling_recipe
+    from sandbox.engine.sample import ema_denoiser, find_checkpoint, resolve_run_grid, sampling_recipe
 
     path = Path(path)
     if path.is_dir():
@@ -117,7 +117,7 @@ def load_target(path: str | Path, overrides: list[str], console: Console) -> Tar
             "(sandbox run first), whose EMA weights are then tuned for"
         )
     else:
-        from sandbox.device import pick_device
+        from sandbox.engine.device import pick_device
 
         ckpt, state = find_checkpoint(run_dir, None, console)
         denoise = ema_denoiser(recipe, parts, state, ckpt, pick_device(recipe.run.device))
@@ -129,12 +129,12 @@ def load_target(path: str | Path, overrides: list[str], console: Console) -> Tar
 
 def sampler_params(target: Target, name: Optional[str]) -> tuple[str, Component, Any]:
     """``(name, component, params)``: the recipe's sampler with its parameters, or ``name`` with its defaults
-    and the recipe sampler's :data:`sandbox.sample.CARRIED` settings where it has them.
+    and the recipe sampler's :data:`sandbox.engine.sample.CARRIED` settings where it has them.
 
     So samplers are compared under the run's own sampling settings: the quickstart's ``clip_x0: true``
     (its data lie in [-1, 1]) holds for every solver ranked or tuned on it, not only for its DDIM.
     """
-    from sandbox.sample import carried_settings
+    from sandbox.engine.sample import carried_settings
 
     own, own_params = target.recipe.components["sampler"]
     name = name or own
@@ -214,7 +214,7 @@ def follows_path(target: Target, component: Component, params: Any) -> bool:
 
 def starting_noise(target: Target, n: int) -> torch.Tensor:
     """The first ``n`` draws of the noise ``sandbox sample`` starts from (``run.seed + FINAL_SEED``)."""
-    from sandbox.run import FINAL_SEED
+    from sandbox.engine.run import FINAL_SEED
 
     generator = torch.Generator().manual_seed(target.recipe.run.seed + FINAL_SEED)
     return torch.randn((n, *target.parts.data.shape), generator=generator)

@@ -2,7 +2,7 @@
 
 For ``x_t = alpha x_0 + sigma eps`` with ``t`` from the schedule's
 ``sample_t``, the loss of one example is ``w || F(c_in x_t, c_noise) - F* ||^2``
-with the scalings and ``F*`` of :class:`sandbox.precond.Preconditioned` and
+with the scalings and ``F*`` of :class:`sandbox.engine.precond.Preconditioned` and
 ``w = lambda c_out^2`` from the weighting table (:data:`sandbox.targets.WEIGHTINGS`).
 """
 
@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from sandbox.precond import Preconditioned, per_item
+from sandbox.engine.precond import Preconditioned, per_item
 from sandbox.targets import WEIGHTINGS, loss_weight
 
 

@@ -10,20 +10,21 @@ from typing import Any, Optional
 import torch
 from rich.console import Console
 
-from sandbox import checkpoint, distributed, fid
-from sandbox.build import Parts, build_parts, count_parameters
 from sandbox.console import console as default_console
 from sandbox.console import fmt, progress, table
-from sandbox.events import RunEvents, enabled_loggers
-from sandbox.health import sample_health
-from sandbox.images import grid, save_png
-from sandbox.precond import exact_denoise
-from sandbox.protocols import Denoise, RunInfo
+from sandbox.engine import checkpoint, distributed, fid
+from sandbox.engine.build import Parts, build_parts, count_parameters
+from sandbox.engine.events import RunEvents, enabled_loggers
+from sandbox.engine.health import sample_health
+from sandbox.engine.images import grid, save_png
+from sandbox.engine.precond import exact_denoise
+from sandbox.engine.rundir import check_output, new_run_dir, write_json, write_text
+from sandbox.engine.training import Trainer, TrainState
+from sandbox.errors import Diverged, Interrupted
+from sandbox.protocols import Denoise, RunInfo, first_tensor
 from sandbox.recipe import Recipe
 from sandbox.registry import KINDS
-from sandbox.rundir import check_output, new_run_dir, write_json, write_text
 from sandbox.sampling import CountingDenoise
-from sandbox.training import Diverged, Interrupted, Trainer, TrainState, first_tensor
 
 GRID_SEED = 2  # run.seed + 2 draws the intermediate sample grids
 FINAL_SEED = 3  # run.seed + 3 draws the final samples (sandbox sample repeats them with the same seed)
@@ -83,7 +84,7 @@ def prepare(recipe: Recipe, run_dir: Optional[Path], *, resume: bool = False) ->
     The folder is new under ``run.output`` unless ``run_dir`` is given: a
     sweep's cell folder (which must not exist yet), or with ``resume`` the
     folder of the run to continue. Under torchrun, every process joins the
-    process group and gets its own device (:func:`sandbox.distributed.setup`);
+    process group and gets its own device (:func:`sandbox.engine.distributed.setup`);
     rank 0 alone creates the folder and tells the others its path.
     """
     if run_dir is None:
@@ -181,7 +182,7 @@ def score(
 ) -> dict[str, Any]:
     """The dataset's quality figures for the samples and for as many held-out real items, and ``eval.metrics``.
 
-    FID and KID (:mod:`sandbox.fid`) compare each set with the training split, whose reference statistics
+    FID and KID (:mod:`sandbox.engine.fid`) compare each set with the training split, whose reference statistics
     are cached beside the data, or in ``fid_reference/`` beside ``run_dir`` when the dataset names no folder.
     """
     real = real_heldout(parts, len(samples))
@@ -215,10 +216,10 @@ def run_recipe(
     """Run a validated recipe end to end (with the plugins that validated it) and return its run folder.
 
     With ``resume``, continue the run in ``run_dir`` from ``state``, its latest good checkpoint's
-    (:func:`sandbox.resume.resume_recipe` finds it), or from step 0 when it has none.
+    (:func:`sandbox.engine.resume.resume_recipe` finds it), or from step 0 when it has none.
 
     The loggers ``run.loggers`` enables are built first (one that cannot start stops the run before any
-    work) and receive the run's events (:mod:`sandbox.events`), ``on_run_end`` also when the run stops.
+    work) and receive the run's events (:mod:`sandbox.engine.events`), ``on_run_end`` also when the run stops.
     """
     events = enabled_loggers(recipe, main=distributed.is_main())
     try:

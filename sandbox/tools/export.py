@@ -4,7 +4,7 @@
 ``model_index.json``, ``unet/config.json`` with
 ``unet/diffusion_pytorch_model.safetensors``, and
 ``scheduler/scheduler_config.json``. The weights are the run's EMA weights
-(``ema.safetensors``, else the checkpoint :func:`sandbox.sample.find_checkpoint`
+(``ema.safetensors``, else the checkpoint :func:`sandbox.engine.sample.find_checkpoint`
 picks); the item shape is read from the run's ``samples/final.pt``, so the
 data need not be on the exporting machine (else from the dataset). The
 engine does the part that is the same for every network:
@@ -48,16 +48,16 @@ from typing import Any, Optional
 import torch
 from rich.console import Console
 
-from sandbox.build import build_component
-from sandbox.checkpoint import save_safetensors
 from sandbox.console import console as default_console
 from sandbox.contract import is_analytic
+from sandbox.engine.build import build_component
+from sandbox.engine.checkpoint import save_safetensors
+from sandbox.engine.rundir import write_json
 from sandbox.errors import ParameterError, RecipeError, SandboxError
 from sandbox.plugins import load_entry_points, load_local_plugins, new_plugin_manager
 from sandbox.protocols import Build, Schedule
 from sandbox.recipe import Recipe
 from sandbox.registry import Component, Registry
-from sandbox.rundir import write_json
 from sandbox.targets import scalings
 
 FORMATS = ("diffusers",)
@@ -203,8 +203,8 @@ def _item_shape(run_dir: Path, recipe: Recipe, registry: Registry) -> tuple[int,
 
 def _load_ema(run_dir: Path, net: torch.nn.Module, checkpoint_path: Optional[Path], console: Console) -> str:
     """Load the run's EMA weights into ``net``; return where they came from."""
-    from sandbox.checkpoint import FINAL, CheckpointError
-    from sandbox.sample import find_checkpoint
+    from sandbox.engine.checkpoint import FINAL, CheckpointError
+    from sandbox.engine.sample import find_checkpoint
 
     ema = run_dir / "ema.safetensors"
     if checkpoint_path is None and ema.is_file():
@@ -235,7 +235,7 @@ def export_run(
     console: Optional[Console] = None,
 ) -> Path:
     """Write the run's EMA network and scheduler as a diffusers ``DDPMPipeline`` folder ``out``; return ``out``."""
-    from sandbox.sample import sampling_recipe
+    from sandbox.engine.sample import sampling_recipe
 
     console = console or default_console
     run_dir, out = Path(run_dir), Path(out)

@@ -4,7 +4,7 @@ A checkpoint is one dict holding everything that changes results (after
 torchtitan's ``components/checkpoint.py``): weights, EMA weights, optimizer,
 learning-rate schedule, step, every random-number state, the position in
 the data order, the loop's running figures and the resolved recipe. It is
-written atomically (:func:`sandbox.rundir.atomic_write`) as
+written atomically (:func:`sandbox.engine.rundir.atomic_write`) as
 ``checkpoints/step_NNNNNN.pt`` or ``final.pt``, then the ``latest`` pointer
 is updated the same way; ``train.keep_checkpoints`` keeps the newest step
 files. Loading uses ``torch.load(..., weights_only=True)``, so a checkpoint
@@ -22,8 +22,8 @@ from typing import Any, Optional
 
 import torch
 
+from sandbox.engine.rundir import atomic_write, write_text
 from sandbox.errors import SandboxError
-from sandbox.rundir import atomic_write, write_text
 
 # fmt: off
 FORMAT = 1                      # bumped when the layout of the dict changes
