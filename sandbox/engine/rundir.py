@@ -1,4 +1,8 @@
-"""Run folders and the files in them: a new folder per run, and every result file written atomically.
+"""Run folders and the files in them: one type that names them, a new folder per run, atomic writes.
+
+:class:`RunDir` names every file and folder of a run (the data that passes
+between commands), and :class:`SweepDir` those of a sweep; every writer and
+reader goes through them rather than spelling ``"summary.json"``.
 
 A file is written to a temporary name in its own folder, flushed to disk,
 then renamed over its final name (the rename is atomic on POSIX file
@@ -18,9 +22,146 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from dataclasses import dataclass
 from typing import IO, Any
 
 from sandbox.errors import RecipeError, SandboxError
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run's folder and the name of everything in it; ``RunDir(path).summary`` is ``path/summary.json``.
+
+    The layout, as README's "What a run produces" describes it::
+
+        recipe.yaml            the resolved recipe
+        status.json            training, interrupted, diverged or finished, with the step
+        summary.json           the results; written only by a run that finished
+        metrics.jsonl          one line per logged step
+        ema.safetensors        the EMA weights, for other tools
+        checkpoints/           final.pt, step_NNNNNN.pt, and latest (the newest's name)
+        samples/               step_NNNNNN.png, final.png, final.pt (and png/, one file per sample)
+        grids/                 <name>.json, time grids tuned by sandbox tune-steps
+    """
+
+    path: Path
+
+    # fmt: off
+    RECIPE = "recipe.yaml"
+    STATUS = "status.json"
+    SUMMARY = "summary.json"
+    METRICS = "metrics.jsonl"
+    EMA = "ema.safetensors"
+    CHECKPOINTS = "checkpoints"
+    SAMPLES = "samples"
+    GRIDS = "grids"
+    FINAL_CHECKPOINT = "final.pt"
+    LATEST = "latest"                  # names the newest good checkpoint
+    # fmt: on
+
+    def __init__(self, path: str | Path):
+        object.__setattr__(self, "path", Path(path))
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def recipe(self) -> Path:
+        return self.path / self.RECIPE
+
+    @property
+    def status(self) -> Path:
+        return self.path / self.STATUS
+
+    @property
+    def summary(self) -> Path:
+        return self.path / self.SUMMARY
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def ema(self) -> Path:
+        return self.path / self.EMA
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    @property
+    def final_checkpoint(self) -> Path:
+        return self.checkpoints / self.FINAL_CHECKPOINT
+
+    def step_checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step:06d}.pt"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / self.SAMPLES
+
+    def step_picture(self, step: int) -> Path:
+        return self.samples / f"step_{step:06d}.png"
+
+    @property
+    def final_picture(self) -> Path:
+        return self.samples / "final.png"
+
+    @property
+    def final_samples(self) -> Path:
+        """The final samples as one tensor (``torch.save``)."""
+        return self.samples / "final.pt"
+
+    @property
+    def sample_pngs(self) -> Path:
+        """One PNG per sample (``sandbox sample --png``)."""
+        return self.samples / "png"
+
+    @property
+    def grids(self) -> Path:
+        return self.path / self.GRIDS
+
+    def grid(self, name: str) -> Path:
+        """A tuned time grid saved by ``sandbox tune-steps``."""
+        return self.grids / f"{name}.json"
+
+    def is_run(self) -> bool:
+        """Whether the folder holds a run (its resolved recipe)."""
+        return self.recipe.is_file()
+
+
+@dataclass(frozen=True)
+class SweepDir:
+    """A sweep's folder: its plan, its launcher submissions, its lock, and one run folder per cell."""
+
+    path: Path
+
+    # fmt: off
+    PLAN = "sweep.json"                # the cells, their overrides and states
+    JOBS = "jobs.json"                 # what a launcher submitted (sandbox sweep --launcher)
+    LOCK = ".lock"                     # flock'ed by the sweep and its cell processes
+    # fmt: on
+
+    def __init__(self, path: str | Path):
+        object.__setattr__(self, "path", Path(path))
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def plan(self) -> Path:
+        return self.path / self.PLAN
+
+    @property
+    def jobs(self) -> Path:
+        return self.path / self.JOBS
+
+    @property
+    def lock(self) -> Path:
+        return self.path / self.LOCK
+
+    def is_sweep(self) -> bool:
+        return self.plan.is_file()
+
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,-]*$")
 

@@ -1,0 +1,51 @@
+"""What several commands share: argument types, the summary options, and how plugin problems are reported."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def count(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected 1 or more")
+    return value
+
+
+def summary_options(parser: argparse.ArgumentParser) -> None:
+    """``--metric`` and ``--baseline``, which ``sandbox sweep`` and ``sandbox summary`` pass to the summary."""
+    parser.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        metavar="KEY[:min|max]",
+        help="summary.json key to report (repeatable; the first ranks)",
+    )
+    parser.add_argument("--baseline", metavar="KEY=VALUE,...", help="the group to compare with (default: the first)")
+
+
+def report_problems(registry: Any) -> None:
+    """Plugins that failed to load, loader warnings and name clashes, on stderr."""
+    from rich.markup import escape
+
+    from sandbox.console import error_console
+
+    for failure in registry.failures:
+        error_console.print(
+            f"[yellow]plugin from {escape(failure.distribution)} ({escape(failure.entry_point)}) "
+            f"failed to load:[/] {escape(failure.reason)}",
+            soft_wrap=True,
+        )
+    for warning in registry.warnings:
+        error_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    for kind, clashes in registry.clashes.items():
+        for name, comps in clashes.items():
+            chosen = registry.components[kind].get(name)
+            providers = " and ".join(f"{c.plugin} ({c.provider})" for c in comps)
+            outcome = f"using {chosen.provider} (SANDBOX_PREFER)" if chosen else "the name is disabled"
+            error_console.print(
+                f"[yellow]warning:[/] {kind} '{name}' is registered by {escape(providers)}; {escape(outcome)}",
+                soft_wrap=True,
+            )

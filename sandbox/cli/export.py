@@ -1,0 +1,31 @@
+"""``sandbox export``: write a run's EMA network and schedule for another library (diffusers)."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "export"
+HELP = "write a run's EMA network and schedule for another library (diffusers)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the folder of a finished or interrupted run")
+    parser.add_argument(
+        "out", metavar="OUT", help="a new folder; diffusers' DDPMPipeline.from_pretrained(OUT) loads it"
+    )
+    parser.add_argument("--format", default="diffusers", choices=("diffusers",), help="the layout (default diffusers)")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="checkpoint to export (default ema.safetensors, else as sandbox sample picks)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sandbox.tools.export import export_run  # imports torch
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    export_run(Path(args.run_dir), Path(args.out), fmt=args.format, checkpoint_path=checkpoint)
+    return 0
