@@ -22,13 +22,13 @@ from typing import Any, Optional
 
 import torch
 
-from sandbox.engine.rundir import atomic_write, write_text
+from sandbox.engine.rundir import RunDir, atomic_write, write_text
 from sandbox.errors import SandboxError
 
 # fmt: off
 FORMAT = 1                      # bumped when the layout of the dict changes
-LATEST = "latest"               # the pointer file: the name of the newest good checkpoint
-FINAL = "final.pt"
+LATEST = RunDir.LATEST          # the pointer file: the name of the newest good checkpoint
+FINAL = RunDir.FINAL_CHECKPOINT
 _STEP = re.compile(r"^step_(\d+)\.pt$")
 KEYS = ("format", "step", "model", "ema", "optimizer", "lr_scheduler", "rng", "data", "loop", "recipe")
 # fmt: on
@@ -39,7 +39,7 @@ class CheckpointError(SandboxError):
 
 
 def step_name(step: int) -> str:
-    return f"step_{step:06d}.pt"
+    return RunDir.STEP_CHECKPOINT.format(step)
 
 
 def step_of(path: Path) -> Optional[int]:

@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from sandbox.engine.rundir import read_json
+from sandbox.engine.rundir import RunDir, read_json
 from sandbox.errors import RecipeError
 from sandbox.plugins import new_plugin_manager
 from sandbox.protocols import RunInfo
@@ -92,7 +92,7 @@ class RunEvents:
         status = "diverged" if isinstance(exc, Diverged) else "failed"
         if isinstance(exc, (Interrupted, KeyboardInterrupt)):
             status = "interrupted"
-        recorded = read_json(self.run.run_dir / "status.json") or {}
+        recorded = read_json(RunDir(self.run.run_dir).status) or {}
         summary = {"step": recorded.get("step"), "message": str(exc) or type(exc).__name__}
         self.end(status, summary)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sandbox.engine import checkpoint
+from sandbox.engine.rundir import RunDir
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.recipe import Recipe, load_recipe
 
@@ -31,9 +32,10 @@ def resume_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, Optional
     """The run's recipe with ``overrides`` (only :data:`RESUMABLE` keys), and its latest good checkpoint's state
     (None when the run has none yet: it restarts in its folder)."""
     run_dir = Path(run_dir)
-    path = run_dir / "recipe.yaml"
+    folder = RunDir(run_dir)
+    path = folder.recipe
     if not path.is_file():
-        raise SandboxError(f"{run_dir} is not a run folder (it has no recipe.yaml)")
+        raise SandboxError(f"{run_dir} is not a run folder (it has no {RunDir.RECIPE})")
     original = load_recipe(path)
     recipe = load_recipe(path, overrides)
     before = original.to_dict()
@@ -47,8 +49,8 @@ def resume_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, Optional
         ),
         RecipeError,
     )
-    checkpoint.remove_partial_writes(run_dir / "checkpoints")
-    found = checkpoint.latest_good(run_dir / "checkpoints")
+    checkpoint.remove_partial_writes(folder.checkpoints)
+    found = checkpoint.latest_good(folder.checkpoints)
     if found is None:
         return recipe, None
     ckpt_path, state = found
@@ -62,7 +64,7 @@ def resume_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, Optional
         ),
         checkpoint.CheckpointError,
     )
-    if state["step"] >= recipe.train.steps and (run_dir / "summary.json").exists():
+    if state["step"] >= recipe.train.steps and folder.summary.exists():
         raise SandboxError(
             f"{run_dir} finished at step {state['step']:,}; extend it with train.steps=N "
             f"(N > {state['step']:,}) or draw samples from it with sandbox sample {run_dir}"

@@ -18,7 +18,7 @@ from sandbox.engine.events import RunEvents, enabled_loggers
 from sandbox.engine.health import sample_health
 from sandbox.engine.images import grid, save_png
 from sandbox.engine.precond import exact_denoise
-from sandbox.engine.rundir import check_output, new_run_dir, write_json, write_text
+from sandbox.engine.rundir import RunDir, check_output, new_run_dir, write_json, write_text
 from sandbox.engine.training import Trainer, TrainState
 from sandbox.errors import Diverged, Interrupted
 from sandbox.protocols import Denoise, RunInfo, first_tensor
@@ -101,8 +101,8 @@ def prepare(recipe: Recipe, run_dir: Optional[Path], *, resume: bool = False) ->
         else:
             run_dir = Path(run_dir)
             run_dir.mkdir(parents=True, exist_ok=resume)
-        write_text(run_dir / "recipe.yaml", recipe.to_yaml())
-        (run_dir / "samples").mkdir(exist_ok=resume)
+        write_text(RunDir(run_dir).recipe, recipe.to_yaml())
+        RunDir(run_dir).samples.mkdir(exist_ok=resume)
     run_dir = Path(distributed.broadcast_object(str(run_dir)))
     return device, parts, run_dir
 
@@ -125,7 +125,7 @@ def train(
         samples, _, _ = generate(recipe, parts, denoise, device, recipe.eval.grid_samples, recipe.run.seed + GRID_SEED)
         picture = render(parts, samples)
         if picture is not None:
-            save_png(picture, run_dir / "samples" / f"step_{step:06d}.png")
+            save_png(picture, RunDir(run_dir).step_picture(step))
             if events is not None:
                 events.emit("on_samples", step=step, images=picture)
 
@@ -139,7 +139,7 @@ def train(
             trainer.metrics.truncate_after(0)
         console.print("no checkpoint yet: training again from step 0 in the same folder")
     if main:
-        write_json(run_dir / "status.json", {"status": "training", "step": trainer.state.step})
+        write_json(RunDir(run_dir).status, {"status": "training", "step": trainer.state.step})
     try:
         with progress(console) as bar:
             task = bar.add_task("train", total=trainer.steps, loss="-", speed="-")
@@ -148,7 +148,7 @@ def train(
         distributed.leaving()  # every process stops at this step; no signal may cut rank 0's report short
         if main:
             write_json(
-                run_dir / "status.json",
+                RunDir(run_dir).status,
                 {
                     "status": "interrupted" if isinstance(exc, Interrupted) else "diverged",
                     "step": trainer.state.step,
@@ -164,7 +164,7 @@ def train(
     trainer.save_checkpoint(checkpoint.FINAL)
     if main:
         checkpoint.save_safetensors(
-            run_dir / "ema.safetensors",
+            RunDir(run_dir).ema,
             trainer.ema.model.state_dict(),
             {"step": str(trained.step), "recipe": recipe.to_yaml()},
         )
@@ -268,9 +268,9 @@ def _run_recipe(
     )
     picture = render(parts, samples)
     if picture is not None:
-        save_png(picture, run_dir / "samples" / "final.png")
+        save_png(picture, RunDir(run_dir).final_picture)
         events.emit("on_samples", step=trained.step, images=picture)
-    checkpoint.atomic_write(run_dir / "samples" / "final.pt", lambda handle: torch.save(samples, handle))
+    checkpoint.atomic_write(RunDir(run_dir).final_samples, lambda handle: torch.save(samples, handle))
     health = sample_health(samples, real_heldout(parts, len(samples)))
     if health["diverged"]:
         console.print(
@@ -287,8 +287,8 @@ def _run_recipe(
         {"nfe_per_sample": nfe, "seconds": sample_s, "num_samples": len(samples)},
         grid=picture is not None,
     )
-    write_json(run_dir / "summary.json", {**summary, "sample_health": health})
-    write_json(run_dir / "status.json", {"status": "finished", "step": trained.step})
+    write_json(RunDir(run_dir).summary, {**summary, "sample_health": health})
+    write_json(RunDir(run_dir).status, {"status": "finished", "step": trained.step})
     events.end("finished", {**summary, "sample_health": health})
     console.print(summary_table(recipe, summary))
     return run_dir
@@ -333,11 +333,11 @@ def summarize_run(
         "sampling": {"sampler": recipe.components["sampler"][0], **sampling},
         "sample_quality": quality,
         "outputs": {
-            "recipe": "recipe.yaml",
-            "metrics": "metrics.jsonl" if trained else None,
+            "recipe": RunDir.RECIPE,
+            "metrics": RunDir.METRICS if trained else None,
             "checkpoint": "checkpoints/final.pt" if trained else None,
-            "ema": "ema.safetensors" if trained else None,
-            "samples": "samples/final.pt",
+            "ema": RunDir.EMA if trained else None,
+            "samples": f"{RunDir.SAMPLES}/final.pt",
             "grid": "samples/final.png" if grid else None,
         },
     }

@@ -21,11 +21,12 @@ import re
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from sandbox.errors import RecipeError, SandboxError
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -55,6 +56,7 @@ class RunDir:
     SAMPLES = "samples"
     GRIDS = "grids"
     FINAL_CHECKPOINT = "final.pt"
+    STEP_CHECKPOINT = "step_{:06d}.pt"
     LATEST = "latest"                  # names the newest good checkpoint
     # fmt: on
 
@@ -93,7 +95,7 @@ class RunDir:
         return self.checkpoints / self.FINAL_CHECKPOINT
 
     def step_checkpoint(self, step: int) -> Path:
-        return self.checkpoints / f"step_{step:06d}.pt"
+        return self.checkpoints / self.STEP_CHECKPOINT.format(step)
 
     @property
     def samples(self) -> Path:
@@ -127,6 +129,39 @@ class RunDir:
     def is_run(self) -> bool:
         """Whether the folder holds a run (its resolved recipe)."""
         return self.recipe.is_file()
+
+
+@dataclass(frozen=True)
+class SampleDir:
+    """What ``sandbox sample`` writes: a new folder under the run's ``samples/`` per call."""
+
+    path: Path
+
+    # fmt: off
+    SAMPLES = "samples.pt"             # the samples as one tensor
+    PICTURE = "grid.png"               # the dataset's picture of them
+    PNGS = "png"                       # one PNG per sample (--png)
+    SUMMARY = "summary.json"           # written last: a folder without it is not a finished sampling
+    # fmt: on
+
+    def __init__(self, path: str | Path):
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def samples(self) -> Path:
+        return self.path / self.SAMPLES
+
+    @property
+    def picture(self) -> Path:
+        return self.path / self.PICTURE
+
+    @property
+    def pngs(self) -> Path:
+        return self.path / self.PNGS
+
+    @property
+    def summary(self) -> Path:
+        return self.path / self.SUMMARY
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from sandbox.engine.images import save_png
 from sandbox.engine.precond import Preconditioned, exact_denoise
 from sandbox.engine.resume import RESUMABLE
 from sandbox.engine.run import FINAL_SEED, generate, real_heldout, render, score
-from sandbox.engine.rundir import atomic_write, new_run_dir, read_json, write_json
+from sandbox.engine.rundir import RunDir, SampleDir, atomic_write, new_run_dir, read_json, write_json
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.protocols import Denoise
 from sandbox.recipe import Recipe, load_recipe
@@ -49,9 +49,9 @@ CARRIED = ("clip_x0",)
 
 def sampling_recipe(run_dir: Path, overrides: list[str]) -> Recipe:
     """The run's recipe with ``overrides``, which may change only sampling keys (else :class:`RecipeError`)."""
-    path = Path(run_dir) / "recipe.yaml"
+    path = RunDir(run_dir).recipe
     if not path.is_file():
-        raise SandboxError(f"{run_dir} is not a run folder (it has no recipe.yaml)")
+        raise SandboxError(f"{run_dir} is not a run folder (it has no {RunDir.RECIPE})")
     original = load_recipe(path)
     recipe = load_recipe(path, overrides)
     checkpoint.refuse_changes(
@@ -87,7 +87,7 @@ def resolve_run_grid(run_dir: Path, recipe: Recipe) -> Recipe:
     params = recipe.components["sampler"][1]
     value = getattr(params, "grid", None)
     if isinstance(value, str) and not value.endswith(".json"):
-        saved = Path(run_dir) / "grids" / f"{value}.json"
+        saved = RunDir(run_dir).grid(value)
         if saved.is_file():
             params.grid = str(saved)
     return recipe
@@ -101,8 +101,8 @@ def find_checkpoint(run_dir: Path, path: Path | None, console: Console) -> tuple
     """``path``, else ``checkpoints/final.pt``, else the newest step checkpoint that loads (with a note)."""
     if path is not None:
         return Path(path), checkpoint.load(Path(path))
-    folder = run_dir / "checkpoints"
-    final = folder / checkpoint.FINAL
+    folder = RunDir(run_dir).checkpoints
+    final = RunDir(run_dir).final_checkpoint
     if final.exists():
         try:
             return final, checkpoint.load(final)
@@ -113,7 +113,7 @@ def find_checkpoint(run_dir: Path, path: Path | None, console: Console) -> tuple
     found = checkpoint.latest_good(folder)
     if found is not None:
         candidate, state = found
-        status = (read_json(run_dir / "status.json") or {}).get("status", "unknown")
+        status = (read_json(RunDir(run_dir).status) or {}).get("status", "unknown")
         console.print(
             f"[yellow]note:[/] the run is unfinished (status: {status}; no {final}); sampling from "
             f"{candidate.name}, step {state['step']:,}"
@@ -203,19 +203,19 @@ def sample_run(
     sampler, params = recipe.components["sampler"]
     nfe_planned = parts.sampler.nfe(parts.schedule)
     label = getattr(params, "steps", None) or nfe_planned
-    folder = new_run_dir(run_dir / "samples", f"{sampler}-{label}")
+    folder = SampleDir(new_run_dir(RunDir(run_dir).samples, f"{sampler}-{label}"))
     try:
         samples, nfe, seconds = _draw(recipe, parts, denoise, device, n, nfe_planned, console)
         picture = render(parts, samples)
         if picture is not None:
-            save_png(picture, folder / "grid.png")
-        atomic_write(folder / "samples.pt", lambda handle: torch.save(samples, handle))
+            save_png(picture, folder.picture)
+        atomic_write(folder.samples, lambda handle: torch.save(samples, handle))
         if png:
-            _write_pngs(folder / "png", samples)
+            _write_pngs(folder.pngs, samples)
         quality = score(recipe, parts, samples, device, run_dir, console)
         summary = {
             "run_dir": str(run_dir),
-            "folder": str(folder),
+            "folder": str(folder.path),
             "checkpoint": {"path": str(ckpt) if ckpt else None, "step": step},
             "overrides": list(overrides),
             "device": str(device),
@@ -228,17 +228,17 @@ def sample_run(
             "sample_quality": quality,
             "sample_health": sample_health(samples, real_heldout(parts, len(samples))),
             "outputs": {
-                "samples": "samples.pt",
-                "grid": "grid.png" if picture is not None else None,
-                "png": "png/" if png else None,
+                "samples": SampleDir.SAMPLES,
+                "grid": SampleDir.PICTURE if picture is not None else None,
+                "png": f"{SampleDir.PNGS}/" if png else None,
             },
         }
-        write_json(folder / "summary.json", summary)
+        write_json(folder.summary, summary)
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)  # a folder without summary.json would read as finished
+        shutil.rmtree(folder.path, ignore_errors=True)  # a folder without summary.json would read as finished
         raise
     console.print(_table(summary))
-    return folder
+    return folder.path
 
 
 def _draw(

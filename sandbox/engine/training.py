@@ -51,7 +51,7 @@ from sandbox.engine.ema import EMA
 from sandbox.engine.events import RunEvents
 from sandbox.engine.loss import DiffusionLoss
 from sandbox.engine.precond import Preconditioned
-from sandbox.engine.rundir import MetricsLog
+from sandbox.engine.rundir import MetricsLog, RunDir
 from sandbox.errors import Diverged, Interrupted, RecipeError
 from sandbox.protocols import first_tensor
 
@@ -184,12 +184,12 @@ class Trainer:
         self.compiled = compile_network(network) if run.compile else network
         self.denoiser = Preconditioned(self.compiled, parts.schedule, cfg.target, cfg.sigma_data)
         self.ema_denoiser = Preconditioned(self.ema.model, parts.schedule, cfg.target, cfg.sigma_data)
-        self.metrics = MetricsLog(run_dir / "metrics.jsonl")
+        self.metrics = MetricsLog(RunDir(run_dir).metrics)
         self.state = TrainState()
         self.data = DataPosition()
         self.on_sample_grid = on_sample_grid
         self.events = events or RunEvents()  # the loggers run.loggers enables (main process only)
-        self.checkpoints = run_dir / "checkpoints"
+        self.checkpoints = RunDir(run_dir).checkpoints
         self.last_checkpoint: Optional[Path] = None
         self.within: Optional[tuple[int, int]] = None  # this process's first row and the global batch size
         self.pending_loss = torch.zeros((), dtype=torch.float64)  # the interval's loss sum, on the device in fit

@@ -52,7 +52,7 @@ from sandbox.console import console as default_console
 from sandbox.contract import is_analytic
 from sandbox.engine.build import build_component
 from sandbox.engine.checkpoint import save_safetensors
-from sandbox.engine.rundir import write_json
+from sandbox.engine.rundir import RunDir, write_json
 from sandbox.errors import ParameterError, RecipeError, SandboxError
 from sandbox.plugins import load_entry_points, load_local_plugins, new_plugin_manager
 from sandbox.protocols import Build, Schedule
@@ -189,7 +189,7 @@ def scheduler_config(recipe: Recipe, schedule: Schedule) -> tuple[dict[str, Any]
 
 def _item_shape(run_dir: Path, recipe: Recipe, registry: Registry) -> tuple[int, ...]:
     """The data's item shape: from the run's final samples (memory-mapped: nothing is read), else the dataset."""
-    final = run_dir / "samples" / "final.pt"
+    final = RunDir(run_dir).final_samples
     if final.is_file():
         try:
             samples = torch.load(final, map_location="cpu", mmap=True, weights_only=True)
@@ -206,7 +206,7 @@ def _load_ema(run_dir: Path, net: torch.nn.Module, checkpoint_path: Optional[Pat
     from sandbox.engine.checkpoint import FINAL, CheckpointError
     from sandbox.engine.sample import find_checkpoint
 
-    ema = run_dir / "ema.safetensors"
+    ema = RunDir(run_dir).ema
     if checkpoint_path is None and ema.is_file():
         from safetensors.torch import load_file
 
