@@ -86,7 +86,7 @@ def _download(params: Cifar10Params) -> None:
 
 def _run_download(reader: type[CIFAR10], root: str) -> None:
     """torchvision's own download step, without constructing (and reading) the dataset."""
-    dataset = reader.__new__(reader)
+    dataset = object.__new__(reader)
     dataset.root = os.path.expanduser(root)
     dataset.download()
 

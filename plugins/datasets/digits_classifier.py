@@ -30,7 +30,7 @@ CONFIDENT = 0.9          # top-class probability at or above which a sample coun
 STEPS = 200              # full-batch AdamW steps (about a second on two CPU cores)
 # fmt: on
 
-_MEMORY: dict[str, nn.Module] = {}
+_MEMORY: dict[str, DigitClassifier] = {}
 
 
 class DigitClassifier(nn.Module):

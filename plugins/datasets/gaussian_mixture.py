@@ -226,7 +226,9 @@ def build(params: GaussianMixtureParams) -> DataSplits:
     reference = Reference(draw(REFERENCE_SIZE, "reference"))
     render = None
     if mix.shape == (2,):
-        from sandbox_plugins.datasets.toy2d import render
+        from sandbox_plugins.datasets.toy2d import render as render_2d
+
+        render = render_2d
 
     def evaluate(samples: torch.Tensor) -> dict[str, float]:
         return mix.evaluate(samples, reference)

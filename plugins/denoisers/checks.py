@@ -36,4 +36,4 @@ def image_shape(name: str, shape: Sequence[int]) -> tuple[int, int, int]:
             f"image data of shape (C, H, W), but the dataset's items have shape "
             f"{shape}; use a denoiser for vectors such as 'mlp'",
         )
-    return shape  # type: ignore[return-value]
+    return shape

@@ -21,6 +21,7 @@ DDPM's and diffusers' names), while the work is laid out for speed:
 from __future__ import annotations
 
 import math
+from typing import TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +50,10 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
-def ddpm_init(module: nn.Module, scale: float = 1.0) -> nn.Module:
+Layer = TypeVar("Layer", nn.Linear, nn.Conv2d)
+
+
+def ddpm_init(module: Layer, scale: float = 1.0) -> Layer:
     """DDPM's ``default_init(scale)``: variance scaling (fan-avg, uniform), zero bias.
 
     That is Glorot-uniform with gain sqrt(scale).
@@ -84,7 +88,7 @@ class NoiseEmbedding(nn.Module):
         )
 
     def forward(self, c_noise: torch.Tensor, batch: int, dtype: torch.dtype) -> torch.Tensor:
-        c_noise = torch.as_tensor(c_noise, device=self.mlp[0].weight.device).reshape(-1)
+        c_noise = torch.as_tensor(c_noise, device=cast(nn.Linear, self.mlp[0]).weight.device).reshape(-1)
         if c_noise.numel() == 1:
             c_noise = c_noise.expand(batch)
         return self.mlp(timestep_embedding(c_noise, self.dim).to(dtype))
@@ -157,7 +161,7 @@ class AttentionBlock(nn.Module):
         with torch.no_grad():  # DDPM initialises q, k and v as three separate C -> C layers
             for weight in self.qkv.weight.chunk(3):
                 nn.init.xavier_uniform_(weight)
-            self.qkv.bias.zero_()
+            cast(torch.Tensor, self.qkv.bias).zero_()
         self.proj_out = ddpm_init(nn.Conv2d(channels, channels, 1), scale=0.0)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
