@@ -26,7 +26,7 @@ from sandbox.recipe import load_recipe
 from sandbox.registry import load_registry, use_registry
 from sandbox.testing import register_plugin
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PLUGINS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 CALLS: dict[str, list[tuple]] = {}  # logger name -> the events it received
 
 
@@ -83,12 +83,12 @@ class LoggerPlugin:
 
 
 def readme_logger() -> types.ModuleType:
-    """The README's logger example (the Python block that registers loggers), as a module."""
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    """The logger example of docs/plugins.md (the Python block that registers loggers), as a module."""
+    blocks = re.findall(r"```python\n(.*?)```", PLUGINS_PAGE.read_text(), flags=re.S)
     (block,) = [b for b in blocks if "register_loggers" in b]
     module = types.ModuleType("readme_csv_logger")
     sys.modules[module.__name__] = module  # its dataclass looks the module up by name
-    exec(compile(block, "README.md", "exec"), module.__dict__)
+    exec(compile(block, "docs/plugins.md", "exec"), module.__dict__)
     return module
 
 
