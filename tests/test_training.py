@@ -10,7 +10,8 @@ import torch
 from sandbox.engine.ema import EMA
 from sandbox.engine.loss import DiffusionLoss
 from sandbox.engine.precond import Preconditioned
-from sandbox.engine.training import validation_loss, warmup_lambda
+from sandbox.engine.training import warmup_lambda
+from sandbox.engine.validation import validation_loss
 from sandbox.registry import get_registry
 
 

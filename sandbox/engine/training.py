@@ -36,7 +36,6 @@ import math
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -46,14 +45,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from sandbox.engine import checkpoint, distributed
+from sandbox.engine.acceleration import COMPILER_MODULES, autocast, compile_network
 from sandbox.engine.batches import DataPosition, batch_source
 from sandbox.engine.ema import EMA
 from sandbox.engine.events import RunEvents
 from sandbox.engine.loss import DiffusionLoss
 from sandbox.engine.precond import Preconditioned
 from sandbox.engine.rundir import MetricsLog, RunDir
+from sandbox.engine.validation import validation_loss
 from sandbox.errors import Diverged, Interrupted, RecipeError
-from sandbox.protocols import first_tensor
 
 #: a logging interval whose mean loss exceeds this many times the lowest earlier interval mean has diverged
 DIVERGENCE_FACTOR = 100.0
@@ -61,49 +61,10 @@ DIVERGENCE_FACTOR = 100.0
 
 __all__ = ["DIVERGENCE_FACTOR", "TrainState", "Trainer"]
 
-#: where torch.compile's errors come from (reported as a recipe problem, not a traceback)
-COMPILER_MODULES = ("torch._dynamo", "torch._inductor")
-
-#: ``run.precision`` -> the autocast dtype (None: plain fp32)
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
     """Linear warm-up to the peak learning rate, then constant (the DDPM recipe)."""
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-
-
-@torch.no_grad()
-def validation_loss(
-    denoiser: Preconditioned,
-    loss_fn: DiffusionLoss,
-    loader: DataLoader,
-    device: torch.device,
-    max_batches: int,
-    seed: int,
-) -> float:
-    """Mean loss on the held-out split with the same t and noise draws at every evaluation.
-
-    With several processes each takes its :func:`sandbox.engine.distributed.part` of every batch (with that part
-    of the batch's draws) and the sums are added over the processes: the figure a single process gets.
-    """
-    was_training = denoiser.training
-    denoiser.eval()
-    generator = torch.Generator().manual_seed(seed)
-    total, count = torch.zeros((), device=device), 0
-    for i, batch in enumerate(loader):
-        if max_batches and i >= max_batches:
-            break
-        x0 = first_tensor(batch)
-        start, stop = distributed.part(x0.shape[0])
-        if stop == start:  # only the last batch can be smaller than the number of processes
-            continue
-        losses = loss_fn(denoiser, x0[start:stop].to(device), generator, within=(start, x0.shape[0]))
-        total += losses.sum()
-        count += losses.numel()
-    denoiser.train(was_training)
-    sums = distributed.all_reduce_sum(torch.tensor([float(total), count], dtype=torch.float64))
-    return float(sums[0]) / max(float(sums[1]), 1.0)
 
 
 @dataclass
@@ -435,32 +396,3 @@ class Trainer:
 
 def steps_text(first: int, last: int) -> str:
     return f"at step {last}" if first == last else f"between step {first} and step {last}"
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """``run.precision``: bf16 or fp16 autocast on the device (fp32: none)."""
-    dtype = AUTOCAST_DTYPES[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    if not torch.amp.is_autocast_available(device.type):
-        raise RecipeError(f"recipe key 'run.precision': {precision!r}, but {device.type} has no autocast; use fp32")
-    if device.type == "cpu":
-        warnings.warn(
-            f"run.precision={precision} on the CPU is fast only where the CPU computes in {precision} natively "
-            "(AMX, AVX512-BF16/FP16); elsewhere it is many times slower than fp32",
-            stacklevel=2,
-        )
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def compile_network(net: torch.nn.Module) -> torch.nn.Module:
-    """``run.compile``: the network compiled by :func:`torch.compile` (the module itself keeps the weights)."""
-    import torch._dynamo
-
-    if not torch._dynamo.is_dynamo_supported():
-        raise RecipeError(
-            "recipe key 'run.compile': True, but torch.compile does not support this Python or platform; "
-            "set run.compile=false"
-        )
-    compiled: torch.nn.Module = torch.compile(net)  # type: ignore[assignment]  # an OptimizedModule
-    return compiled
