@@ -34,7 +34,7 @@ from rich.table import Table
 
 from sandbox.engine.rundir import read_json
 from sandbox.errors import RecipeError, SandboxError
-from sandbox.tools.sweep import SWEEP_FILE, parse_value, split_list
+from sandbox.tools.sweep.plan import SWEEP_FILE, parse_value, split_list
 
 DEFAULT_METRICS = ("train.final_val_loss_ema", "train.images_per_s")
 GENERATED = "sample_quality.generated."
@@ -161,7 +161,7 @@ def load_cells(sweep_dir: Path) -> tuple[dict[str, Any], list[CellResult]]:
         else:
             cells.append(read_cell(Path(sweep_dir) / "cells" / entry["id"], entry["id"], group, entry["seed"]))
     if any(cell.status == "missing" for cell in cells):  # a live sweep: what each unfinished cell is doing
-        from sandbox.tools.sweep import sweep_status
+        from sandbox.tools.sweep.plan import sweep_status
 
         try:
             states = {row.id: row for row in sweep_status(sweep_dir)}
