@@ -1,7 +1,7 @@
 """Sampling error against NFE for every registered sampler on every registered time grid, with the exact
 (oracle) denoiser.
 
-The doctor's fixed 2-D Gaussian mixture (``sandbox.tools.doctor.MIXTURE``), the
+The doctor's fixed 2-D Gaussian mixture (``sandbox.tools.doctor.oracle.MIXTURE``), the
 ``oracle`` denoiser, the cosine schedule and the epsilon target: whatever
 distance remains between 4,000 samples and the mixture is the sampler's own
 discretisation error plus the finite-sample noise floor (the same score for
@@ -27,8 +27,8 @@ import torch
 
 from sandbox.engine.precond import exact_denoise
 from sandbox.registry import get_registry
-from sandbox.sampling import CountingDenoise
-from sandbox.tools.doctor import MIXTURE, grid_label, steps_for_budget
+from sandbox.sampling import CountingDenoise, steps_for_budget
+from sandbox.tools.doctor.oracle import MIXTURE, grid_label
 
 REGISTRY = get_registry()
 SCHEDULE = "cosine"

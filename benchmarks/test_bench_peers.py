@@ -42,7 +42,8 @@ import torch
 from rich.console import Console
 from sandbox_plugins.datasets.gaussian_mixture import Reference, mixture
 
-from sandbox.tools.tune import Target, load_target, run_sampler, sampler_params, steps_for_nfe, tune_grid, with_values
+from sandbox.engine.solve import Target, load_target, run_sampler, sampler_params, steps_for_nfe, with_values
+from sandbox.tools.tune import tune_grid
 
 ORACLE = Path(__file__).resolve().parents[1] / "recipes" / "oracle_mixture.yaml"
 RESULTS = Path(os.environ.get("SANDBOX_BENCH_RESULTS", Path(__file__).parent / "results"))

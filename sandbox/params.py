@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sandbox.errors import ParameterError
+from sandbox.grids import check_grid
 
 
 def _number(obj: Any, key: str, integer: bool) -> Any:
@@ -88,30 +89,9 @@ def divides(obj: Any, key: str, channels: int, what: str) -> None:
 
 
 def time_grid(obj: Any, key: str = "grid") -> None:
-    """``obj.<key>`` names a time grid (:class:`sandbox.protocols.Grid`), a ``.json`` grid file, or lists the times.
+    """``obj.<key>`` names a time grid, a ``.json`` grid file, or lists the times (:func:`sandbox.grids.check_grid`).
 
     A name is checked against the registry when the sampler is built; a list
-    must hold at least two numbers, strictly descending, at most 1, the last
-    exactly 0 (it is stored as a list of floats).
+    is stored as a list of floats.
     """
-    import re
-
-    value = getattr(obj, key)
-    expected = (
-        "a registered grid's name (sandbox list), a .json grid file (sandbox tune-steps) or a list of times "
-        "descending from at most 1 to exactly 0"
-    )
-    if isinstance(value, str):
-        if value.endswith(".json"):  # a grid file of sandbox tune-steps, read when the sampler is built
-            return
-        if not re.match(r"^[a-z][a-z0-9_\-]*$", value):
-            raise ParameterError(key, value, expected)
-        return
-    numbers = isinstance(value, (list, tuple)) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
-    )
-    if not numbers or len(value) < 2:
-        raise ParameterError(key, value, expected)
-    if not (value[0] <= 1 and value[-1] == 0 and all(a > b for a, b in zip(value[:-1], value[1:]))):
-        raise ParameterError(key, list(value), expected)
-    setattr(obj, key, [float(v) for v in value])
+    setattr(obj, key, check_grid(getattr(obj, key), key))

@@ -1,4 +1,5 @@
-"""The Gaussian algebra samplers share; the sampler protocol itself is :class:`sandbox.protocols.Sampler`.
+"""The Gaussian algebra samplers share, and their budgets of network evaluations (NFE); the sampler protocol
+itself is :class:`sandbox.protocols.Sampler`, the time grids they step on are :mod:`sandbox.grids`.
 
 ODE samplers step in the scale-free coordinates of Karras et al. (2022,
 eq. 4 and section 4): ``x~ = x / alpha``, ``sigma~ = sigma / alpha``, where
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import math
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -18,8 +18,9 @@ from typing import Any, Optional, Union
 
 import torch
 
-from sandbox.errors import ParameterError
-from sandbox.protocols import Callback, Denoise, Grid, Schedule
+from sandbox.grids import grid_times, lowest_time, sampler_grid
+from sandbox.protocols import Callback, Denoise, Schedule
+from sandbox.registry import Component, Registry, use_registry
 
 
 def scalars(schedule: Schedule, t: float) -> tuple[float, float]:
@@ -49,82 +50,12 @@ def grid_steps(schedule: Schedule, steps: int) -> int:
     return len(schedule.timesteps(steps)) - 1
 
 
-# ------------------------------------------------------------------------------------------------ time grids
-
-
-def lowest_time(schedule: Schedule) -> float:
-    """The smallest positive time of the schedule's finest grid, where grids in noise level end before 0.
-
-    ``1 / T`` for a discrete schedule of ``T`` steps (DDPM's first step; the
-    ``sigma_min`` k-diffusion reads off such a model), the last nonzero time of
-    ``timesteps(1000)`` otherwise: 1e-3 for an evenly spaced grid (the
-    ``epsilon`` of Lu et al. 2022), the time of ``sigma_min`` for ``edm``.
-    """
-    return float(schedule.timesteps(schedule.num_steps or 1000)[-2])
-
-
-class ExplicitGrid:
-    """The times a recipe lists (``sampler.grid: [1.0, 0.6, 0.2, 0.0]``): they fix the steps; ``steps`` is not read."""
-
-    def __init__(self, times: list[float]):
-        self.times = [float(t) for t in times]
-
-    def __call__(self, schedule: Schedule, steps: int) -> torch.Tensor:
-        return torch.tensor(self.times, dtype=torch.float64)
-
-
-def sampler_grid(params: Any, registry: Any = None) -> Grid:
-    """The :class:`sandbox.protocols.Grid` a sampler's ``params.grid`` chooses, built through the registry.
-
-    ``params.grid`` is a registered grid's name, an explicit list of times, or the path of a ``.json`` file
-    ``sandbox tune-steps`` wrote (its ``times``).
-    The grid's own params dataclass is filled from the sampler's fields of the
-    same name (``rho``). An unknown name raises :class:`ParameterError` on
-    ``grid``, which the engine reports under the sampler's recipe section.
-    ``registry``: the one in use (:func:`sandbox.registry.get_registry`) by default.
-    """
-    from sandbox.registry import get_registry
-
-    value = params.grid
-    if isinstance(value, (list, tuple)):
-        return ExplicitGrid(list(value))
-    if isinstance(value, str) and value.endswith(".json"):  # a grid saved by sandbox tune-steps
-        from sandbox.tools.tune import read_grid
-
-        try:
-            return ExplicitGrid(read_grid(value))
-        except Exception as exc:
-            raise ParameterError("grid", value, f"a readable grid file ({exc})") from None
-    registry = registry if registry is not None else get_registry()
-    if value not in registry.components["grid"] and not registry.clash("grid", value):
-        close = difflib.get_close_matches(str(value), registry.names("grid"), n=1)
-        hint = f". Did you mean '{close[0]}'?" if close else ""
-        known = ", ".join(registry.names("grid")) or "none registered"
-        raise ParameterError("grid", value, f"a registered grid ({known}) or a list of times from 1 to 0{hint}")
-    component = registry.get("grid", value)  # a clash: the registry's message
-    grid_params = None
-    if component.params is not None:
-        shared = {f.name for f in dataclasses.fields(component.params)} & {f.name for f in dataclasses.fields(params)}
-        grid_params = component.params(**{name: getattr(params, name) for name in shared})
-    return component.build(grid_params)
-
-
-def grid_times(grid: Grid, schedule: Schedule, steps: int) -> list[float]:
-    """``grid(schedule, steps)`` as Python floats, checked against :class:`sandbox.protocols.Grid`."""
-    ts = torch.as_tensor(grid(schedule, steps)).to(torch.float64)
-    if ts.ndim != 1 or len(ts) < 2:
-        raise ValueError(f"the time grid {grid!r} returned shape {tuple(ts.shape)}; expected at least 2 times")
-    times = ts.tolist()
-    if not (times[0] <= 1.0 and times[-1] == 0.0 and all(a > b for a, b in zip(times[:-1], times[1:]))):
-        raise ValueError(
-            f"the time grid {grid!r} returned {[round(t, 6) for t in times[:8]]}...; expected strictly "
-            "descending times from at most 1 to exactly 0"
-        )
-    return times
+# ------------------------------------------------------------------------------------------------ samplers on a grid
 
 
 class OnGrid:
-    """What a sampler on a time grid shares: ``params.steps`` and ``params.grid`` give :meth:`times`.
+    """What a sampler on a time grid shares: ``params.steps`` and ``params.grid`` give :meth:`times`
+    (:mod:`sandbox.grids` resolves the grid).
 
     Subclass it (``__init__`` resolves the grid, so an unknown name fails when
     the sampler is built, before any training) and step on ``self.times(schedule)``;
@@ -278,3 +209,65 @@ class CountingDenoise:
     def __call__(self, x: torch.Tensor, t: Union[float, torch.Tensor]) -> torch.Tensor:
         self.nfe += 1
         return self.denoise(x, t)
+
+
+# ------------------------------------------------------------------------------------------------ NFE budgets
+
+
+def nfe_for_steps(
+    component: Component,
+    schedule: Schedule,
+    steps: Optional[int],
+    denoise: Denoise,
+    shape: tuple[int, ...],
+    grid: Any = None,
+    *,
+    params: Any = None,
+    registry: Optional[Registry] = None,
+    device: Union[str, torch.device, None] = None,
+) -> int:
+    """Denoise calls per sample of the sampler ``component`` builds: its own ``nfe(schedule)``, else those of
+    one counted run on a single item of ``shape`` (zeros on ``device``, the CPU by default).
+
+    ``params``: the sampler's (its defaults if None), with ``steps`` and ``grid`` where they are not None;
+    ``registry``: the one its grid is resolved in (the one in use if None).
+    """
+    params = params if params is not None else component.default_params()
+    values = {key: value for key, value in (("steps", steps), ("grid", grid)) if value is not None}
+    if values:
+        params = dataclasses.replace(params, **values)
+    with use_registry(registry) if registry is not None else contextlib.nullcontext(), torch.no_grad():
+        sampler = component.build(params)
+        if hasattr(sampler, "nfe"):
+            return int(sampler.nfe(schedule))
+        counter = CountingDenoise(denoise)
+        generator = torch.Generator(device or "cpu").manual_seed(0)
+        sampler(counter, torch.zeros(1, *shape, device=device), schedule, generator=generator)
+    return counter.nfe
+
+
+def steps_for_budget(
+    component: Component,
+    schedule: Schedule,
+    budget: int,
+    denoise: Denoise,
+    shape: tuple[int, ...],
+    grid: Any = None,
+    *,
+    params: Any = None,
+    registry: Optional[Registry] = None,
+    device: Union[str, torch.device, None] = None,
+) -> int:
+    """The ``steps`` whose NFE (:func:`nfe_for_steps`, same arguments) is closest to ``budget`` (ties: the
+    smaller NFE): NFE per step read off at ``budget`` steps, then the step counts around that guess."""
+    cache: dict[int, int] = {}
+
+    def nfe(steps: int) -> int:
+        if steps not in cache:
+            cache[steps] = nfe_for_steps(
+                component, schedule, steps, denoise, shape, grid, params=params, registry=registry, device=device
+            )
+        return cache[steps]
+
+    guess = max(1, round(budget / max(nfe(budget) / budget, 1e-9)))
+    return min({max(1, guess + d) for d in (-2, -1, 0, 1, 2)}, key=lambda s: (abs(nfe(s) - budget), nfe(s), s))

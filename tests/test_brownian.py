@@ -8,9 +8,9 @@ import pytest
 import torch
 from rich.console import Console
 
+from sandbox.engine.solve import load_target, mse, run_sampler, sampler_params, starting_noise, with_values
 from sandbox.sampling import brownian_path, scale_free, step_noise
 from sandbox.testing import build_component
-from sandbox.tools.tune import load_target, mse, run_sampler, sampler_params, starting_noise, with_values
 
 COSINE = build_component("schedule", "cosine")
 ORACLE = Path(__file__).resolve().parents[1] / "recipes" / "oracle_mixture.yaml"

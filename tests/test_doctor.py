@@ -13,7 +13,8 @@ from rich.console import Console
 from sandbox import cli, hookimpl
 from sandbox.registry import get_registry, load_registry
 from sandbox.targets import TARGETS
-from sandbox.tools.doctor import BAD, DIVERGED, FAILED, INACCURATE, NONFINITE, NOT_RUN, OK, render, run_doctor
+from sandbox.tools.doctor.oracle import BAD, DIVERGED, FAILED, INACCURATE, NONFINITE, NOT_RUN, OK, run_doctor
+from sandbox.tools.doctor.report import render
 
 REGISTRY = get_registry()
 

@@ -12,9 +12,11 @@ from rich.console import Console
 from sandbox import cli
 from sandbox.engine.build import build_parts
 from sandbox.engine.sample import sample_run
+from sandbox.engine.solve import load_target, run_sampler, sampler_params, with_values
 from sandbox.errors import SandboxError
 from sandbox.recipe import load_recipe
-from sandbox.tools.tune import load_target, rank, run_sampler, sampler_params, save_grid, tune_grid, with_values
+from sandbox.tools.doctor.ranking import rank
+from sandbox.tools.tune import save_grid, tune_grid
 
 ORACLE = Path(__file__).resolve().parents[1] / "recipes" / "oracle_mixture.yaml"
 NFE = 5

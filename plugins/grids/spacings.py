@@ -3,7 +3,7 @@
 Grids in noise level (``uniform_log_snr``, ``karras``) run ``steps`` noise
 levels in the scale-free ``sigma~ = sigma / alpha`` of Karras et al. (2022,
 eq. 4) from ``min(sigma~(1), 80)`` down to ``sigma~`` at
-:func:`sandbox.sampling.lowest_time`, then 0, and map them to times with
+:func:`sandbox.grids.lowest_time`, then 0, and map them to times with
 :meth:`Schedule.t_from_log_snr` (the ends exact). 80 is the ``sigma_max``
 Karras et al. sample every model with, VP ones included (their table 1): a
 VP schedule clipped near t = 1 reaches ``sigma~`` = 2e4 (``cosine``), and
@@ -18,8 +18,9 @@ import math
 
 import torch
 
+from sandbox.grids import lowest_time
 from sandbox.protocols import Schedule
-from sandbox.sampling import lowest_time, scale_free, t_from_sigma_tilde
+from sandbox.sampling import scale_free, t_from_sigma_tilde
 
 SIGMA_MAX = 80.0  # the highest noise level sigma~ of the noise-level grids (Karras et al. 2022, table 1)
 

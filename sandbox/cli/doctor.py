@@ -48,22 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.run_or_recipe is not None:
-        from sandbox.tools.tune import rank_command  # imports torch
-
-        return rank_command(
-            args.run_or_recipe,
-            [],
-            nfe=args.nfe,
-            samplers=args.sampler,
-            grids=args.grid,
-            reference_sampler=args.reference,
-            batch=args.samples or 256,
-        )
     from sandbox.tools.doctor import doctor_command  # imports torch
 
     return doctor_command(
-        samples=args.samples or 2000,
+        args.run_or_recipe,
+        nfe=args.nfe,
+        reference=args.reference,
+        samples=args.samples,
         json_path=args.json,
         samplers=args.sampler,
         schedules=args.schedule,

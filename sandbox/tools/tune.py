@@ -1,4 +1,4 @@
-"""``sandbox tune-steps``: a time grid tuned to a model, and ``sandbox doctor RUN_DIR``: which sampler for it.
+"""``sandbox tune-steps``: a time grid tuned to a model.
 
 A sampler at a fixed budget of network evaluations (NFE) makes an error that
 depends on where on ``[0, 1]`` it spends them. :func:`tune_grid` searches the
@@ -6,7 +6,7 @@ grid's interior times for the one that brings the sampler's output closest to
 a many-step reference solution of the same sampler from the same starting
 noise, on a batch of the run's own starting noise (the first draws of
 ``run.seed +`` :data:`sandbox.engine.run.FINAL_SEED`, the noise ``sandbox sample``
-starts from):
+starts from; :mod:`sandbox.engine.solve` runs the samplers):
 
     objective(grid) = mean over the batch and the coordinates of (x_grid - x_ref)^2
 
@@ -27,7 +27,7 @@ its output is then no function of the grid.
 
 The grid is parametrised by its log-SNR increments, ``lambda_i = lambda_0 +
 (lambda_min - lambda_0) cumsum(softmax(z))_i`` between the grid's first time
-and the schedule's lowest time (:func:`sandbox.sampling.lowest_time`), so every
+and the schedule's lowest time (:func:`sandbox.grids.lowest_time`), so every
 ``z`` is a strictly descending grid with the same number of steps, hence the
 same NFE. ``z`` starts at the best, on the tuning batch, of the sampler's own
 grid and every registered grid with as many steps and the same NFE, and is
@@ -38,16 +38,13 @@ whether the gain carries over to other noise.
 
 The result is ``RUN_DIR/grids/<name>.json`` (times, sampler, NFE, the objective
 before and after); ``sandbox sample RUN_DIR sampler.grid=<name>`` steps on it, and
-a recipe uses it as ``sampler.grid: path/to/<name>.json``.
+a recipe uses it as ``sampler.grid: path/to/<name>.json`` (:mod:`sandbox.grids` reads it).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -57,226 +54,33 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sandbox.engine.build import Parts, build_parts
-from sandbox.engine.precond import exact_denoise
-from sandbox.engine.rundir import new_run_dir, read_json, write_json, write_text
+from sandbox.engine.rundir import RunDir, new_run_dir, write_json, write_text
+from sandbox.engine.solve import (
+    BATCH,
+    HELDOUT_PATH,
+    REFERENCE_STEPS,
+    TRAIN_PATH,
+    Target,
+    follows_path,
+    is_deterministic,
+    load_target,
+    mse,
+    nfe_of,
+    reference,
+    run_sampler,
+    sampler_params,
+    samplers_where,
+    starting_noise,
+    steps_for_nfe,
+    with_values,
+)
 from sandbox.errors import SandboxError
-from sandbox.protocols import Denoise, Schedule
-from sandbox.recipe import Recipe, load_recipe
-from sandbox.registry import Component
-from sandbox.sampling import CountingDenoise, brownian_path, grid_times, lowest_time, sampler_grid, scale_free
+from sandbox.grids import descending, grid_record, grid_times, is_grid_name, lowest_time, sampler_grid
+from sandbox.protocols import Schedule
+from sandbox.registry import use_registry
+from sandbox.sampling import scale_free
 
-GRIDS = "grids"  # the run folder's subfolder of tuned grids
-# fmt: off
-BATCH = 256            # starting noise draws the grid is tuned on (and as many held out)
-ITERATIONS = 200       # objective evaluations of the search
-REFERENCE_STEPS = 500  # steps of the reference solution
-TRAIN_PATH = 1         # seed of the Brownian path a stochastic sampler follows on the tuning batch
-HELDOUT_PATH = 2       # and on the held-out batch
-# fmt: on
-
-
-@dataclass
-class Target:
-    """What a grid is tuned for: a run's EMA network, or an analytic recipe's exact denoiser."""
-
-    # fmt: off
-    recipe: Recipe
-    parts: Parts
-    denoise: Denoise
-    run_dir: Optional[Path]     # the run folder; None for a recipe
-    source: str                 # the run folder or recipe file given
-    # fmt: on
-
-    @property
-    def registry(self) -> Any:
-        return self.recipe.registry
-
-
-def load_target(path: str | Path, overrides: list[str], console: Console) -> Target:
-    """A run folder (its recipe and EMA weights, as ``sandbox sample`` loads them) or an analytic recipe."""
-    from sandbox.engine.sample import ema_denoiser, find_checkpoint, resolve_run_grid, sampling_recipe
-
-    path = Path(path)
-    if path.is_dir():
-        recipe = resolve_run_grid(path, sampling_recipe(path, overrides))
-        run_dir: Optional[Path] = path
-    elif path.is_file():
-        recipe, run_dir = load_recipe(path, overrides), None
-    else:
-        raise SandboxError(f"{path}: no such run folder or recipe file")
-    parts = build_parts(recipe)
-    if recipe.run.threads or parts.exact_x0 is not None:  # an analytic denoiser: tiny ops, threads only stall
-        torch.set_num_threads(recipe.run.threads or 1)
-    denoise: Denoise
-    if parts.exact_x0 is not None:
-        denoise = exact_denoise(parts.exact_x0, parts.schedule, recipe.train.target, recipe.train.sigma_data)
-    elif run_dir is None:
-        raise SandboxError(
-            f"{path} trains a network ({recipe.components['denoiser'][0]}); give the folder of a run of it "
-            "(sandbox run first), whose EMA weights are then tuned for"
-        )
-    else:
-        from sandbox.engine.device import pick_device
-
-        ckpt, state = find_checkpoint(run_dir, None, console)
-        denoise = ema_denoiser(recipe, parts, state, ckpt, pick_device(recipe.run.device))
-    return Target(recipe, parts, denoise, run_dir, str(path))
-
-
-# ------------------------------------------------------------------------------------------------ solver runs
-
-
-def sampler_params(target: Target, name: Optional[str]) -> tuple[str, Component, Any]:
-    """``(name, component, params)``: the recipe's sampler with its parameters, or ``name`` with its defaults
-    and the recipe sampler's :data:`sandbox.engine.sample.CARRIED` settings where it has them.
-
-    So samplers are compared under the run's own sampling settings: the quickstart's ``clip_x0: true``
-    (its data lie in [-1, 1]) holds for every solver ranked or tuned on it, not only for its DDIM.
-    """
-    from sandbox.engine.sample import carried_settings
-
-    own, own_params = target.recipe.components["sampler"]
-    name = name or own
-    component = target.registry.get("sampler", name, key="--sampler")
-    fields = {f.name for f in dataclasses.fields(component.params)} if component.params is not None else set()
-    if not {"steps", "grid"} <= fields:
-        raise SandboxError(f"sampler '{name}' has no steps and grid parameters; it does not step on a time grid")
-    params = own_params
-    if name != own:
-        params = component.default_params()
-        params = with_values(params, **carried_settings(own_params, params))
-    return name, component, params
-
-
-def with_values(params: Any, **values: Any) -> Any:
-    """A copy of ``params`` with ``values`` (checked again by the dataclass)."""
-    return dataclasses.replace(params, **values)
-
-
-def run_sampler(
-    target: Target, component: Component, params: Any, noise: torch.Tensor, seed: int = 0, path: Optional[int] = None
-) -> Any:
-    """``(samples, NFE per sample)`` of the sampler with ``params`` from ``noise``; with ``path``, a sampler that
-    draws its noise through :func:`sandbox.sampling.step_noise` follows that seed's Brownian path."""
-    with torch.no_grad(), brownian_path(path) if path is not None else contextlib.nullcontext():
-        sampler = _build(target, component, params)
-        counter = CountingDenoise(target.denoise)
-        device = next((p.device for p in getattr(target.denoise, "parameters", lambda: [])()), noise.device)
-        out = sampler(
-            counter, noise.to(device), target.parts.schedule, generator=torch.Generator(device).manual_seed(seed)
-        )
-    return out.double().cpu(), counter.nfe
-
-
-def _build(target: Target, component: Component, params: Any) -> Any:
-    from sandbox.registry import use_registry
-
-    with use_registry(target.registry):
-        return component.build(params)
-
-
-def nfe_of(target: Target, component: Component, params: Any) -> int:
-    sampler = _build(target, component, params)
-    if hasattr(sampler, "nfe"):
-        return int(sampler.nfe(target.parts.schedule))
-    return run_sampler(target, component, params, torch.zeros(1, *target.parts.data.shape))[1]
-
-
-def steps_for_nfe(target: Target, component: Component, params: Any, nfe: int) -> int:
-    """The ``steps`` whose NFE is closest to ``nfe`` (ties: the smaller NFE)."""
-    cache: dict[int, int] = {}
-
-    def count(steps: int) -> int:
-        if steps not in cache:
-            cache[steps] = nfe_of(target, component, with_values(params, steps=steps))
-        return cache[steps]
-
-    guess = max(1, round(nfe / max(count(nfe) / nfe, 1e-9)))
-    return min({max(1, guess + d) for d in (-2, -1, 0, 1, 2)}, key=lambda s: (abs(count(s) - nfe), count(s), s))
-
-
-def is_deterministic(target: Target, component: Component, params: Any, path: Optional[int] = None) -> bool:
-    """Whether the sampler's output from the same noise (with ``path``: and the same Brownian path) is the same
-    under two different generator seeds."""
-    noise = torch.randn(4, *target.parts.data.shape, generator=torch.Generator().manual_seed(0))
-    small = with_values(params, steps=min(int(params.steps or 4), 4)) if params.steps else params
-    a, _ = run_sampler(target, component, small, noise, seed=1, path=path)
-    b, _ = run_sampler(target, component, small, noise, seed=2, path=path)
-    return bool(torch.equal(a, b))
-
-
-def follows_path(target: Target, component: Component, params: Any) -> bool:
-    """Whether the sampler is deterministic given its starting noise and one Brownian path: an ODE solver, or a
-    stochastic sampler that draws its noise through :func:`sandbox.sampling.step_noise`."""
-    return is_deterministic(target, component, params, path=0)
-
-
-def starting_noise(target: Target, n: int) -> torch.Tensor:
-    """The first ``n`` draws of the noise ``sandbox sample`` starts from (``run.seed + FINAL_SEED``)."""
-    from sandbox.engine.run import FINAL_SEED
-
-    generator = torch.Generator().manual_seed(target.recipe.run.seed + FINAL_SEED)
-    return torch.randn((n, *target.parts.data.shape), generator=generator)
-
-
-def mse(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean squared distance per coordinate; ``inf`` where either is not finite."""
-    value = float(((a - b) ** 2).mean())
-    return value if math.isfinite(value) else math.inf
-
-
-@dataclass
-class Reference:
-    """A many-step solution from the same noise, and its own error (against half as many steps)."""
-
-    # fmt: off
-    sampler: str
-    steps: int
-    nfe: int
-    grid: Any
-    train: torch.Tensor                 # reference samples of the tuning batch (on the Brownian path TRAIN_PATH)
-    heldout: torch.Tensor               # and of the held-out batch (HELDOUT_PATH)
-    self_error: float                   # MSE between the reference and the same sampler at steps // 2
-    # fmt: on
-
-
-def reference(
-    target: Target, name: Optional[str], steps: int, train: torch.Tensor, heldout: torch.Tensor
-) -> Reference:
-    """The sampler ``name`` (default the recipe's) at ``steps`` steps on its own grid: deterministic, or
-    stochastic along the batches' Brownian paths."""
-    name, component, params = sampler_params(target, name)
-    if not follows_path(target, component, params):
-        raise SandboxError(
-            f"the reference sampler '{name}' draws its noise from its generator, not through "
-            f"sandbox.sampling.step_noise; a reference from the same starting noise needs one that follows a "
-            f"Brownian path: give --reference NAME (one of {', '.join(samplers_where(target, follows_path))})"
-        )
-    params = with_values(params, steps=steps)
-    ref_train, nfe = run_sampler(target, component, params, train, path=TRAIN_PATH)
-    ref_heldout = run_sampler(target, component, params, heldout, path=HELDOUT_PATH)[0] if len(heldout) else heldout
-    half, half_nfe = run_sampler(
-        target, component, with_values(params, steps=max(1, steps // 2)), train, path=TRAIN_PATH
-    )
-    # nan: half the steps is the same grid (a discrete schedule's every point), so no error estimate
-    self_error = mse(half, ref_train) if half_nfe < nfe else math.nan
-    return Reference(name, steps, nfe, params.grid, ref_train, ref_heldout, self_error)
-
-
-def samplers_where(target: Target, keep: Callable[[Target, Component, Any], bool]) -> list[str]:
-    """The registered samplers on a time grid that ``keep`` (:func:`is_deterministic`: the ODE solvers, whose
-    output depends on no noise drawn as they step; :func:`follows_path`: the ones :func:`tune_grid` takes)."""
-    names = []
-    for name in target.registry.names("sampler"):
-        try:
-            _, component, params = sampler_params(target, name)
-            if keep(target, component, params):
-                names.append(name)
-        except Exception:
-            continue
-    return names
-
+ITERATIONS = 200  # objective evaluations of the search
 
 # ------------------------------------------------------------------------------------------------ the search
 
@@ -309,10 +113,6 @@ class LogSnrGrid:
         lam = self.lam0 + fractions * (self.lam1 - self.lam0)
         inner = self.schedule.t_from_log_snr(lam).to(torch.float64).tolist()
         return [self.t0, *inner, 0.0]
-
-
-def descending(times: list[float]) -> bool:
-    return all(a > b for a, b in zip(times[:-1], times[1:])) and times[-1] == 0.0
 
 
 @dataclass
@@ -441,8 +241,6 @@ def tune_grid(
 
 
 def _grid_of(target: Target, params: Any) -> Any:
-    from sandbox.registry import use_registry
-
     with use_registry(target.registry):
         return sampler_grid(params)
 
@@ -450,62 +248,41 @@ def _grid_of(target: Target, params: Any) -> Any:
 # ------------------------------------------------------------------------------------------------ saved grids
 
 
-def grid_path(run_dir: Path, name: str) -> Path:
-    return Path(run_dir) / GRIDS / f"{name}.json"
-
-
 def save_grid(target: Target, tuned: Tuned, name: Optional[str] = None) -> Path:
     """Write the grid as ``grids/<name>.json`` in the run folder (a recipe: in a new folder under ``run.output``
     holding the resolved recipe too, so ``sandbox sample`` takes it as a run folder)."""
     name = name or f"{tuned.sampler}-nfe{tuned.nfe}"
-    from sandbox.params import time_grid
-
-    try:
-        time_grid(type("Name", (), {"grid": name})())  # the names a recipe's sampler.grid accepts
-    except Exception:
-        raise SandboxError(f"--name {name!r}: expected lowercase letters, digits, _ and - (a grid name)") from None
-    folder = target.run_dir
-    if folder is None:
+    if not is_grid_name(name):  # the names a recipe's sampler.grid accepts
+        raise SandboxError(f"--name {name!r}: expected lowercase letters, digits, _ and - (a grid name)")
+    if target.run_dir is not None:
+        folder = RunDir(target.run_dir)
+    else:
         recipe = target.recipe
-        folder = new_run_dir(recipe.run.output, f"tune-{recipe.name}")
-        write_text(folder / "recipe.yaml", recipe.to_yaml())
-    path = grid_path(folder, name)
+        folder = RunDir(new_run_dir(recipe.run.output, f"tune-{recipe.name}"))
+        write_text(folder.recipe, recipe.to_yaml())
+    path = folder.grid(name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    schedule = target.recipe.components["schedule"][0]
-    write_json(
-        path,
-        {
-            "name": name,
-            "times": tuned.times,
-            "sampler": tuned.sampler,
-            "steps": tuned.steps,
-            "nfe": tuned.nfe,
-            "schedule": schedule,
-            "source": target.source,
-            "objective": "mean squared distance to the reference from the same starting noise",
-            "before": tuned.before,
-            "after": tuned.after,
-            "start_grid": tuned.start_grid,
-            "start_times": tuned.start_times,
-            "search_start": tuned.origin,
-            "candidates": tuned.candidates,
-            "reference": tuned.reference,
-            "batch": tuned.batch,
-            "seed": target.recipe.run.seed,
-            "evaluations": tuned.evaluations,
-            "seconds": tuned.seconds,
-        },
-    )
+    details = {
+        "sampler": tuned.sampler,
+        "steps": tuned.steps,
+        "nfe": tuned.nfe,
+        "schedule": target.recipe.components["schedule"][0],
+        "source": target.source,
+        "objective": "mean squared distance to the reference from the same starting noise",
+        "before": tuned.before,
+        "after": tuned.after,
+        "start_grid": tuned.start_grid,
+        "start_times": tuned.start_times,
+        "search_start": tuned.origin,
+        "candidates": tuned.candidates,
+        "reference": tuned.reference,
+        "batch": tuned.batch,
+        "seed": target.recipe.run.seed,
+        "evaluations": tuned.evaluations,
+        "seconds": tuned.seconds,
+    }
+    write_json(path, grid_record(name, tuned.times, **details))
     return path
-
-
-def read_grid(path: str | Path) -> list[float]:
-    """The ``times`` of a saved grid file (``sandbox tune-steps``'s JSON), checked."""
-    data = read_json(Path(path))
-    times = data.get("times") if isinstance(data, dict) else None
-    if not isinstance(times, list) or len(times) < 2 or not descending([float(t) for t in times]) or times[0] > 1:
-        raise SandboxError(f"{path}: expected a JSON object whose 'times' descend from at most 1 to exactly 0")
-    return [float(t) for t in times]
 
 
 def tune_command(
@@ -560,148 +337,3 @@ def tune_command(
         soft_wrap=True,
     )
     return path
-
-
-# ------------------------------------------------------------------------------------------------ ranking
-
-
-@dataclass
-class Ranked:
-    # fmt: off
-    sampler: str
-    grid: str
-    steps: Optional[int] = None
-    nfe: Optional[int] = None
-    error: float = math.nan                     # MSE to the reference (from the same noise)
-    stochastic: bool = False                    # draws noise: its distance to the reference is not its error
-    quality: dict[str, float] = field(default_factory=dict)   # the dataset's figures (evaluate) of the samples
-    failure: str = ""
-    # fmt: on
-
-
-def rank(
-    target: Target,
-    nfe: int,
-    *,
-    samplers: Optional[list[str]] = None,
-    grids: Optional[list[str]] = None,
-    reference_sampler: Optional[str] = None,
-    batch: int = BATCH,
-    reference_steps: int = REFERENCE_STEPS,
-    progress: Optional[Callable[[str], None]] = None,
-) -> tuple[list[Ranked], Reference]:
-    """Every sampler on a time grid x every grid (registered, and the run's tuned grids) at ``nfe``, against one
-    many-step reference from the same noise; deterministic samplers first, best first."""
-    registry = target.registry
-    noise = starting_noise(target, batch)
-    ref_name, ref_component, ref_params = sampler_params(target, reference_sampler)
-    if not is_deterministic(target, ref_component, ref_params):
-        raise SandboxError(
-            f"the reference sampler '{ref_name}' draws noise as it steps; one reference for every sampler needs a "
-            f"deterministic one: give --reference NAME (one of {', '.join(samplers_where(target, is_deterministic))})"
-        )
-    ref = reference(target, reference_sampler, reference_steps, noise, noise[:0].double())
-    grid_names: list[Any] = list(grids or registry.names("grid"))
-    if target.run_dir is not None and not grids:
-        grid_names += [str(p) for p in sorted((target.run_dir / GRIDS).glob("*.json"))]
-    rows: list[Ranked] = []
-    evaluate = target.parts.data.evaluate
-    for name in samplers or registry.names("sampler"):
-        try:
-            name, component, params = sampler_params(target, name)
-        except SandboxError:
-            continue
-        stochastic = not is_deterministic(target, component, params)
-        for grid in grid_names:
-            label = Path(grid).stem + " (tuned)" if str(grid).endswith(".json") else str(grid)
-            row = Ranked(name, label, stochastic=stochastic)
-            rows.append(row)
-            if progress:
-                progress(f"{name} / {label}")
-            try:
-                value: Any = grid
-                if str(grid).endswith(".json"):
-                    saved = read_json(Path(grid)) or {}
-                    if saved.get("sampler") != name or saved.get("nfe") != nfe:
-                        rows.pop()  # a tuned grid goes with the sampler and NFE it was tuned for
-                        continue
-                    value = read_grid(grid)
-                gridded = with_values(params, grid=value)
-                steps = steps_for_nfe(target, component, gridded, nfe)
-                out, row.nfe = run_sampler(target, component, with_values(gridded, steps=steps), noise, seed=1)
-                row.steps = len(value) - 1 if isinstance(value, list) else steps  # a saved grid fixes its steps
-                row.error = mse(out, ref.train)
-                if evaluate is not None:
-                    row.quality = {k: float(v) for k, v in evaluate(out.float()).items()}
-            except Exception as exc:
-                row.failure = f"{type(exc).__name__}: {exc}"
-    rows.sort(key=lambda r: (bool(r.failure), r.stochastic, r.error if math.isfinite(r.error) else math.inf))
-    return rows, ref
-
-
-def render_rank(rows: list[Ranked], ref: Reference, nfe: int, batch: int) -> Table:
-    metrics = sorted({k for row in rows for k in row.quality})
-    table = Table(
-        title=f"samplers x grids at NFE ~{nfe}: mean squared distance to the reference from the same noise "
-        f"({ref.sampler}, {ref.steps} steps, its own error {ref.self_error:.1e}; {batch} samples)",
-        title_justify="left",
-    )
-    for column in ("#", "sampler", "grid", "steps", "NFE", "MSE to reference", *metrics):
-        table.add_column(column, justify="left" if column in ("sampler", "grid") else "right")
-    for i, row in enumerate(rows, 1):
-        if row.failure:
-            error = f"[red]failed[/]: {escape(row.failure.splitlines()[0][:60])}"
-        elif row.stochastic:
-            error = f"[dim]{row.error:.2e} (draws noise)[/]"
-        else:
-            error = f"{row.error:.2e}"
-        table.add_row(
-            str(i),
-            row.sampler,
-            row.grid,
-            str(row.steps if row.steps is not None else "-"),
-            str(row.nfe if row.nfe is not None else "-"),
-            error,
-            *(f"{row.quality[m]:.4g}" if m in row.quality else "-" for m in metrics),
-        )
-    return table
-
-
-def rank_command(
-    source: str,
-    overrides: list[str],
-    *,
-    nfe: int,
-    samplers: Optional[list[str]] = None,
-    grids: Optional[list[str]] = None,
-    reference_sampler: Optional[str] = None,
-    batch: int = BATCH,
-    reference_steps: int = REFERENCE_STEPS,
-    console: Optional[Console] = None,
-) -> int:
-    """``sandbox doctor RUN_DIR --nfe N``: print the ranking; exit status 1 if a combination failed."""
-    from sandbox.console import console as default_console
-    from sandbox.console import counter
-
-    console = console or default_console
-    target = load_target(source, overrides, console)
-    bar = counter(console, transient=True)
-    with bar:
-        task = bar.add_task("rank", total=None)
-        rows, ref = rank(
-            target,
-            nfe,
-            samplers=samplers,
-            grids=grids,
-            reference_sampler=reference_sampler,
-            batch=batch,
-            reference_steps=reference_steps,
-            progress=lambda text: bar.update(task, description=f"rank: {text}", advance=1),
-        )
-    console.print(render_rank(rows, ref, nfe, batch))
-    console.print(
-        "Deterministic samplers first, best first; a sampler that draws noise is compared by the dataset's "
-        "figures, not by its distance to the reference.",
-        soft_wrap=True,
-    )
-    return 1 if any(row.failure for row in rows) else 0

@@ -1,4 +1,4 @@
-"""``sandbox doctor``: every registered sampler x grid x schedule x target against an exact answer.
+"""``sandbox doctor`` without a run: every registered sampler x grid x schedule x target against an exact answer.
 
 The network is taken out of the question: the ``oracle`` denoiser returns the
 exact ``E[x_0 | x_t]`` of a fixed 2-D ``gaussian_mixture``, so whatever
@@ -16,12 +16,10 @@ Each sampler runs on its own default time grid, or (``grids``) on each named
 registered grid, ``all`` for every one; a sampler without a ``grid`` parameter
 runs its defaults. The doctor iterates the registry: a sampler, grid or
 schedule is checked the moment it registers. It names only the two built-ins it uses on purpose, the
-``oracle`` denoiser and the ``gaussian_mixture`` dataset.
+``oracle`` denoiser and the ``gaussian_mixture`` dataset. A sampler's ``steps`` at a budget are
+:func:`sandbox.sampling.steps_for_budget`'s.
 
-``sandbox doctor RUN_DIR_OR_RECIPE --nfe N`` asks the other question, which
-sampler for *this* model: every sampler x grid (the run's tuned grids
-included) against a many-step reference from the run's own starting noise,
-ranked (:func:`sandbox.tools.tune.rank`).
+:func:`run_doctor` runs the matrix; :mod:`sandbox.tools.doctor.report` prints it.
 """
 
 from __future__ import annotations
@@ -31,21 +29,17 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from sandbox.console import counter
 from sandbox.engine.precond import exact_denoise
-from sandbox.engine.rundir import json_safe, write_json
+from sandbox.engine.rundir import json_safe
 from sandbox.errors import SandboxError
-from sandbox.plugins import LOCAL_PREFIX, is_path
-from sandbox.registry import Component, Registry, get_registry, with_local
-from sandbox.sampling import CountingDenoise
+from sandbox.registry import Component, Registry, get_registry, use_registry
+from sandbox.sampling import CountingDenoise, nfe_for_steps, steps_for_budget
 from sandbox.targets import TARGETS
 
 DATASET = "gaussian_mixture"
@@ -162,40 +156,6 @@ def grid_label(component: Component, grid: Any = None) -> str:
     return value if isinstance(value, str) else f"{len(value)} times"
 
 
-def nfe_for_steps(
-    component: Component, schedule, steps: int | None, denoise, shape: tuple[int, ...], grid: str | None = None
-) -> int:
-    """Denoise calls per sample at ``steps`` (on ``grid``, else the sampler's default): the sampler's own
-    ``nfe(schedule)``, else one counted run on a single item of ``shape``."""
-    values: dict[str, Any] = {"steps": steps} if steps is not None else {}
-    if grid is not None:
-        values["grid"] = grid
-    params = _with(component, **values)
-    sampler = component.build(params)
-    if hasattr(sampler, "nfe"):
-        return int(sampler.nfe(schedule))
-    counter = CountingDenoise(denoise)
-    sampler(counter, torch.zeros(1, *shape), schedule, generator=torch.Generator().manual_seed(0))
-    return counter.nfe
-
-
-def steps_for_budget(
-    component: Component, schedule, budget: int, denoise, shape: tuple[int, ...], grid: str | None = None
-) -> int:
-    """The ``steps`` whose NFE is closest to ``budget`` (ties: the smaller NFE), from NFE at a few step counts."""
-    cache: dict[int, int] = {}
-
-    def nfe(steps: int) -> int:
-        if steps not in cache:
-            cache[steps] = nfe_for_steps(component, schedule, steps, denoise, shape, grid)
-        return cache[steps]
-
-    per_step = max(nfe(budget) / budget, 1e-9)
-    guess = max(1, round(budget / per_step))
-    candidates = {max(1, guess + d) for d in (-1, 0, 1)}
-    return min(candidates, key=lambda s: (abs(nfe(s) - budget), nfe(s), s))
-
-
 def _run_cell(
     cell: Cell,
     component: Component,
@@ -278,7 +238,8 @@ def run_doctor(
         every = registry.names("grid")
         grid_names = list(every) if "all" in grids else list(_selected(every, grids, "grid", registry))
     try:
-        return _run(registry, samples, budgets, seed, samplers, schedules, targets, grid_names, console)
+        with use_registry(registry):  # the samplers' grids resolve in the doctor's registry (its --plugin ones too)
+            return _run(registry, samples, budgets, seed, samplers, schedules, targets, grid_names, console)
     finally:
         torch.set_num_threads(threads)
 
@@ -391,118 +352,3 @@ def _plan(
         return {column: None}
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
-
-
-def render(report: Report, *, title: str | None = None) -> Table:
-    """The doctor's table: one row per (sampler, schedule, target), a column per NFE budget."""
-    floor = report.noise_floor.get("swd")
-    table = Table(
-        title=title
-        or (
-            f"sandbox doctor: sliced Wasserstein distance to the exact mixture "
-            f"({report.samples:,} samples; noise floor {floor:.3f}) (actual NFE)"
-            if floor is not None
-            else "sandbox doctor"
-        ),
-        title_justify="left",
-    )
-    for column in ("sampler", "grid", "schedule", "target"):
-        table.add_column(column)
-    for budget in report.budgets:
-        table.add_column(f"NFE ~{budget}", justify="right")
-    prior = report.prior.get("swd", math.inf)
-    for row in report.rows:
-        table.add_row(
-            row.sampler, row.grid, row.schedule, row.target, *(_cell_text(cell, prior) for cell in row.cells)
-        )
-    return table
-
-
-def worse_than_prior(report: Report) -> int:
-    """Passing cells that score worse than the starting noise."""
-    prior = report.prior.get("swd", math.inf)
-    return sum(1 for row in report.rows for c in row.cells if c.status == OK and c.swd is not None and c.swd > prior)
-
-
-def _cell_text(cell: Cell, prior: float = math.inf) -> str:
-    nfe = f" ({cell.nfe})" if cell.nfe is not None else ""
-    if cell.status == NOT_RUN:
-        return "[dim]-[/]"
-    if cell.status == FAILED:
-        return f"[bold red]failed[/]{nfe}"
-    if cell.status == NONFINITE:
-        return f"[bold red]nan[/]{nfe}"
-    swd = cell.swd if cell.swd is not None else math.nan
-    text = f"{swd:.3f}{nfe}"
-    if cell.status == OK:
-        return f"[yellow]{text}[/]" if swd > prior else text
-    return f"[bold red]{text} {cell.status}[/]"
-
-
-def summary_line(report: Report) -> str:
-    counts = report.counts()
-    cells = sum(len(row.cells) for row in report.rows)
-    parts = [f"{counts[s]} {s}" for s in (OK, *BAD)] + ([f"{counts[NOT_RUN]} n/a"] if counts[NOT_RUN] else [])
-    colour = "red" if report.exit_status else "green"
-    yellow = worse_than_prior(report)
-    prior = report.prior.get("swd", math.nan)
-    return (
-        f"[bold {colour}]{cells} cells[/] ({len(report.rows)} sampler x grid x schedule x target rows x "
-        f"{len(report.budgets)} budgets): {', '.join(parts)} in {report.seconds:.1f} s. "
-        f"Red: raised, non-finite, distance > {DIVERGED_SWD}, or not below {FINAL_SWD} at "
-        f"NFE ~{report.budgets[-1]}. Yellow ({yellow}): passes, but worse than the starting noise "
-        f"({prior:.3f})."
-    )
-
-
-def doctor_command(
-    *,
-    samples: int = SAMPLES,
-    json_path: str | None = None,
-    samplers: Sequence[str] | None = None,
-    schedules: Sequence[str] | None = None,
-    targets: Sequence[str] | None = None,
-    grids: Sequence[str] | None = None,
-    budgets: Sequence[int] = BUDGETS,
-    console: Console | None = None,
-    plugins: Sequence[str] = (),
-) -> int:
-    """``sandbox doctor``: run, print the table, the failures and a summary; return the exit status.
-
-    ``plugins`` are local plugin modules or files, loaded as a recipe's ``plugins:`` list is.
-    """
-    from sandbox.console import console as default_console
-
-    console = console or default_console
-    registry = get_registry()
-    if plugins:
-        registry = with_local(registry, [str(Path(p).resolve()) if is_path(p) else p for p in plugins])
-        for failure in registry.failures:
-            if failure.distribution.startswith(LOCAL_PREFIX):
-                raise SandboxError(f"--plugin {failure.entry_point}: failed to load as a plugin: {failure.reason}")
-    report = run_doctor(
-        registry,
-        samples=samples,
-        budgets=budgets,
-        samplers=samplers,
-        schedules=schedules,
-        targets=targets,
-        grids=grids,
-        console=console,
-    )
-    console.print(render(report))
-    for row in report.rows:
-        for cell in row.cells:
-            if cell.status in BAD:
-                console.print(
-                    f"[red]{row.sampler} / {row.grid} / {row.schedule} / {row.target} at NFE ~{cell.budget}:[/] "
-                    f"{escape(cell.error.splitlines()[0] if cell.error else cell.status)}",
-                    soft_wrap=True,
-                )
-    console.print(summary_line(report))
-    if json_path:
-        path = Path(json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, report.to_dict())
-        console.print(f"results written to [bold]{escape(str(path))}[/]")
-    return report.exit_status
