@@ -15,6 +15,7 @@ sampler      ``build(params)``        a :class:`Sampler`
 grid         ``build(params)``        a :class:`Grid` (not a recipe section: ``sampler.grid`` names one)
 logger       ``build(params)``        an object whose ``@hookimpl`` methods implement run-event hooks,
                                       each given a :class:`RunInfo` (``run.loggers`` enables it)
+launcher     ``build(params)``        a :class:`Launcher` (``sandbox sweep --launcher NAME``)
 ===========  =======================  ==============================================================
 
 ``params`` is an instance of the dataclass given at registration (``None``
@@ -358,3 +359,63 @@ class RunInfo:
     start_step: int = 0            # 0, or the step a resumed run continues after
     world_size: int = 1            # processes training together (torchrun)
     # fmt: on
+
+
+# ------------------------------------------------------------------------------------------------ launchers
+
+#: the phases of a launcher's job, as :class:`JobState` gives them
+PHASES = ("queued", "running", "ended", "unknown")
+
+#: ``run_job(tasks, stop) -> results``: what a launcher's job runs (see :meth:`Launcher.submit`)
+RunJob = Callable[[list[dict[str, Any]], Callable[[], bool]], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A job's state as its scheduler tells it: a phase of :data:`PHASES` and the scheduler's own word."""
+
+    # fmt: off
+    phase: str                     # queued, running, ended (done, failed, cancelled, timed out) or unknown
+    raw: str = ""                  # PENDING, RUNNING, FAILED, TIMEOUT, ... as the scheduler names it
+    # fmt: on
+
+    @property
+    def live(self) -> bool:
+        """Queued or running: its cells are not submitted again."""
+        return self.phase in ("queued", "running")
+
+
+class Launcher(Protocol):
+    """What a launcher's ``build(params)`` returns: it runs a sweep's cells as the jobs of a scheduler.
+
+    ``sandbox sweep --launcher NAME`` groups the cells still to run into jobs
+    (a cell that trains, then the cells that only sample from its training),
+    records every submission in the sweep folder's ``jobs.json`` and asks
+    :meth:`states` about the jobs recorded there before it submits anything,
+    so a cell whose job is queued or running is never submitted twice.
+    ``--launcher local``, the default, is the sweep's own runner, not a launcher.
+    """
+
+    def submit(
+        self, run_job: RunJob, jobs: list[list[dict[str, Any]]], folder: Path, name: str
+    ) -> list[dict[str, Any]]:
+        """Submit each job under the job name ``name``, keeping the scheduler's files under ``folder``; return one
+        JSON-serialisable record per job, in order, with at least ``job_id`` and the paths of its logs, ``stdout``
+        and ``stderr``.
+
+        A job is a list of cell tasks (plain, JSON-able dicts). The job calls
+        ``run_job(tasks, stop)`` (:func:`sandbox.tools.sweep.run_job`), which
+        runs the tasks in order, each resumed from the latest checkpoint in its
+        cell's folder, skips a finished one (so a requeued job goes on where it
+        stopped), stops at the first cell that is interrupted (SIGINT or SIGTERM
+        to the job's process: the cell finishes its step, checkpoints and stops)
+        or once ``stop()`` returns true, and returns one result dict per task it
+        reached (``status``: done, ran, failed or interrupted). ``run_job`` is a
+        module-level function and must be picklable by reference: submitit
+        pickles it with each job, and again when it requeues one.
+        """
+        ...
+
+    def states(self, records: list[dict[str, Any]]) -> list[JobState]:
+        """The state of each job that :meth:`submit` recorded, in order."""
+        ...

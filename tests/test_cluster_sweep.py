@@ -16,8 +16,7 @@ from rich.console import Console
 from sandbox import cli
 from sandbox.errors import SandboxError
 from sandbox.recipe import load_recipe
-from sandbox.tools.launchers import read_jobs
-from sandbox.tools.sweep import cell_id, launch_sweep, plan_sweep, sweep_status
+from sandbox.tools.sweep import cell_id, launch_sweep, plan_sweep, read_jobs, sweep_status
 
 submitit_launcher = pytest.importorskip(
     "sandbox_plugins.launchers.submitit_launcher", reason="submitit is not installed (the cluster extra)"

@@ -13,7 +13,8 @@ import torch
 from sandbox import cli
 from sandbox.engine import fid
 from sandbox.protocols import DataSplits
-from sandbox.tools.summary import CellResult, _resolve_metrics
+from sandbox.tools.summary import CellResult
+from sandbox.tools.summary.stats import _resolve_metrics
 
 pytest.importorskip("torchmetrics", reason="the fid extra is not installed: pip install -e '.[fid]'")
 pytestmark = pytest.mark.usefixtures("one_thread")  # many small matrix products: one thread is faster

@@ -16,7 +16,7 @@ import torch
 
 from sandbox.engine.loss import DiffusionLoss
 from sandbox.engine.precond import Preconditioned
-from sandbox.engine.training import first_tensor
+from sandbox.protocols import first_tensor
 from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry
 from sandbox.sampling import CountingDenoise

@@ -1,8 +1,9 @@
 """Built-in sweep launcher: ``submitit``, a SLURM job array (or local processes) through submitit.
 
-``sandbox sweep --launcher local``, the default, is the engine's own
-process-per-cell runner (:func:`sandbox.tools.sweep.run_sweep`), not a plugin.
-Registered lazily: importing this plugin imports neither torch nor submitit.
+``sandbox sweep --launcher local``, the default, is the sweep's own
+process-per-cell runner, not a plugin. A launcher implements
+:class:`sandbox.protocols.Launcher`. Registered lazily: importing this plugin
+imports neither torch nor submitit.
 """
 
 from sandbox_plugins.launchers.params import SubmititParams

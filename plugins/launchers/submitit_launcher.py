@@ -1,14 +1,16 @@
 """The ``submitit`` launcher: a sweep's jobs as one SLURM job array (or local processes) through submitit.
 
-Each job runs :class:`CellJob`, a ``submitit.helpers.Checkpointable``. Near
+Each job runs :class:`CellJob`, a ``submitit.helpers.Checkpointable`` that
+calls the job function the sweep handed to :meth:`SubmititLauncher.submit`
+(``run_job``, :data:`sandbox.protocols.RunJob`) on the job's cell tasks. Near
 the time limit SLURM sends USR2 (``signal_delay_s`` before it; clusters that
 signal preemption send it then too): the job's handler asks the trainer to
 stop, which finishes its step, writes a checkpoint and stops, and then hands
 the signal to submitit, whose handler calls :meth:`CellJob.checkpoint` and
 requeues the job; the requeued job resumes each unfinished cell from its
-latest checkpoint (:func:`sandbox.tools.sweep.open_cell`). SIGTERM (``scancel``,
-preemption without the signal) stops a cell the same way without a requeue;
-``sandbox sweep`` run again submits it to resume.
+latest checkpoint. SIGTERM (``scancel``, preemption without the signal)
+stops a cell the same way without a requeue; ``sandbox sweep`` run again
+submits it to resume.
 
 Job states come from submitit (``sacct``), with ``squeue`` asked when
 accounting does not know a job yet; for ``executor: local`` a job is running
@@ -37,7 +39,7 @@ except ImportError as exc:  # the cluster extra is optional
 from sandbox_plugins.launchers.params import SubmititParams
 
 from sandbox.errors import SandboxError
-from sandbox.tools.launchers import JobState
+from sandbox.protocols import JobState, RunJob
 
 # fmt: off
 QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
@@ -58,13 +60,15 @@ def slurm_phase(state: str) -> str:
 class CellJob(submitit.helpers.Checkpointable):
     """One job: a cell that trains, then the cells that sample from its training, each resumed if unfinished.
 
-    ``checkpoint()`` (inherited) resubmits the same tasks: the cells carry their
-    state in their folders, so a requeue resumes them from their checkpoints.
+    ``run_job`` runs the tasks; submitit pickles it (by reference) with the
+    job. ``checkpoint()`` (inherited) resubmits the same tasks: the cells carry
+    their state in their folders, so a requeue resumes them from their checkpoints.
     """
 
-    def __call__(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from sandbox.tools.sweep import run_job
+    def __init__(self, run_job: RunJob):
+        self.run_job = run_job
 
+    def __call__(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         usr = submitit.JobEnvironment._usr_sig()
         requeue = signal.getsignal(usr)  # submitit's: checkpoint() and requeue
         caught: list[int] = []
@@ -74,14 +78,14 @@ class CellJob(submitit.helpers.Checkpointable):
             os.kill(os.getpid(), signal.SIGTERM)  # the trainer's stop: finish the step, checkpoint, stop
 
         signal.signal(usr, stop)
-        results = run_job(tasks, stop=lambda: bool(caught))
+        results = self.run_job(tasks, lambda: bool(caught))
         if caught and callable(requeue):
             requeue(caught[0], None)  # requeues and exits; returns only where the job is not requeued
         return results
 
 
 class SubmititLauncher:
-    """Submits with ``submitit.AutoExecutor`` (one array on SLURM); see :class:`sandbox.tools.launchers.Launcher`."""
+    """Submits with ``submitit.AutoExecutor`` (one array on SLURM); see :class:`sandbox.protocols.Launcher`."""
 
     def __init__(self, params: SubmititParams):
         self.params = params
@@ -120,10 +124,12 @@ class SubmititLauncher:
         executor.update_parameters(**options)
         return executor
 
-    def submit(self, jobs: list[list[dict[str, Any]]], folder: Path, name: str) -> list[dict[str, Any]]:
+    def submit(
+        self, run_job: RunJob, jobs: list[list[dict[str, Any]]], folder: Path, name: str
+    ) -> list[dict[str, Any]]:
         executor = self.executor(folder, name)
         with executor.batch():
-            submitted = [executor.submit(CellJob(), tasks) for tasks in jobs]
+            submitted = [executor.submit(CellJob(run_job), tasks) for tasks in jobs]
         return [
             {
                 "job_id": str(job.job_id),

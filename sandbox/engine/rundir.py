@@ -42,6 +42,8 @@ class RunDir:
         checkpoints/           final.pt, step_NNNNNN.pt, and latest (the newest's name)
         samples/               step_NNNNNN.png, final.png, final.pt (and png/, one file per sample)
         grids/                 <name>.json, time grids tuned by sandbox tune-steps
+        error.json             a sweep's cell that failed: the message, the exception's type, the traceback
+        console.txt            a sweep's cell: what it printed, each session appended
     """
 
     path: Path
@@ -58,6 +60,8 @@ class RunDir:
     FINAL_CHECKPOINT = "final.pt"
     STEP_CHECKPOINT = "step_{:06d}.pt"
     LATEST = "latest"                  # names the newest good checkpoint
+    ERROR = "error.json"               # why a sweep's cell failed
+    CONSOLE = "console.txt"            # a sweep's cell's console output
     # fmt: on
 
     def __init__(self, path: str | Path):
@@ -126,6 +130,16 @@ class RunDir:
         """A tuned time grid saved by ``sandbox tune-steps``."""
         return self.grids / f"{name}.json"
 
+    @property
+    def error(self) -> Path:
+        """Why a sweep's cell failed: ``{message, type, traceback}``, written instead of raising."""
+        return self.path / self.ERROR
+
+    @property
+    def console(self) -> Path:
+        """What a sweep's cell printed; a resumed cell appends to its earlier sessions'."""
+        return self.path / self.CONSOLE
+
     def is_run(self) -> bool:
         """Whether the folder holds a run (its resolved recipe)."""
         return self.recipe.is_file()
@@ -174,6 +188,8 @@ class SweepDir:
     PLAN = "sweep.json"                # the cells, their overrides and states
     JOBS = "jobs.json"                 # what a launcher submitted (sandbox sweep --launcher)
     LOCK = ".lock"                     # flock'ed by the sweep and its cell processes
+    CELLS = "cells"                    # one run folder per cell, named by the cell's id
+    LAUNCHER_FILES = "jobs"            # a launcher's scheduler files and job logs
     # fmt: on
 
     def __init__(self, path: str | Path):
@@ -193,6 +209,19 @@ class SweepDir:
     @property
     def lock(self) -> Path:
         return self.path / self.LOCK
+
+    @property
+    def cells(self) -> Path:
+        return self.path / self.CELLS
+
+    def cell(self, cell_id: str) -> Path:
+        """The run folder of the cell ``cell_id``."""
+        return self.cells / cell_id
+
+    @property
+    def launcher_files(self) -> Path:
+        """Where a launcher keeps its scheduler files and its jobs' logs."""
+        return self.path / self.LAUNCHER_FILES
 
     def is_sweep(self) -> bool:
         return self.plan.is_file()

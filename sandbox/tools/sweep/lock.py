@@ -1,0 +1,77 @@
+"""One sweep per folder: an exclusive lock that the sweep's cell processes inherit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sandbox.engine.rundir import SweepDir
+from sandbox.engine.sweepdir import pid_alive
+from sandbox.errors import SandboxError
+
+
+class SweepLock:
+    """An exclusive ``fcntl.flock`` on ``<sweep>/.lock``, which holds the sweep's PID.
+
+    The OS releases it when the last process holding it ends, so a crashed
+    sweep never leaves it stuck. The sweep's cell processes inherit it
+    (:meth:`handle`): a rerun cannot start while cells of a killed sweep are
+    still writing their checkpoints.
+    """
+
+    def __init__(self, sweep_dir: str | Path):
+        self.sweep_dir = Path(sweep_dir)
+        self.path = SweepDir(self.sweep_dir).lock
+        self.fd: int | None = None
+
+    def __enter__(self) -> SweepLock:
+        import fcntl
+
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip()
+            os.close(fd)
+            if not holder.isdigit():
+                who = "another sandbox sweep"
+            elif pid_alive(int(holder)):
+                who = f"another sandbox sweep, PID {holder} (stop it with kill {holder})"
+            else:
+                who = f"the cell processes of sandbox sweep PID {holder}, which ended; they stop within a step"
+            raise SandboxError(
+                f"sweep folder {self.sweep_dir} is in use by {who}; run this command again when it is free"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def handle(self) -> _Inherited:
+        """The lock's file descriptor, to pass to a spawned process that should hold the lock until it ends."""
+        assert self.fd is not None, "the lock is not held"
+        return _Inherited(self.fd)
+
+
+class _Inherited:
+    """A file descriptor handed to a spawned process the way multiprocessing hands over a ``Connection``
+    (``reduction.DupFd``): the child shares the open file, and with it the sweep's flock, until it ends."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from multiprocessing import reduction
+
+        return _rebuild_inherited, (reduction.DupFd(self.fd),)
+
+
+def _rebuild_inherited(dup: Any) -> _Inherited:
+    return _Inherited(dup.detach())
