@@ -294,7 +294,7 @@ class Grid(Protocol):
     first, which is 1 unless the grid means otherwise (diffusers' ``leading``
     spacing). A sampler whose parameters have ``grid`` (a registered grid's
     name, or an explicit list of times) and ``steps`` steps on
-    ``grid(schedule, steps)`` (:func:`sandbox.sampling.sampler_grid`), so every
+    ``grid(schedule, steps)`` (:func:`sandbox.grids.sampler_grid`), so every
     grid goes with every such sampler, and its ``nfe`` counts the times the
     grid really returned. A grid's ``build(params)`` gets its params
     dataclass filled from the sampler's parameters of the same name

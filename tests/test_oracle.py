@@ -25,9 +25,8 @@ from sandbox.errors import RecipeError
 from sandbox.protocols import AnalyticDenoiser
 from sandbox.recipe import load_recipe
 from sandbox.registry import get_registry
-from sandbox.sampling import CountingDenoise
+from sandbox.sampling import CountingDenoise, steps_for_budget
 from sandbox.targets import TARGETS
-from sandbox.tools.doctor import steps_for_budget
 
 # fmt: off
 REGISTRY = get_registry()

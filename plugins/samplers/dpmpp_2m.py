@@ -36,7 +36,7 @@ class DPMPP2MSampler(OnGrid):
             else:
                 h = math.log(sigma / sigma_next)
                 d = denoised
-                if old_denoised is not None:
+                if old_denoised is not None and h_last is not None:
                     r = h_last / h
                     d = (1.0 + 1.0 / (2.0 * r)) * denoised - (1.0 / (2.0 * r)) * old_denoised
                 x = (sigma_next / sigma) * x - math.expm1(-h) * d

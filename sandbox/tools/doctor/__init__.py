@@ -17,12 +17,11 @@ from typing import Optional
 from rich.console import Console
 
 from sandbox.engine.solve import BATCH
-from sandbox.sampling import steps_for_budget  # where tests/test_oracle.py imports it from
 from sandbox.tools.doctor.oracle import SAMPLES
 from sandbox.tools.doctor.ranking import ranking_command
 from sandbox.tools.doctor.report import oracle_command
 
-__all__ = ["doctor_command", "steps_for_budget"]
+__all__ = ["doctor_command"]
 
 
 def doctor_command(
