@@ -225,3 +225,21 @@ def test_python_blocks_compile(path):
     """No Python example in docs/ rots unnoticed: every block at least compiles."""
     for i, block in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)):
         compile(block, f"docs/{path.name}, python block {i}", "exec")
+
+
+def test_architecture_page_names_every_module():
+    """docs/architecture.md has a row for every module of every floor, as a path inside its floor's folder."""
+    page_text = page("architecture.md")
+    floors = {
+        "sandbox": sorted((ROOT / "sandbox").glob("*.py")),
+        "sandbox/engine": sorted((ROOT / "sandbox" / "engine").glob("*.py")),
+        "sandbox/tools": sorted((ROOT / "sandbox" / "tools").rglob("*.py")),
+        "sandbox/cli": sorted((ROOT / "sandbox" / "cli").glob("*.py")),
+    }
+    missing = [
+        f"{floor}/{name}"
+        for floor, paths in floors.items()
+        for name in (path.relative_to(ROOT / floor).as_posix() for path in paths)
+        if not name.endswith(("__init__.py", "__main__.py")) and f"| `{name}` |" not in page_text
+    ]
+    assert not missing, f"docs/architecture.md has no row for {missing}"
