@@ -1,4 +1,10 @@
-"""Shared fixtures: a throwaway plugin, always unregistered, and tiny recipes."""
+"""Shared fixtures: a throwaway plugin, always unregistered, and tiny recipes.
+
+The folders follow the floors of the code (``core``, ``plugins``, ``engine``,
+``tools``, ``cli``) plus ``docs`` and ``e2e``; every test in ``e2e`` (whole
+runs, real installs, several processes) is marked ``slow``, so
+``python -m pytest -m "not slow"`` is the fast loop.
+"""
 
 from __future__ import annotations
 
@@ -40,3 +46,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if E2E in Path(item.path).parents:
+            item.add_marker(pytest.mark.slow)

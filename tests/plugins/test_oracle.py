@@ -30,7 +30,7 @@ from sandbox.targets import TARGETS
 
 # fmt: off
 REGISTRY = get_registry()
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SAMPLE_NFE = 100   # network evaluations per sample in the sampling tests (the doctor's largest budget)
 SAMPLE_SWD = 0.1   # bound on the sliced Wasserstein distance of 2,000 samples (noise floor about 0.03)
 # fmt: on
@@ -215,6 +215,7 @@ def sample(oracle, noise, sampler_name, schedule_name, target):
     return out, counter.nfe
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule_name", REGISTRY.names("schedule"))
 @pytest.mark.parametrize("sampler_name", REGISTRY.names("sampler"))
 def test_every_sampler_and_schedule_samples_the_mixture_with_the_oracle(

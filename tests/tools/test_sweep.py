@@ -65,6 +65,7 @@ def test_whole_section_values_are_layers_labelled_by_name(tiny_recipe):
     assert [(p.hidden, p.layers) for p in params] == [(32, 1), (32, 3)]  # same name: merged into the section
 
 
+@pytest.mark.slow
 def test_a_changed_recipe_gives_new_cell_ids(matrix_recipe):
     before = {c.id for c in plan_sweep(matrix_recipe, FAST, seeds=2).cells}
     after = {c.id for c in plan_sweep(matrix_recipe, [*FAST, "train.steps=11"], seeds=2).cells}
@@ -73,6 +74,7 @@ def test_a_changed_recipe_gives_new_cell_ids(matrix_recipe):
     assert elsewhere == before  # the output folder is not identity
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_plan_and_runs_nothing(matrix_recipe, capsys):
     assert cli.main(["sweep", str(matrix_recipe), *FAST, "--seeds", "2", "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -96,6 +98,7 @@ def test_bad_axis_syntax_exits_2_naming_the_axis(matrix_recipe, axis, capsys):
     assert f"axis '{axis}'" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_run_resume_and_rerun_of_an_unfinished_cell(matrix_recipe):
     plan = run_sweep(plan_sweep(matrix_recipe, FAST, seeds=2), console=quiet())
     assert [c.status for c in plan.cells] == ["ran"] * 8
@@ -151,6 +154,7 @@ def registry_with_broken():
     return load_registry({"broken-denoiser": BrokenDenoiser()})
 
 
+@pytest.mark.slow
 def test_invalid_and_failing_cells_are_recorded_and_the_rest_runs(tiny_recipe, registry_with_broken):
     axes = [parse_axis("denoiser.name=mlp,broken"), parse_axis("sampler.name=ddim,nope")]
     plan = plan_sweep(tiny_recipe, FAST, axes=axes, registry=registry_with_broken)
@@ -181,6 +185,7 @@ def test_invalid_and_failing_cells_are_recorded_and_the_rest_runs(tiny_recipe, r
     assert "boom" in (plan.sweep_dir / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_jobs_2_runs_cells_in_separate_processes(tiny_recipe):
     plan = plan_sweep(tiny_recipe, FAST, axes=[parse_axis("denoiser.hidden=8,16")])
     run_sweep(plan, jobs=2, console=quiet())
@@ -274,6 +279,7 @@ class SelfSignal:
         register("selfsignal", lambda params, shape: Net(shape))
 
 
+@pytest.mark.slow
 def test_sigterm_in_process_checkpoints_the_cell_starts_no_other_and_a_rerun_resumes_it(tiny_recipe):
     registry = load_registry({"self-signal": SelfSignal(at=25)})
     overrides = [*FAST, "train.steps=60", "train.checkpoint_every=10", "denoiser={name: selfsignal}"]
@@ -297,6 +303,7 @@ def test_sigterm_in_process_checkpoints_the_cell_starts_no_other_and_a_rerun_res
     assert f"resuming at step {status['step']} of 60" in (plan.cell_dir(first) / "console.txt").read_text()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_parallel_sweep_and_the_same_command_resumes_its_cells(tiny_recipe, tmp_path, capsys):
     """SIGTERM to `sandbox sweep --jobs 2` while two cells train and a third waits: it exits 143 within seconds,
     no cell process survives, the third never starts; the same command again resumes both from their
@@ -348,6 +355,7 @@ def test_sigterm_stops_a_parallel_sweep_and_the_same_command_resumes_its_cells(t
     assert not list(plan.sweep_dir.glob("cells/*.incomplete-*"))
 
 
+@pytest.mark.slow
 def test_cells_of_a_killed_sweep_checkpoint_and_hold_the_lock_until_they_end(tiny_recipe):
     """SIGKILL to the sweep (nothing can be forwarded): its cell process gets SIGTERM from the OS, checkpoints and
     stops, and keeps the folder locked until then, so a rerun cannot clash with it."""
@@ -424,6 +432,7 @@ def test_a_locked_folder_refuses_a_sweep_until_its_holder_dies_and_dry_run_needs
         holder.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_cells_that_differ_only_in_sampling_share_one_training(tiny_recipe, tmp_path, jobs):
     """Axes over sampler and eval keys train once; every cell samples from that training with its own settings."""

@@ -72,6 +72,7 @@ def test_ddim_with_eta_1_is_ddpm_with_posterior_variance():
     assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule_name", REGISTRY.names("schedule"))
 @pytest.mark.parametrize("sampler_name", REGISTRY.names("sampler"))
 def test_every_sampler_with_every_schedule_recovers_a_gaussian(sampler_name, schedule_name):

@@ -14,7 +14,7 @@ from PIL import Image
 
 from sandbox import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 DIGITS_UNET = [
     "dataset.name=digits",
@@ -48,6 +48,7 @@ def new_folders(run_dir: Path) -> list[Path]:
     return sorted(p for p in (run_dir / "samples").iterdir() if p.is_dir())
 
 
+@pytest.mark.slow
 def test_another_sampler_writes_a_new_folder_with_its_nfe_and_quality(tiny_recipe, capsys):
     run_dir = trained(tiny_recipe)
     assert cli.main(["sample", str(run_dir), "sampler.name=dpmpp_2m", "sampler.steps=5", "--num", "40"]) == 0
@@ -70,6 +71,7 @@ def test_another_sampler_writes_a_new_folder_with_its_nfe_and_quality(tiny_recip
     assert "NFE per sample" in out and "swd: generated / real held-out" in out
 
 
+@pytest.mark.slow
 def test_the_runs_own_sampler_and_seed_repeat_its_final_samples_and_folders_are_never_reused(tiny_recipe, monkeypatch):
     run_dir = trained(tiny_recipe)
     monkeypatch.setattr(time, "strftime", lambda *args: "20260101-000000")  # both calls in the same second
@@ -90,6 +92,7 @@ def test_the_runs_own_sampler_and_seed_repeat_its_final_samples_and_folders_are_
     "override, key",
     [("train.lr=1", "train.lr"), ("denoiser.hidden=64", "denoiser.hidden"), ("run.output=elsewhere", "run.output")],
 )
+@pytest.mark.slow
 def test_an_override_of_a_training_key_is_refused_naming_it(tiny_recipe, capsys, override, key):
     run_dir = trained(tiny_recipe)
     capsys.readouterr()
@@ -99,6 +102,7 @@ def test_an_override_of_a_training_key_is_refused_naming_it(tiny_recipe, capsys,
     assert new_folders(run_dir) == []
 
 
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_or_a_folder_that_is_no_run_is_one_clear_error(tiny_recipe, tmp_path, capsys):
     run_dir = trained(tiny_recipe, "train.checkpoint_every=10")
     (run_dir / "checkpoints" / "final.pt").write_bytes(os.urandom(4096))
@@ -112,6 +116,7 @@ def test_a_corrupt_checkpoint_or_a_folder_that_is_no_run_is_one_clear_error(tiny
     assert "is not a run folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_samples_from_its_latest_step_checkpoint(tiny_recipe, capsys):
     run_dir = trained(tiny_recipe, "train.checkpoint_every=10")
     (run_dir / "checkpoints" / "final.pt").unlink()
@@ -128,6 +133,7 @@ def test_an_interrupted_run_samples_from_its_latest_step_checkpoint(tiny_recipe,
     assert json.loads((chosen / "summary.json").read_text())["checkpoint"] == {"path": str(earlier), "step": 10}
 
 
+@pytest.mark.slow
 def test_png_writes_one_8x8_image_per_sample(tiny_recipe):
     run_dir = trained(tiny_recipe, *DIGITS_UNET)
     assert cli.main(["sample", str(run_dir), "--num", "5", "--png"]) == 0
@@ -144,6 +150,7 @@ def test_png_writes_one_8x8_image_per_sample(tiny_recipe):
     assert json.loads((folder / "summary.json").read_text())["outputs"]["png"] == "png/"
 
 
+@pytest.mark.slow
 def test_an_analytic_denoiser_samples_without_a_checkpoint(tmp_path, capsys):
     recipe = ROOT / "recipes" / "oracle_mixture.yaml"
     assert cli.main(["run", str(recipe), f"run.output={tmp_path}", "eval.num_samples=16", "run.threads=1"]) == 0

@@ -19,7 +19,7 @@ from sandbox.recipe import load_recipe
 from sandbox.registry import load_registry
 from sandbox.testing import check_denoiser, check_sampler, register_plugin
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 README = (ROOT / "README.md").read_text()
 PAGES = sorted(DOCS.glob("*.md"))
@@ -62,6 +62,7 @@ def anchors(text: str) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_plugin_page_schedule_registers_trains_and_samples(monkeypatch, tiny_recipe):
     monkeypatch.setenv("SANDBOX_PLUGINS", "")  # the built-ins only: the example package may be installed too
     registry = load_registry({"docs-loglinear": block_module(monkeypatch, "plugins.md", 0, "docs_loglinear")})
@@ -100,6 +101,7 @@ def test_readme_commands_match_ci():
     assert (ROOT / "recipes" / "quickstart.yaml").exists()
 
 
+@pytest.mark.slow
 def test_plugin_page_sampler_conforms_and_runs(monkeypatch, tiny_recipe):
     module = block_module(monkeypatch, "plugins.md", 1, "my_sampler")
     with register_plugin(module, "my-sampler") as registry:
@@ -121,6 +123,7 @@ def test_plugin_page_sampler_conforms_and_runs(monkeypatch, tiny_recipe):
         assert cli.main(["show", str(tiny_recipe), "sampler.name=my_ancestral", "sampler.steps=0"]) == 2
 
 
+@pytest.mark.slow
 def test_plugin_page_denoiser_conforms_and_trains_on_digits(monkeypatch, tmp_path):
     module = block_module(monkeypatch, "plugins.md", 2, "my_denoiser")
     with register_plugin(module, "my-denoiser") as registry:

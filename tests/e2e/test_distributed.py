@@ -100,6 +100,7 @@ def pair(tmp_path_factory, one_thread):
     return folder, recipe, only_run(folder / "single"), only_run(folder / "ddp"), done
 
 
+@pytest.mark.slow
 def test_two_processes_follow_the_single_process_loss_trajectory(pair):
     _, _, single, ddp, _ = pair
     lines = metrics(ddp)
@@ -121,6 +122,7 @@ def test_only_rank_zero_writes_and_prints(pair):
     assert done.stdout.count("Summary of 'ddp'") == 1
 
 
+@pytest.mark.slow
 def test_checkpoints_of_two_processes_resume_in_one(pair, tmp_path):
     _, _, single, ddp, _ = pair
     copies = [shutil.copytree(run, tmp_path / name) for run, name in ((single, "single"), (ddp, "ddp"))]
@@ -129,6 +131,7 @@ def test_checkpoints_of_two_processes_resume_in_one(pair, tmp_path):
     assert_same_trajectory(metrics(copies[1]), metrics(copies[0]))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker processes through /proc")
 def test_a_signal_to_one_process_stops_all_at_one_step_and_the_run_resumes(pair, tmp_path):
     _, recipe, *_ = pair
@@ -204,6 +207,7 @@ def register_datasets(register):
 """
 
 
+@pytest.mark.slow
 def test_a_failure_in_one_process_stops_the_others(tmp_path):
     (tmp_path / "flaky.py").write_text(FLAKY)
     recipe = write_recipe(tmp_path)

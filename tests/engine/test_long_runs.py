@@ -104,6 +104,7 @@ def reference(tmp_path_factory):
         ("checkpoint", 6),  # halfway through writing final.pt
     ],
 )
+@pytest.mark.slow
 def test_killed_and_resumed_run_is_bit_identical_to_one_left_alone(where, at, tmp_path, reference):
     recipe = write_recipe(tmp_path)
     killed = subprocess.run(
@@ -126,6 +127,7 @@ def test_killed_and_resumed_run_is_bit_identical_to_one_left_alone(where, at, tm
     assert not list((run / "checkpoints").glob(".*.tmp")), "a torn temporary file was left behind"
 
 
+@pytest.mark.slow
 def test_resume_refuses_an_override_that_changes_results_and_accepts_more_steps(tmp_path, capsys, reference):
     recipe = write_recipe(tmp_path)
     assert cli.main(["run", str(recipe)]) == 0
@@ -141,6 +143,7 @@ def test_resume_refuses_an_override_that_changes_results_and_accepts_more_steps(
     assert steps == sorted(set(steps)) and steps[-2:] == [STEPS + 2, STEPS + 6]  # no line twice, none lost
 
 
+@pytest.mark.slow
 def test_sigterm_and_sigint_checkpoint_and_stop_with_their_exit_status(tmp_path):
     recipe = write_recipe(tmp_path, steps=100_000)
     for signum, status in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):

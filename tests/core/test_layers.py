@@ -19,7 +19,7 @@ import collections
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {"sandbox": ROOT / "sandbox", "sandbox_plugins": ROOT / "plugins"}
 SOURCES.update({p.name: p for p in sorted(ROOT.glob("examples/*/src/*")) if (p / "__init__.py").exists()})
 

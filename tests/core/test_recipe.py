@@ -9,7 +9,7 @@ import pytest
 from sandbox.errors import RecipeError, RegistryError
 from sandbox.recipe import load_recipe
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 def write(path: Path, text: str) -> Path:

@@ -26,7 +26,7 @@ from sandbox.registry import KINDS, get_registry
 from sandbox.testing import built_in
 
 REGISTRY = get_registry()
-QUICKSTART = str(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml")
+QUICKSTART = str(Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml")
 PARAMETRISED = [
     (kind, name, component.params)
     for kind in KINDS

@@ -9,7 +9,7 @@ import pytest
 
 from sandbox import cli
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 @pytest.mark.slow

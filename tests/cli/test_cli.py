@@ -121,6 +121,7 @@ def test_run_end_to_end_writes_every_output_and_never_overwrites(tiny_recipe):
     assert "mlp" in text and "ddim" in text and str(first) in text.replace("\n", "")
 
 
+@pytest.mark.slow
 def test_cpu_run_is_repeatable_with_a_seed(tiny_recipe):
     recipe = load_recipe(tiny_recipe, ["train.sample_every=0"])
     a = run_recipe(recipe, console=Console(record=True))

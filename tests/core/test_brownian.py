@@ -13,7 +13,7 @@ from sandbox.sampling import brownian_path, scale_free, step_noise
 from sandbox.testing import build_component
 
 COSINE = build_component("schedule", "cosine")
-ORACLE = Path(__file__).resolve().parents[1] / "recipes" / "oracle_mixture.yaml"
+ORACLE = Path(__file__).resolve().parents[2] / "recipes" / "oracle_mixture.yaml"
 
 
 def ratio(t: float) -> float:
@@ -83,6 +83,7 @@ def target(tmp_path_factory, one_thread):
     return load_target(ORACLE, [f"run.output={tmp_path_factory.mktemp('bm')}"], Console(file=None))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dpmpp_2m_sde", "euler_ancestral", "ddpm"])
 def test_a_stochastic_sampler_converges_along_one_path(target, name):
     """Strong convergence on the exact mixture: from the same noise and path, more steps come closer to an

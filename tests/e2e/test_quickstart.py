@@ -14,7 +14,7 @@ import pytest
 
 from sandbox import cli
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+QUICKSTART = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
 SAMPLES = 1024
 
 

@@ -18,7 +18,7 @@ from sandbox.recipe import load_recipe
 from sandbox.tools.doctor.ranking import rank
 from sandbox.tools.tune import save_grid, tune_grid
 
-ORACLE = Path(__file__).resolve().parents[1] / "recipes" / "oracle_mixture.yaml"
+ORACLE = Path(__file__).resolve().parents[2] / "recipes" / "oracle_mixture.yaml"
 NFE = 5
 
 
@@ -33,6 +33,7 @@ def tuned(target):
     return tune_grid(target, NFE, sampler="dpmpp_2m", batch=64, iterations=60, reference_steps=200)
 
 
+@pytest.mark.slow
 def test_the_tuned_grid_is_closer_to_the_reference_and_to_the_mixture(target, tuned):
     assert tuned.nfe == NFE and tuned.steps == NFE and len(tuned.times) == NFE + 1
     assert tuned.times[0] == tuned.start_times[0] and tuned.times[-1] == 0.0
@@ -101,12 +102,14 @@ def test_a_bad_grid_file_names_the_key(tmp_path):
         build_parts(recipe)
 
 
+@pytest.mark.slow
 def test_a_sampler_that_draws_noise_from_its_generator_is_refused(tmp_path):
     churned = load_target(ORACLE, ["sampler.name=heun", "sampler.s_churn=10", f"run.output={tmp_path}"], Console())
     with pytest.raises(SandboxError, match="draws noise from its generator"):  # Heun's churn is not a t -> s step
         tune_grid(churned, NFE, batch=4, iterations=1, reference_steps=10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dpmpp_2m_sde", "euler_ancestral"])
 def test_a_stochastic_sampler_is_tuned_on_a_brownian_path(target, name):
     """Its reference is itself with many steps on the same path, and the tuned grid brings it closer to that on
@@ -144,6 +147,7 @@ def test_rank_orders_samplers_and_grids_against_one_reference(target):
     assert ref.sampler == "dpmpp_2m" and ref.self_error < 1e-2 * errors[0]  # the reference is converged
 
 
+@pytest.mark.slow
 def test_cli_tune_steps_and_doctor_rank(tmp_path, capsys, one_thread):
     code = cli.main(
         [

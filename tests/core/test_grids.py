@@ -25,6 +25,7 @@ GRIDDED = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid", REGISTRY.names("grid"))
 def test_every_grid_conforms(grid):
     """The conformance kit: shapes, ends, order, determinism, and every built-in sampler's NFE on it."""

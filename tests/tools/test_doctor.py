@@ -25,6 +25,7 @@ def text_of(renderable) -> str:
     return console.export_text()
 
 
+@pytest.mark.slow
 def test_every_registered_sampler_schedule_and_target_passes():
     console = Console(record=True, width=240)
     report = run_doctor(samples=1000, console=console)
@@ -98,6 +99,7 @@ def broken_registry():
     return load_registry({"broken-samplers": BrokenSamplers()})
 
 
+@pytest.mark.slow
 def test_a_broken_sampler_is_marked_and_fails_the_doctor(broken_registry):
     schedule = broken_registry.names("schedule")[0]
     names = [n for n in broken_registry.names("sampler") if n.startswith("broken-")]
@@ -196,6 +198,7 @@ def test_cli_checks_local_plugin_files_as_run_does(tmp_path, capsys):
     assert "broken.py: failed to load as a plugin: ModuleNotFoundError" in " ".join(capsys.readouterr().err.split())
 
 
+@pytest.mark.slow
 def test_every_grid_appears_with_grid_all():
     report = run_doctor(
         samples=200, budgets=(10, 25), samplers=["unipc", "heun"], schedules=["edm"], targets=["x0"], grids=["all"]

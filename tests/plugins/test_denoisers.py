@@ -53,6 +53,7 @@ def test_accepts_some_shape(name):
     assert ok, f"denoiser '{name}' accepts none of {SHAPES} with its default parameters"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("name", DENOISERS)
 def test_contract(name, shape):

@@ -67,6 +67,7 @@ def perturbed_unet(p: UNetParams, shape: tuple[int, ...], seed: int) -> UNet:
     ],
     ids=["3x16x16-one-head", "1x8x8-two-heads"],
 )
+@pytest.mark.slow
 def test_diffusers_unet_with_the_exported_weights_gives_the_networks_output(diffusers, params, shape):
     net = perturbed_unet(params, shape, seed=0)
     config, weights = to_diffusers(net.state_dict(), params, shape, time_shift=1.0)
@@ -168,6 +169,7 @@ def test_a_denoiser_without_an_exporter_is_one_error_naming_the_key(tmp_path, ca
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_ddpm_pipeline_loads_the_export_and_samples_images_of_the_datas_shape(
     diffusers, tmp_path, capsys, monkeypatch
 ):

@@ -26,7 +26,7 @@ from sandbox.recipe import load_recipe
 from sandbox.registry import load_registry, use_registry
 from sandbox.testing import register_plugin
 
-PLUGINS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+PLUGINS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
 CALLS: dict[str, list[tuple]] = {}  # logger name -> the events it received
 
 
@@ -115,6 +115,7 @@ run: {{device: cpu, seed: 0, output: {tmp / "runs"}, loggers: [recorder, broken,
     return {"run_dir": run_dir, "warnings": [str(w.message) for w in caught], "calls": dict(CALLS)}
 
 
+@pytest.mark.slow
 def test_a_run_calls_every_event_in_order_with_what_it_wrote(logged_run):
     run_dir, calls = logged_run["run_dir"], logged_run["calls"]["recorder"]
     assert calls[0][0] == "on_run_start" and calls[-1][0] == "on_run_end"
@@ -236,7 +237,7 @@ def test_the_hooks_are_called_only_in_the_main_process(tiny_recipe):
 
 # ------------------------------------------------------------------------------ the example third-party loggers
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def install_example(name: str, module: str, tmp: Path) -> dict[str, str]:

@@ -131,6 +131,7 @@ def test_items_are_float_tensors_of_shape(built):
     assert splits.description
 
 
+@pytest.mark.slow
 def test_render_and_evaluate(built):
     _name, splits = built
     real = _stack(splits.val)[:64]
@@ -251,6 +252,7 @@ def test_digits_upsampled_size_still_scores_high():
     assert splits.evaluate(real)["confident_share"] > 0.8
 
 
+@pytest.mark.slow
 def test_digit_classifier_is_cached_on_disk(tmp_path, monkeypatch, digits):
     monkeypatch.setenv("SANDBOX_CACHE", str(tmp_path))
     monkeypatch.setattr(digits_classifier, "_MEMORY", {})

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # many small matrix products
 
 QUICK = [  # the digits (1, 8, 8) with a small network: a run of a few seconds
     "run",
-    str(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"),
+    str(Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"),
     "denoiser.name=mlp",
     "train.steps=2",
     "train.val_every=0",
@@ -298,6 +298,7 @@ def test_the_weights_url_is_the_one_the_library_loads():
     assert fid.WEIGHTS_URL == URL_INCEPTION_V3
 
 
+@pytest.mark.slow
 def test_the_inception_path_runs_grey_and_colour_images_with_a_weights_file(tmp_path, monkeypatch):
     """The wiring (weights check, 8-bit input, grey to RGB, resize, 2048 features) with a randomly initialised
     network saved in the weights file's format: what the real weights go through, without a download."""

@@ -36,11 +36,13 @@ SMALL = {  # keep the contract check of big defaults fast (the DDPM UNet has 35.
 # ---------------------------------------------------------------- every built-in conforms
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REGISTRY.names("schedule"))
 def test_builtin_schedule_conforms(name):
     check_schedule(name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REGISTRY.names("sampler"))
 def test_builtin_sampler_conforms(name):
     check_sampler(name)
@@ -186,6 +188,7 @@ def test_a_schedule_that_never_reaches_noise_fails_with_its_likely_cause():
     assert "Likely cause: the schedule never reaches pure noise" in message and "alpha = 0.707" in message
 
 
+@pytest.mark.slow
 def test_checking_a_schedule_uses_only_the_builtin_samplers():
     class Broken:
         @hookimpl

@@ -146,6 +146,7 @@ def test_channels_last_computes_the_same_and_saves_plain_checkpoints(tmp_path):
     assert set(checkpoint.load(path)["model"]) == set(contiguous.net.state_dict())
 
 
+@pytest.mark.slow
 def test_compile_keeps_plain_weights_and_computes_the_same(tmp_path, monkeypatch):
     """The engine's compile wiring, with dynamo's graph capture and an eager backend (no C++ toolchain)."""
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
@@ -240,6 +241,7 @@ def test_a_stored_split_is_batched_on_the_device_unless_the_recipe_says_otherwis
         keep_on_device([torch.zeros(2)], torch.device("cpu"), True)
 
 
+@pytest.mark.slow
 def test_a_run_with_the_dataloader_and_one_on_the_device_learn_alike(tmp_path):
     """Same recipe, both batch sources: both runs learn (the data orders differ, the data does not)."""
     losses = {}
