@@ -18,7 +18,7 @@ samplers from this noise have in common (how many samples each component receive
   trailing) with its default sigmas and with ``use_lu_lambdas`` (DPM-Solver++, uniform in log-SNR) or
   ``use_karras_sigmas`` (UniPC); a configuration diffusers refuses is left out. The best configuration per
   scheduler and NFE is the peers' figure, so they are compared at their best on this data.
-  k-diffusion's DPM++(2M) is the built-in ``dpmpp_2m`` update (``tests/test_solvers.py``), so on the same
+  k-diffusion's DPM++(2M) is the built-in ``dpmpp_2m`` update (``tests/plugins/test_solvers.py``), so on the same
   grid it is the ``dpmpp_2m`` row.
 - **Sandbox**: each deterministic built-in on its own grid, and on the grid ``sandbox tune-steps`` finds for
   it (:func:`sandbox.tools.tune.tune_grid` with its defaults, on the recipe's own 2 x 256 starting draws, which are

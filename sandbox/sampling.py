@@ -139,7 +139,7 @@ class BrownianPath:
     shrink (strong convergence). The ratio is the variable in which the reverse SDE's noise is uniform:
     DPM-Solver++'s SDE step (eta = 1) adds ``sigma~_s sqrt(1 - e^{-2h}) z`` with ``h = ln(sigma~_t /
     sigma~_s)``, which is ``sigma~_s^2 sqrt(v_s - v_t) z``, so with ``z`` from this path a coarse step adds
-    exactly what its fine steps add (``tests/test_brownian.py`` checks it to 1e-9). k-diffusion's
+    exactly what its fine steps add (``tests/core/test_brownian.py`` checks it to 1e-9). k-diffusion's
     ``BrownianTreeNoiseSampler`` does the same in sigma~. The path is torchsde's ``BrownianInterval`` as a
     Brownian tree (``halfway_tree``; Li et al. 2020, "Scalable Gradients for Stochastic Differential
     Equations"), whose value at a point does not depend on the order of the queries.
