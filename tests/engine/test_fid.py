@@ -14,7 +14,7 @@ from sandbox import cli
 from sandbox.engine import fid
 from sandbox.protocols import DataSplits
 from sandbox.tools.summary import CellResult
-from sandbox.tools.summary.stats import _resolve_metrics
+from sandbox.tools.summary.stats import resolve_metrics
 
 pytest.importorskip("torchmetrics", reason="the fid extra is not installed: pip install -e '.[fid]'")
 pytestmark = pytest.mark.usefixtures("one_thread")  # many small matrix products: one thread is faster
@@ -226,7 +226,7 @@ def test_a_run_and_sandbox_sample_report_fid_and_kid_with_one_reference(tmp_path
 def test_summaries_rank_by_fid_then_kid_when_cells_have_them():
     values = {"sample_quality.generated.confident_share": 0.9, "sample_quality.generated.kid": 0.01}
     values["sample_quality.generated.fid"] = 12.0
-    metrics = _resolve_metrics(None, [CellResult("a", ("x",), 0, "done", values=values)])
+    metrics = resolve_metrics(None, [CellResult("a", ("x",), 0, "done", values=values)])
     assert [m.label for m in metrics[:3]] == ["generated.fid", "generated.kid", "generated.confident_share"]
     assert metrics[0].lower_is_better and metrics[1].lower_is_better and not metrics[2].lower_is_better
 

@@ -14,7 +14,7 @@ from rich.table import Table
 from sandbox.engine.sweepdir import UNFINISHED
 from sandbox.tools.summary.stats import Group, Metric
 
-FILES = {"csv": "summary.csv", "md": "summary.md", "png": "summary.png"}  # what _report writes into its folder
+FILES = {"csv": "summary.csv", "md": "summary.md", "png": "summary.png"}  # what report_summary writes into its folder
 
 
 @dataclass
@@ -213,7 +213,7 @@ def _failure_lines(summary: SweepSummary) -> list[str]:
     ]
 
 
-def _report(summary: SweepSummary, console: Console, folder: Optional[Path]) -> SweepSummary:
+def report_summary(summary: SweepSummary, console: Console, folder: Optional[Path]) -> SweepSummary:
     """Write summary.csv, summary.md and summary.png into ``folder`` (unless None) and print the table."""
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)

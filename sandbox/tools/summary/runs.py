@@ -10,8 +10,8 @@ from rich.console import Console
 from sandbox.engine.rundir import RunDir, SweepDir
 from sandbox.errors import SandboxError
 from sandbox.tools.summary.cells import CellResult, read_cell
-from sandbox.tools.summary.render import SweepSummary, _report
-from sandbox.tools.summary.stats import _norm, _resolve_metrics, aggregate
+from sandbox.tools.summary.render import SweepSummary, report_summary
+from sandbox.tools.summary.stats import aggregate, resolve_metrics, value_text
 from sandbox.tools.summary.sweep import load_cells
 
 #: recipe keys that do not tell runs apart: the seed (runs that differ only there form one group, averaged over
@@ -31,7 +31,7 @@ NOT_COMPARED = (
 
 def _flat(data: Any, prefix: str = "") -> dict[str, str]:
     if not isinstance(data, dict):
-        return {prefix[:-1]: _norm(data)}
+        return {prefix[:-1]: value_text(data)}
     out: dict[str, str] = {}
     for key, value in data.items():
         out.update(_flat(value, f"{prefix}{key}."))
@@ -71,7 +71,7 @@ def collect_runs(paths: list[str | Path]) -> list[tuple[CellResult, dict[str, st
             plan, cells = load_cells(path)
             for cell, entry in zip(cells, plan["cells"]):
                 cell.id = f"{path}/{cell.id}"
-                add(SweepDir(path).cell(entry["id"]), cell, {str(k): _norm(v) for k, v in entry["group"].items()})
+                add(SweepDir(path).cell(entry["id"]), cell, {str(k): value_text(v) for k, v in entry["group"].items()})
         elif RunDir(path).is_run():
             add(path)
         elif path.is_dir() and (runs := sorted(p for p in path.iterdir() if RunDir(p).is_run())):
@@ -114,7 +114,7 @@ def summarize_runs(
         cells.append(cell)
     labels = {k: list(dict.fromkeys(cell.group[i] for cell in cells)) for i, k in enumerate(axes)}
     plan = {"axes": [{"key": k, "labels": labels[k], "values": labels[k]} for k in axes]}
-    chosen = _resolve_metrics(metrics, cells)
+    chosen = resolve_metrics(metrics, cells)
     summary = SweepSummary(
         sweep_dir=Path(out) if out is not None else Path("."),
         axes=axes,
@@ -122,4 +122,4 @@ def summarize_runs(
         groups=aggregate(plan, cells, chosen, baseline),
         title=f"Summary of {len(cells)} runs in {', '.join(str(p) for p in paths)}",
     )
-    return _report(summary, console or default_console, Path(out) if out is not None else None)
+    return report_summary(summary, console or default_console, Path(out) if out is not None else None)

@@ -69,7 +69,7 @@ class Group:
         return sum(c.status == status for c in self.cells)
 
 
-def _norm(value: Any) -> str:
+def value_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -80,9 +80,9 @@ def _facts(axes: list[dict[str, Any]], labels: tuple[str, ...]) -> dict[str, str
         value = axis["values"][axis["labels"].index(label)]
         if isinstance(value, dict):
             for key, inner in _numbers_or_values(value).items():
-                facts[f"{axis['key']}.{key}"] = _norm(inner)
+                facts[f"{axis['key']}.{key}"] = value_text(inner)
         else:
-            facts.setdefault(f"{axis['key']}#value", _norm(value))
+            facts.setdefault(f"{axis['key']}#value", value_text(value))
     return facts
 
 
@@ -96,7 +96,7 @@ def _numbers_or_values(data: dict[str, Any], prefix: str = "") -> dict[str, Any]
     return out
 
 
-def _resolve_metrics(requested: list[str] | None, cells: list[CellResult]) -> list[Metric]:
+def resolve_metrics(requested: list[str] | None, cells: list[CellResult]) -> list[Metric]:
     available: list[str] = []
     for cell in cells:
         available += [k for k in cell.values if k not in available]
@@ -152,7 +152,7 @@ def parse_baseline(text: str) -> dict[str, str]:
                 "--baseline denoiser.name=unet,schedule.name=linear"
             )
         try:
-            pairs[key.strip()] = _norm(parse_value(value.strip()))
+            pairs[key.strip()] = value_text(parse_value(value.strip()))
         except ValueError as exc:
             raise RecipeError(f"--baseline '{text}': {exc}") from exc
     return pairs

@@ -11,8 +11,8 @@ from sandbox.engine.rundir import SweepDir, read_json
 from sandbox.engine.sweepdir import sweep_status
 from sandbox.errors import SandboxError
 from sandbox.tools.summary.cells import CellResult, read_cell
-from sandbox.tools.summary.render import SweepSummary, _report
-from sandbox.tools.summary.stats import _resolve_metrics, aggregate
+from sandbox.tools.summary.render import SweepSummary, report_summary
+from sandbox.tools.summary.stats import aggregate, resolve_metrics
 
 
 def load_cells(sweep_dir: Path) -> tuple[dict[str, Any], list[CellResult]]:
@@ -56,7 +56,7 @@ def summarize(
     console = console or default_console
     sweep_dir = Path(sweep_dir)
     plan, cells = load_cells(sweep_dir)
-    chosen = _resolve_metrics(metrics, cells)
+    chosen = resolve_metrics(metrics, cells)
     groups = aggregate(plan, cells, chosen, baseline)
     summary = SweepSummary(sweep_dir=sweep_dir, axes=[a["key"] for a in plan["axes"]], metrics=chosen, groups=groups)
-    return _report(summary, console, sweep_dir if write else None)
+    return report_summary(summary, console, sweep_dir if write else None)

@@ -70,7 +70,7 @@ from sandbox.tools.sweep.plan import (
     refresh,
     training_id,
 )
-from sandbox.tools.sweep.signals import _SweepStop
+from sandbox.tools.sweep.signals import SweepStop
 from sandbox.tools.sweep.status import status_table
 
 __all__ = [
@@ -82,7 +82,7 @@ __all__ = [
     "CellStatus",
     "Plan",
     "SweepLock",
-    "_SweepStop",
+    "SweepStop",
     "cell_id",
     "cell_state",
     "cell_task",

@@ -23,7 +23,7 @@ from sandbox.recipe import Recipe, load_recipe
 from sandbox.registry import Registry, use_registry
 from sandbox.tools.sweep.axes import override
 from sandbox.tools.sweep.plan import SAMPLING_ONLY, Cell, Plan
-from sandbox.tools.sweep.signals import _handling, _stop_cell
+from sandbox.tools.sweep.signals import handling, stop_cell
 
 RESUME_KEYS = ("run.device", "run.workers", "run.threads")  # taken from this sweep's cell when resuming one
 
@@ -185,7 +185,7 @@ def run_interruptible(
     """:func:`run_cell` with SIGINT / SIGTERM stopping it: during training after the step and a checkpoint,
     elsewhere at once; either way the result is ``interrupted``. ``on_ready`` is called once the handlers are in."""
     try:
-        with _handling(_stop_cell):
+        with handling(stop_cell):
             if on_ready is not None:
                 on_ready()
             return run_cell(task, registry)

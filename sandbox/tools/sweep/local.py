@@ -19,9 +19,9 @@ from sandbox.engine.sweepdir import live_jobs
 from sandbox.errors import RecipeError
 from sandbox.registry import Registry
 from sandbox.tools.sweep.cell import cell_task, run_interruptible
-from sandbox.tools.sweep.lock import SweepLock, _Inherited
-from sandbox.tools.sweep.plan import Cell, Plan, _assignment_text, plan_record, refresh
-from sandbox.tools.sweep.signals import _handling, _kill, _stop_with_parent, _SweepStop
+from sandbox.tools.sweep.lock import Inherited, SweepLock
+from sandbox.tools.sweep.plan import Cell, Plan, assignment_text, plan_record, refresh
+from sandbox.tools.sweep.signals import SweepStop, handling, kill_cell, stop_with_parent
 
 
 def gpu_for(index: int, device: str, n_gpus: int) -> str | None:
@@ -31,12 +31,12 @@ def gpu_for(index: int, device: str, n_gpus: int) -> str | None:
     return None
 
 
-def _cell_process(task: dict[str, Any], conn: Any, threads: int, lock: _Inherited) -> None:
+def _cell_process(task: dict[str, Any], conn: Any, threads: int, lock: Inherited) -> None:
     """A cell in its own spawned process, holding the sweep's ``lock`` until it ends. It leads its own process
     group, so a Ctrl-C in the terminal reaches only the sweep, which passes it on once the cell is ready."""
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
-    _stop_with_parent()
+    stop_with_parent()
     import torch
 
     torch.set_num_threads(threads)
@@ -56,7 +56,7 @@ def _cell_line(cell: Cell, done: int, total: int) -> str:
     style = {"ran": "green", "done": "green", "failed": "red", "invalid": "red", "interrupted": "yellow"}.get(
         cell.status, "default"
     )
-    parts = [f"[{done}/{total}]", cell.id, _assignment_text(cell), f"seed={cell.seed}", f"[{style}]{cell.status}[/]"]
+    parts = [f"[{done}/{total}]", cell.id, assignment_text(cell), f"seed={cell.seed}", f"[{style}]{cell.status}[/]"]
     if cell.note:
         parts.append(escape(cell.note))
     if cell.val_loss is not None:
@@ -68,7 +68,7 @@ def _cell_line(cell: Cell, done: int, total: int) -> str:
     return "  ".join(parts)
 
 
-def _died(folder: Path, exitcode: int | None, stop: _SweepStop) -> dict[str, Any]:
+def _died(folder: Path, exitcode: int | None, stop: SweepStop) -> dict[str, Any]:
     """The result of a cell process that ended without one."""
     how = f"killed by {signal.Signals(-exitcode).name}" if exitcode and exitcode < 0 else f"exit code {exitcode}"
     if stop.signum is not None:
@@ -125,7 +125,7 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None, regi
             device = gpu_for(i, cell.recipe.run.device, n_gpus) if cell.recipe is not None else None
             tasks[cell.index] = cell_task(plan, cell, device)
 
-        stop = _SweepStop()
+        stop = SweepStop()
 
         def save(state: str) -> None:
             write_json(SweepDir(plan.sweep_dir).plan, plan_record(plan, state, stop.signum))
@@ -147,7 +147,7 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None, regi
             save("running")
 
         try:
-            with _handling(stop):  # the cells that train first, then those that only sample from them
+            with handling(stop):  # the cells that train first, then those that only sample from them
                 for batch in (
                     [c for c in to_run if c.trained_by is None],
                     [c for c in to_run if c.trained_by is not None],
@@ -180,7 +180,7 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None, regi
 def _run_here(
     cells: list[Cell],
     tasks: dict[int, dict[str, Any]],
-    stop: _SweepStop,
+    stop: SweepStop,
     registry: Registry | None,
     console: Console,
     started: Callable[[Cell, int], None],
@@ -192,7 +192,7 @@ def _run_here(
             return
         started(cell, os.getpid())
         try:
-            with console.status(f"running cell {cell.id} ({_assignment_text(cell)}, seed {cell.seed})"):
+            with console.status(f"running cell {cell.id} ({assignment_text(cell)}, seed {cell.seed})"):
                 result = run_interruptible(tasks[cell.index], registry)
         except KeyboardInterrupt:  # a second Ctrl-C during training: no checkpoint of this step
             stop.killed = True
@@ -207,7 +207,7 @@ def _run_processes(
     cells: list[Cell],
     tasks: dict[int, dict[str, Any]],
     jobs: int,
-    stop: _SweepStop,
+    stop: SweepStop,
     lock: SweepLock,
     started: Callable[[Cell, int], None],
     record: Callable[[Cell, dict[str, Any]], None],
@@ -256,7 +256,7 @@ def _run_processes(
                 record(cell, result)
     finally:
         for _, process in running.values():  # only after an error here
-            _kill(process.pid)
+            kill_cell(process.pid)
             process.join()
 
 

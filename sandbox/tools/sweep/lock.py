@@ -54,13 +54,13 @@ class SweepLock:
             os.close(self.fd)
             self.fd = None
 
-    def handle(self) -> _Inherited:
+    def handle(self) -> Inherited:
         """The lock's file descriptor, to pass to a spawned process that should hold the lock until it ends."""
         assert self.fd is not None, "the lock is not held"
-        return _Inherited(self.fd)
+        return Inherited(self.fd)
 
 
-class _Inherited:
+class Inherited:
     """A file descriptor handed to a spawned process the way multiprocessing hands over a ``Connection``
     (``reduction.DupFd``): the child shares the open file, and with it the sweep's flock, until it ends."""
 
@@ -70,8 +70,8 @@ class _Inherited:
     def __reduce__(self) -> tuple[Any, ...]:
         from multiprocessing import reduction
 
-        return _rebuild_inherited, (reduction.DupFd(self.fd),)
+        return rebuild_inherited, (reduction.DupFd(self.fd),)
 
 
-def _rebuild_inherited(dup: Any) -> _Inherited:
-    return _Inherited(dup.detach())
+def rebuild_inherited(dup: Any) -> Inherited:
+    return Inherited(dup.detach())

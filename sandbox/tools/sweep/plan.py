@@ -226,7 +226,7 @@ def plan_record(plan: Plan, state: str = "planned", signum: int | None = None) -
     }
 
 
-def _assignment_text(cell: Cell) -> str:
+def assignment_text(cell: Cell) -> str:
     return " ".join(f"{k}={v}" for k, v in cell.assignment.items()) or "(recipe)"
 
 

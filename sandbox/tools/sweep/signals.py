@@ -12,7 +12,7 @@ from sandbox.errors import Interrupted
 
 
 @contextlib.contextmanager
-def _handling(handler: Callable[[int, Any], None]) -> Iterator[None]:
+def handling(handler: Callable[[int, Any], None]) -> Iterator[None]:
     """``handler`` for SIGINT and SIGTERM inside the block (signals reach the main thread only)."""
     import threading
 
@@ -27,7 +27,7 @@ def _handling(handler: Callable[[int, Any], None]) -> Iterator[None]:
             signal.signal(s, old)
 
 
-def _stop_cell(signum: int, frame: Any) -> None:
+def stop_cell(signum: int, frame: Any) -> None:
     """A signal in a cell outside training stops it at once (training itself finishes its step and checkpoints:
     :class:`sandbox.engine.training.StopRequest` replaces this handler while it runs)."""
     raise Interrupted(f"{signal.Signals(signum).name} outside training", signum)
@@ -38,14 +38,14 @@ def _send(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
-def _kill(pid: int) -> None:
+def kill_cell(pid: int) -> None:
     """SIGKILL a cell process and its process group (its DataLoader workers)."""
     with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
     _send(pid, signal.SIGKILL)
 
 
-class _SweepStop:
+class SweepStop:
     """SIGINT / SIGTERM to the sweep. The first: no new cell starts, and each running cell process gets the signal
     once it has its handlers (it finishes its step, checkpoints and stops). A second SIGINT kills them at once."""
 
@@ -63,17 +63,17 @@ class _SweepStop:
         elif signum == signal.SIGINT and not self.killed:
             self.killed = True
             for pid in list(self.cells):
-                _kill(pid)
+                kill_cell(pid)
 
     def ready(self, pid: int) -> None:
         self.cells[pid] = True
         if self.killed:
-            _kill(pid)
+            kill_cell(pid)
         elif self.signum is not None:
             _send(pid, self.signum)
 
 
-def _stop_with_parent() -> None:
+def stop_with_parent() -> None:
     """SIGTERM this cell process once when the sweep dies, even by SIGKILL, so it checkpoints and stops. (Linux's
     ``PR_SET_PDEATHSIG`` would fire again each time a dying multi-threaded sweep hands the child to another of its
     threads, and a later SIGTERM would cut the checkpointed stop short.)"""
