@@ -99,15 +99,27 @@ def get_classifier(images: torch.Tensor, labels: torch.Tensor, *, key: str) -> D
                 f"digit-classifier cache {path} is unreadable ({type(exc).__name__}); rebuilding it", stacklevel=2
             )
         model = train_classifier(images, labels)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(model.state_dict(), partial)
-            os.replace(partial, path)  # atomic, so a parallel run never reads half a file
-        except OSError:
-            pass  # an unwritable cache only costs a retrain next time
+        _write_cache(model, path)
     _MEMORY[key] = model
     return model
+
+
+def _write_cache(model: DigitClassifier, path: Path) -> None:
+    """Save the classifier atomically (a parallel run never reads half a file); a cache that cannot be written
+    (a full disk, no permission) is a warning, costs a retrain next time, and leaves no temporary file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), partial)
+        os.replace(partial, path)
+    except (OSError, RuntimeError) as exc:  # torch's writer reports a failed write as a RuntimeError
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        warnings.warn(
+            f"could not write the digit-classifier cache {path} ({detail}); it is trained again next time",
+            stacklevel=3,
+        )
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @torch.no_grad()

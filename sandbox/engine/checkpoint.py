@@ -14,6 +14,7 @@ never executes code, and a truncated, foreign or mismatched file stops with
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Callable
@@ -22,7 +23,15 @@ from typing import Any, Optional
 
 import torch
 
-from sandbox.engine.rundir import RunDir, atomic_write, write_text
+from sandbox.engine.rundir import (
+    RunDir,
+    atomic_write,
+    host,
+    lock_holder,
+    partial_write_owner,
+    pid_alive,
+    write_text,
+)
 from sandbox.errors import SandboxError
 
 # fmt: off
@@ -49,15 +58,35 @@ def step_of(path: Path) -> Optional[int]:
 
 
 def save(folder: Path, name: str, state: dict[str, Any], *, keep: int = 0) -> Path:
-    """Write ``state`` as ``folder/name`` atomically, point ``latest`` at it; keep the newest ``keep`` step files."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write ``state`` as ``folder/name`` atomically, point ``latest`` at it; keep the newest ``keep`` step files.
+
+    Any write that fails (a full disk, no permission) stops with one :class:`SandboxError` naming the file and
+    leaves no partial file: the checkpoint, the ``latest`` pointer, and the removal of older step files alike.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SandboxError(f"could not create the checkpoint folder {folder}: {exc.strerror or exc}") from exc
     path = folder / name
-    atomic_write(path, lambda handle: torch.save({"format": FORMAT, **state}, handle))
+
+    def write(handle: Any) -> None:
+        try:
+            torch.save({"format": FORMAT, **state}, handle)
+        except RuntimeError as exc:  # torch's writer reports a failed write as a RuntimeError
+            raise OSError(str(exc).splitlines()[0] if str(exc) else "torch.save failed") from exc
+
+    atomic_write(path, write)
     write_text(folder / LATEST, name + "\n")
     if keep > 0:
         steps = sorted(p for p in folder.iterdir() if step_of(p) is not None)
         for old in steps[:-keep]:
-            old.unlink(missing_ok=True)
+            try:
+                old.unlink(missing_ok=True)
+            except OSError as exc:
+                raise SandboxError(
+                    f"could not remove the old checkpoint {old} (train.keep_checkpoints={keep}): "
+                    f"{exc.strerror or exc}; {path} is written"
+                ) from exc
     return path
 
 
@@ -113,7 +142,10 @@ def candidates(folder: Path) -> list[Path]:
         files.insert(0, folder / FINAL)
     pointer = folder / LATEST
     if pointer.exists():
-        named = folder / pointer.read_text().strip()
+        try:
+            named = folder / pointer.read_text().strip()
+        except (OSError, ValueError):  # unreadable or garbage: the files speak for themselves
+            return files
         if named in files:
             files.remove(named)
             files.insert(0, named)
@@ -140,10 +172,20 @@ def latest_good(folder: Path) -> Optional[tuple[Path, dict[str, Any]]]:
 
 
 def remove_partial_writes(folder: Path) -> None:
-    """Delete the temporary files of checkpoint writes that a crash interrupted (for the run that resumes)."""
-    if folder.is_dir():
-        for stale in folder.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
+    """Delete the temporary files of checkpoint writes that a crash interrupted (for the run that resumes).
+
+    A temporary file is ``.{name}.{pid}.tmp`` (:func:`sandbox.engine.rundir.atomic_write`): only this process's
+    own, and those whose process is gone, are removed, and none while another process holds the run's lock
+    (it may be writing one now, perhaps from another host).
+    """
+    if not folder.is_dir():
+        return
+    holder = lock_holder(folder.parent)
+    other = holder is not None and (holder.get("pid"), holder.get("host")) != (os.getpid(), host())
+    for partial in folder.glob(".*.tmp"):
+        pid = partial_write_owner(partial)
+        if pid == os.getpid() or (pid is not None and not other and not pid_alive(pid)):
+            partial.unlink(missing_ok=True)
 
 
 def refuse_changes(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,7 +20,7 @@ from sandbox.engine.events import RunEvents, enabled_loggers
 from sandbox.engine.health import sample_health
 from sandbox.engine.images import grid, save_png
 from sandbox.engine.precond import exact_denoise
-from sandbox.engine.rundir import RunDir, check_output, new_run_dir, write_json, write_text
+from sandbox.engine.rundir import RunDir, RunLock, check_output, host, new_run_dir, read_json, write_json, write_text
 from sandbox.engine.training import Trainer, TrainState
 from sandbox.errors import Diverged, Interrupted
 from sandbox.protocols import Denoise, RunInfo, first_tensor
@@ -78,21 +80,28 @@ def component_rows(recipe: Recipe, parts: Parts) -> list[list[Any]]:
     return rows
 
 
-def prepare(recipe: Recipe, run_dir: Optional[Path], *, resume: bool = False) -> tuple[torch.device, Parts, Path]:
+def prepare(
+    recipe: Recipe, run_dir: Optional[Path], *, resume: bool = False, held: Optional[ExitStack] = None
+) -> tuple[torch.device, Parts, Path]:
     """Seed, pick the device, build and check every part, then open the run folder with the resolved recipe.
 
     The folder is new under ``run.output`` unless ``run_dir`` is given: a
     sweep's cell folder (which must not exist yet), or with ``resume`` the
     folder of the run to continue. Under torchrun, every process joins the
     process group and gets its own device (:func:`sandbox.engine.distributed.setup`);
-    rank 0 alone creates the folder and tells the others its path.
+    rank 0 alone creates the folder and tells the others its path. Rank 0 takes the folder's
+    :class:`~sandbox.engine.rundir.RunLock` into ``held`` (a resume before any work), so a second
+    process on the folder stops at once.
     """
+    held = held if held is not None else ExitStack()
     if run_dir is None:
         check_output(recipe.run.output, recipe.name)  # before any work
     torch.manual_seed(recipe.run.seed)
     if recipe.run.threads:
         torch.set_num_threads(recipe.run.threads)
     device = distributed.setup(recipe)
+    if resume and run_dir is not None and distributed.is_main():
+        held.enter_context(RunLock(run_dir))
     parts = build_parts(recipe)  # every part is checked against its protocol before any work
     fid.require(recipe.eval.metrics, parts.data.shape)  # image metrics: the extra and the weights, before any work
     if distributed.is_main():
@@ -101,6 +110,8 @@ def prepare(recipe: Recipe, run_dir: Optional[Path], *, resume: bool = False) ->
         else:
             run_dir = Path(run_dir)
             run_dir.mkdir(parents=True, exist_ok=resume)
+        if not resume:
+            held.enter_context(RunLock(run_dir))
         write_text(RunDir(run_dir).recipe, recipe.to_yaml())
         RunDir(run_dir).samples.mkdir(exist_ok=resume)
     run_dir = Path(distributed.broadcast_object(str(run_dir)))
@@ -139,7 +150,16 @@ def train(
             trainer.metrics.truncate_after(0)
         console.print("no checkpoint yet: training again from step 0 in the same folder")
     if main:
-        write_json(RunDir(run_dir).status, {"status": "training", "step": trainer.state.step})
+        before = read_json(RunDir(run_dir).status) if resume else None
+        if isinstance(before, dict) and before.get("status") == "training":  # its lock was free: it died
+            console.print(
+                f"the previous session (PID {before.get('pid', '?')} on {before.get('host', '?')}) died at or "
+                f"after step {before.get('step', '?')} without stopping cleanly"
+            )
+        write_json(
+            RunDir(run_dir).status,
+            {"status": "training", "step": trainer.state.step, "pid": os.getpid(), "host": host()},
+        )
     try:
         with progress(console) as bar:
             task = bar.add_task("train", total=trainer.steps, loss="-", speed="-")
@@ -223,7 +243,8 @@ def run_recipe(
     """
     events = enabled_loggers(recipe, main=distributed.is_main())
     try:
-        return _run_recipe(recipe, events, console=console, run_dir=run_dir, resume=resume, state=state)
+        with ExitStack() as held:  # the run folder's lock, from when it opens to the end
+            return _run_recipe(recipe, events, held, console=console, run_dir=run_dir, resume=resume, state=state)
     except BaseException as exc:
         events.end_after(exc)
         raise
@@ -232,13 +253,14 @@ def run_recipe(
 def _run_recipe(
     recipe: Recipe,
     events: RunEvents,
+    held: ExitStack,
     *,
     console: Console | None,
     run_dir: Path | None,
     resume: bool,
     state: Optional[dict[str, Any]],
 ) -> Path:
-    device, parts, run_dir = prepare(recipe, run_dir, resume=resume)
+    device, parts, run_dir = prepare(recipe, run_dir, resume=resume, held=held)
     main = distributed.is_main()
     start_step = int(state["step"]) if state is not None else 0
     events.start(RunInfo(recipe.name, run_dir, recipe.to_dict(), start_step, distributed.world_size()))

@@ -107,8 +107,8 @@ def find_checkpoint(run_dir: Path, path: Path | None, console: Console) -> tuple
         try:
             return final, checkpoint.load(final)
         except checkpoint.CheckpointError as exc:
-            older = [p for p in checkpoint.candidates(folder) if p != final]
-            hint = f"; to sample from an earlier one, add --checkpoint {older[0]}" if older else ""
+            older = next((p for p in checkpoint.candidates(folder) if p != final and _loads(p)), None)
+            hint = f"; to sample from an earlier one, add --checkpoint {older}" if older else ""
             raise checkpoint.CheckpointError(f"{exc}{hint}") from exc
     found = checkpoint.latest_good(folder)
     if found is not None:
@@ -123,6 +123,14 @@ def find_checkpoint(run_dir: Path, path: Path | None, console: Console) -> tuple
         f"{run_dir} has no checkpoint to sample from (no {folder}/*.pt); it stopped before its "
         "first one: resume it with sandbox run --resume"
     )
+
+
+def _loads(path: Path) -> bool:
+    try:
+        checkpoint.load(path)
+    except checkpoint.CheckpointError:
+        return False
+    return True
 
 
 def ema_denoiser(

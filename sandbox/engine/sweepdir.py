@@ -15,7 +15,6 @@ and ``--baseline`` share so that a baseline matches the values a sweep recorded.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sandbox.engine.rundir import RunDir, SweepDir, read_json, write_json
+from sandbox.engine.rundir import RunDir, SweepDir, lock_holder, pid_alive, read_json, write_json
 from sandbox.errors import SandboxError
 from sandbox.registry import Registry
 
@@ -156,17 +155,6 @@ def live_jobs(sweep_dir: str | Path, registry: Registry | None = None) -> dict[s
 # --- the cells' states ----------------------------------------------------------------------------------------
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether the process ``pid`` exists (another user's counts too)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass
 class CellStatus:
     """A cell's state for ``sandbox sweep --status``: one of :data:`STATES`, with the job that runs it, what went
@@ -228,8 +216,12 @@ def sweep_status(sweep_dir: str | Path, registry: Registry | None = None) -> lis
             row.state, row.detail = "unknown", f"job {row.job}: {state.raw}; not submitted again meanwhile"
         elif isinstance(error, dict):
             row.state, row.detail = "failed", str(error.get("message", f"{run.ERROR} is unreadable"))
+        elif status == "training" and (holder := lock_holder(run.path)) is not None:
+            row.state, row.detail = "running", f"step {step} (PID {holder.get('pid')} on {holder.get('host')})"
         elif local and entry.get("status") == "running":
             row.state, row.detail = "running", f"step {step} (sandbox sweep PID {plan['pid']})"
+        elif status == "training":  # its lock is free: the process that trained it is gone
+            row.state, row.detail = "interrupted", f"died at or after step {step}; sandbox sweep resumes it"
         elif status == "interrupted":
             row.state, row.detail = "interrupted", f"checkpoint at step {step}; sandbox sweep resumes it"
         elif state is not None:
