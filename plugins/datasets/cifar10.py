@@ -1,17 +1,23 @@
 """CIFAR-10 (Krizhevsky, 2009, "Learning Multiple Layers of Features from Tiny Images").
 
-The files are read by torchvision's own ``CIFAR10`` reader (the official
-``cifar-10-batches-py`` pickles); 60,000 32x32 RGB images, of which the 50,000
-training images are used here. The validation images are carved from the
+The files are the official ``cifar-10-batches-py`` pickles, fetched by
+torchvision's downloader and read here by a restricted unpickler that builds
+only what the format holds (a dict of strings, lists and uint8 arrays), so a
+batch file can never run code, verified or not; 60,000 32x32 RGB images, of
+which the 50,000 training images are used here. The validation images are carved from the
 training set with a seeded permutation, so the test batch stays untouched.
 Labels are dropped: the sandbox's models are unconditional.
 """
 
 from __future__ import annotations
 
+import _codecs
 import os
 import pickle
+from collections.abc import Callable
+from typing import Any, cast
 
+import numpy as np
 import torch
 from sandbox_plugins.datasets.items import Uint8Images
 from sandbox_plugins.datasets.params import Cifar10Params
@@ -26,17 +32,89 @@ SHAPE = (3, 32, 32)
 
 
 class UnverifiedCIFAR10(CIFAR10):
-    """torchvision's ``CIFAR10`` with only the per-file md5 check skipped.
+    """torchvision's ``CIFAR10`` downloader with only the per-file md5 check skipped.
 
-    ``check_integrity(path, None)`` tests that the file exists, so this class
-    still needs every file and still reads them with torchvision's pickle
-    reader; it just accepts files that are not byte-identical to the official
-    ones (a local copy re-pickled, a subset written for tests).
+    ``check_integrity(path, None)`` tests that the file exists, so the download
+    step skips a folder that holds every file even when they are not
+    byte-identical to the official ones (a local copy re-pickled, a subset
+    written for tests). Only its download step is used; reading is :func:`read_batch`.
     """
 
     train_list = [[name, None] for name, _ in CIFAR10.train_list]  # noqa: RUF012 - torchvision reads these
     test_list = [[name, None] for name, _ in CIFAR10.test_list]  # noqa: RUF012
     meta = {**CIFAR10.meta, "md5": None}  # noqa: RUF012
+
+
+def _latin1(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as Python 3 protocol-2 pickles use it for bytes, and nothing else."""
+    if encoding != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not a CIFAR-10 value")
+    return _codecs.encode(text, "latin1")
+
+
+def _uint8_or_plain(*args: Any) -> np.dtype:
+    """``numpy.dtype`` for the array dtypes a batch holds; an object dtype would build arbitrary objects."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f"an array of dtype {dtype} is not a CIFAR-10 value")
+    return dtype
+
+
+# Every global a CIFAR-10 batch may name. The official files are Python 2 pickles of a dict of
+# str keys and values, lists and uint8 numpy arrays (numpy.core.multiarray._reconstruct, ndarray,
+# dtype); a copy re-pickled by Python 3 and NumPy 2 names numpy._core and _codecs.encode for bytes.
+_reconstruct = cast(Callable[..., Any], np.zeros(0).__reduce__()[0])  # numpy.(_)core.multiarray._reconstruct
+_ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _uint8_or_plain,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Builds only the dicts, lists, strings, numbers and arrays of the CIFAR-10 format; runs no code."""
+
+    def find_class(self, module: str, name: str) -> Callable[..., Any]:
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"it asks for {module}.{name}, which the CIFAR-10 format never holds; refused without "
+                "running it (a pickle that names a function runs it when loaded)"
+            ) from None
+
+
+def read_batch(path: str) -> dict[str, Any]:
+    """One ``cifar-10-batches-py`` file as a dict, through :class:`_BatchUnpickler` (``encoding="latin1"``)."""
+    with open(path, "rb") as f:
+        entry = _BatchUnpickler(f, encoding="latin1").load()
+    if not isinstance(entry, dict):
+        raise pickle.UnpicklingError(f"it holds a {type(entry).__name__}, not the dict of a CIFAR-10 batch")
+    return {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in entry.items()}
+
+
+def _read_images(folder: str) -> np.ndarray:
+    """The training batches' rows stacked as ``uint8 [N, 3, 32, 32]``."""
+    rows = []
+    for name, _ in CIFAR10.train_list:
+        try:
+            data = read_batch(os.path.join(folder, name)).get("data")
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise _Unreadable(name, f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            described = f"{data.dtype} {list(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__
+            raise _Unreadable(name, f"its 'data' is {described}, not a uint8 array of 3072-byte rows")
+        rows.append(data)
+    return np.concatenate(rows).reshape(-1, *SHAPE)
+
+
+class _Unreadable(Exception):
+    """A batch file that is not in the CIFAR-10 format, with why."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"{name}: {why}")
 
 
 def _expected_files() -> list[tuple[str, str]]:
@@ -66,7 +144,9 @@ def _check_files(params: Cifar10Params) -> None:
                 params.verify,
                 f"the official CIFAR-10 files, but {', '.join(corrupt)} under '{folder}' fail torchvision's "
                 "md5 integrity check (corrupted, truncated or not the official files); delete them and set "
-                "download=true to fetch fresh copies, or set verify=false to load locally written files as they are",
+                "download=true to fetch fresh copies, or set verify=false to load locally written files as they are "
+                "(verify=false skips the MD5 check only: the files are still read without running code, "
+                "accepting only the dicts, lists, strings and uint8 arrays of the CIFAR-10 format)",
             )
 
 
@@ -92,21 +172,19 @@ def _run_download(reader: type[CIFAR10], root: str) -> None:
 
 
 def load_images(params: Cifar10Params) -> torch.Tensor:
-    """The 50,000 training images as ``uint8 [N, 3, 32, 32]``, read by torchvision's reader."""
+    """The 50,000 training images as ``uint8 [N, 3, 32, 32]``, read without running code from the files."""
     if params.download:
         _download(params)
     _check_files(params)
-    reader = CIFAR10 if params.verify else UnverifiedCIFAR10
     try:
-        dataset = reader(root=params.root, train=True, download=False)
-    except (RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        images = _read_images(os.path.join(params.root, CIFAR10.base_folder))
+    except _Unreadable as exc:
         raise ParameterError(
             "root",
             params.root,
-            f"CIFAR-10 files in the official cifar-10-batches-py format, but torchvision's reader cannot "
-            f"read them ({type(exc).__name__}: {exc})",
+            f"CIFAR-10 files in the official cifar-10-batches-py format, but the batch {exc}",
         ) from exc
-    return torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
+    return torch.from_numpy(images)
 
 
 def build(params: Cifar10Params) -> DataSplits:

@@ -198,6 +198,69 @@ def test_cifar_verify_rejects_unofficial_files(fake_cifar):
     assert message.startswith("recipe key 'dataset.verify'") and "integrity" in message
 
 
+def test_cifar_verify_message_says_what_false_does(fake_cifar):
+    message = _refusal(_cifar_params(fake_cifar[0], verify=True))
+    assert "skips the MD5 check only" in message and "without running code" in message
+
+
+class _RunsCode:
+    """Unpickling this calls ``Path.touch`` on the marker: code a data file should never run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_cifar_batch_that_would_run_code_is_refused(fake_cifar, tmp_path, monkeypatch, verify):
+    """A batch whose pickle calls a function is refused, verified or not, and the call never happens."""
+    import shutil
+
+    from sandbox_plugins.datasets import cifar10
+
+    root = tmp_path / "root"
+    shutil.copytree(fake_cifar[0], root)
+    marker = tmp_path / "marker"
+    batch = root / "cifar-10-batches-py" / "data_batch_3"
+    with open(batch, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    entry["labels"] = _RunsCode(marker)
+    with open(batch, "wb") as f:
+        pickle.dump(entry, f, protocol=2)
+    if verify:  # as if the tampered file had passed the MD5 check
+        monkeypatch.setattr(cifar10, "check_integrity", lambda path, md5=None: True)
+    message = _refusal(_cifar_params(root, verify=verify))
+    assert not marker.exists()
+    assert message.startswith("recipe key 'dataset.root'")
+    assert "data_batch_3" in message and "asks for __builtin__.getattr" in message and "refused" in message
+
+
+def test_cifar_reader_accepts_python2_pickles(tmp_path):
+    """The official batches are Python 2 pickles: str (bytes) keys and numpy.core.multiarray arrays."""
+    from sandbox_plugins.datasets.cifar10 import read_batch
+
+    data = np.arange(2 * 3072, dtype=np.uint64).astype(np.uint8).reshape(2, 3072)
+    # protocol 2 as Python 2's cPickle writes it: SHORT_BINSTRING/BINSTRING for str, numpy.core paths
+    raw = data.tobytes()
+    stream = (
+        b"\x80\x02}q\x01(U\x04dataq\x02cnumpy.core.multiarray\n_reconstruct\nq\x03cnumpy\nndarray\nq\x04"
+        b"K\x00\x85U\x01b\x87Rq\x05(K\x01K\x02M\x00\x0c\x86cnumpy\ndtype\nq\x06U\x02u1K\x00K\x01\x87Rq\x07"
+        b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89T"
+        + len(raw).to_bytes(4, "little")
+        + raw
+        + b"tbU\x06labelsq\x08]q\t(K\x01K\x02eu."
+    )
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(stream)
+    entry = read_batch(str(path))
+    assert entry["labels"] == [1, 2]
+    assert np.array_equal(entry["data"], data)
+
+
 def test_cifar_failed_download_names_the_key(tmp_path, monkeypatch):
     import torchvision.datasets.cifar
 
