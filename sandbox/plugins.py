@@ -21,7 +21,10 @@ name that matches no installed distribution.
 A recipe may also name *local* plugins (``plugins: [my_module, ./my_plugin.py]``):
 modules imported by name or from a file path, registered under the plugin
 name ``local:<module or path>`` with no distribution. ``SANDBOX_PLUGINS``
-does not filter them: the recipe asked for them by name.
+does not filter them: the recipe asked for them by name. A run folder's recipe
+is data, not code: :func:`sandbox.recipe.load_recipe` loads its local plugins
+only when :func:`is_installed`, :func:`already_loaded` or named by the user
+(``--plugin``), and checks that before anything is imported.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import site
 import sys
+import sysconfig
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +161,42 @@ def is_path(spec: str) -> bool:
     return spec.endswith(".py") or "/" in spec or "\\" in spec or spec.startswith(("~", "."))
 
 
-_LOCAL_MODULES: dict[str, ModuleType] = {}
+_LOCAL_MODULES: dict[str, ModuleType] = {}  # local plugin files imported by this process, by absolute path
+_LOCAL_NAMES: set[str] = set()  # local plugin modules imported by name by this process
+
+
+def already_loaded(spec: str) -> bool:
+    """Whether this process already imported the local plugin ``spec`` (a module name or an absolute path)."""
+    return spec in _LOCAL_MODULES if is_path(spec) else spec in _LOCAL_NAMES
+
+
+def _install_roots() -> list[Path]:
+    """The folders installed code lives in: the standard library and the site-packages folders."""
+    paths = sysconfig.get_paths()
+    roots = [paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths]
+    roots += [*site.getsitepackages(), site.getusersitepackages()]
+    return [Path(root).resolve() for root in roots]
+
+
+def is_installed(name: str) -> bool:
+    """Whether the module ``name`` is installed: its top-level package is in the standard library, is provided
+    by an installed distribution, or lies in a site-packages folder. Nothing is imported to tell."""
+    top = name.partition(".")[0]
+    if not top.isidentifier():
+        return False
+    if top in sys.stdlib_module_names:
+        return True
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if found is None:
+        return False
+    where = [found.origin] if found.has_location and found.origin else list(found.submodule_search_locations or [])
+    roots = _install_roots()
+    if where and all(any(Path(w).resolve().is_relative_to(root) for root in roots) for w in where):
+        return True
+    return top in importlib.metadata.packages_distributions()  # an editable install: its source folder
 
 
 def import_local(spec: str) -> ModuleType:
@@ -166,7 +206,9 @@ def import_local(spec: str) -> ModuleType:
     a hash of its absolute path, so two files with the same name do not clash.
     """
     if not is_path(spec):
-        return importlib.import_module(spec)
+        module = importlib.import_module(spec)
+        _LOCAL_NAMES.add(spec)
+        return module
     path = Path(spec).expanduser().resolve()
     if str(path) in _LOCAL_MODULES:
         return _LOCAL_MODULES[str(path)]

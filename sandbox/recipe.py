@@ -18,28 +18,39 @@ command line, to the working folder). They are loaded before the components
 are validated; the lists of base recipes, the file and the overrides add up.
 The resolved recipe keeps the list with absolute paths, and carries the
 registry it was validated against (``Recipe.registry``, not serialised), so a
-run builds its parts from the same plugins.
+run builds its parts from the same plugins. A run folder's recipe is data, not
+code: loaded with ``trusted`` (the modules and files the user named with
+``--plugin``), its local plugins load only when installed, already loaded by
+this process or trusted; any other is refused before anything is imported.
+
+The saved form (:meth:`Recipe.to_dict`, written as ``recipe.yaml``, into
+checkpoints and ``ema.safetensors``) keeps every ``${...}`` interpolation as
+written, so ``${oc.env:API_KEY}`` never copies a secret into a run folder; it
+is resolved again wherever the recipe is loaded.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sandbox.errors import ParameterError, RecipeError
 from sandbox.params import at_least, between, one_of, positive
-from sandbox.plugins import LOCAL_PREFIX, is_path
+from sandbox.plugins import LOCAL_PREFIX, already_loaded, is_installed, is_path
 from sandbox.registry import KINDS, Registry
 from sandbox.targets import TARGETS, WEIGHTINGS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
+RECIPE_KEYS = ("name", "base", "plugins", *KINDS, "launcher", "matrix", "train", "eval", "run")
 IMAGE_METRICS = ("fid", "kid")  # eval.metrics: Frechet and Kernel Inception Distance (sandbox.engine.fid)
 
 
@@ -153,8 +164,21 @@ class Recipe:
     loggers: list[tuple[str, Any]] = field(default_factory=list)  # run.loggers: (name, params dataclass or None)
     registry: Optional[Registry] = field(default=None, repr=False, compare=False)  # what validated it
     launcher: Optional[tuple[str, Any]] = None  # the optional launcher: section, (name, params)
+    # key path -> the ${...} interpolation written there, saved in its place (an environment secret stays out)
+    interpolations: dict[tuple[Any, ...], str] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """The saved form: the resolved recipe, with every interpolation as written (never its value)."""
+        out = self._resolved_dict()
+        for keys, written in self.interpolations.items():
+            node: Any = out
+            for key in keys[:-1]:
+                node = node[key] if _has(node, key) else None
+            if _has(node, keys[-1]):
+                node[keys[-1]] = written
+        return out
+
+    def _resolved_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "plugins": list(self.plugins)}
         for kind in KINDS:
             name, params = self.components[kind]
@@ -173,6 +197,23 @@ class Recipe:
 
     def to_yaml(self) -> str:
         return OmegaConf.to_yaml(OmegaConf.create(self.to_dict()))
+
+
+def _has(node: Any, key: Any) -> bool:
+    if isinstance(node, dict):
+        return key in node
+    return isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
+
+
+def _interpolations(node: Any, keys: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], str]:
+    """Every string holding a ``${...}`` interpolation in the merged recipe ``node``, by key path."""
+    if isinstance(node, str):
+        return {keys: node} if "${" in node else {}
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    found: dict[tuple[Any, ...], str] = {}
+    for key, value in items:
+        found.update(_interpolations(value, (*keys, key)))
+    return found
 
 
 def _merge_layer(acc: dict, layer: dict) -> dict:
@@ -209,11 +250,16 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     try:
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except Exception as exc:  # yaml or OmegaConf parse error
-        raise RecipeError(f"recipe file '{path}' is not valid YAML: {exc}") from exc
+        raise RecipeError(f"recipe file '{path}' is not valid YAML: {_where(exc)}") from exc
     if data is None:
         data = {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"recipe file '{path}' must hold a mapping of sections, not {type(data).__name__}")
+    # Never echo a file that is not a recipe (a base: pointing at credentials): name it and what was expected.
+    if not isinstance(data, dict) or (data and not any(key in RECIPE_KEYS for key in data)):
+        what = f"a {type(data).__name__}" if not isinstance(data, dict) else "a mapping with none of them"
+        raise RecipeError(
+            f"recipe file '{path}' is not a recipe: expected a mapping of recipe sections "
+            f"({', '.join(RECIPE_KEYS)}), found {what}"
+        )
     if "plugins" in data:
         data["plugins"] = _plugin_specs(data["plugins"], path.parent, f" in {path}")
     base = data.pop("base", None)
@@ -222,6 +268,16 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     if not isinstance(base, str):
         raise RecipeError(f"recipe key 'base': {base!r} in {path}; expected the path of a recipe file")
     return _merge_layer(_load_file(path.parent / base, (*chain, path)), data)
+
+
+def _where(exc: Exception, position: bool = True) -> str:
+    """What a YAML error found (and where), without the file's text (no snippet of the line)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}" if position else str(exc.problem)
+    if isinstance(exc, UnicodeDecodeError):
+        return "it is not UTF-8 text"
+    return type(exc).__name__
 
 
 def _plugin_specs(value: Any, folder: Path, where: str = "") -> list[str]:
@@ -252,10 +308,31 @@ def _local_registry(specs: list[str], registry: Registry | None) -> Registry:
     return extended
 
 
+def _refuse_untrusted(specs: list[str], trusted: Iterable[str], source: str) -> None:
+    """Stop at the first local plugin of a run folder's recipe that is neither installed, already loaded by this
+    process (from a recipe the user named), nor ``trusted``, before any of them is imported."""
+    named = {str(Path(t).expanduser().resolve()) if is_path(t) else t for t in trusted}
+    for i, spec in enumerate(specs):
+        if spec in named or already_loaded(spec) or (not is_path(spec) and is_installed(spec)):
+            continue
+        what = "a local plugin file" if is_path(spec) else "not an installed module"
+        raise RecipeError(
+            f"recipe key 'plugins[{i}]' in {source}: {spec!r} is {what}, and a run folder's recipe runs no code "
+            f"you have not named; if you trust it, add --plugin {spec}"
+        )
+
+
 def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise RecipeError(f"override '{item}': expected key=value, for example train.steps=200")
+        try:
+            OmegaConf.from_dotlist([item])
+        except Exception as exc:  # OmegaConf's grammar, or YAML parsing the value
+            detail = _where(exc, position=False) if isinstance(exc, yaml.YAMLError) else str(exc).splitlines()[0]
+            raise RecipeError(
+                f"override '{item}': cannot read the value ({detail}); quote it or fix its brackets"
+            ) from exc
     try:
         parsed = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)
     except OmegaConfBaseException as exc:
@@ -350,21 +427,35 @@ def _component(registry: Registry, kind: str, section: Any, key: str = ""):
 
 
 def load_recipe(
-    path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *, registry: Registry | None = None
+    path: str | Path | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    registry: Registry | None = None,
+    trusted: Optional[Iterable[str]] = None,
 ) -> Recipe:
     """Resolve and validate a recipe: defaults < base recipes < the file < overrides.
 
     ``registry`` defaults to the installed plugins'; the recipe's local
     ``plugins`` extend a copy of it before any component is validated.
+    ``trusted`` None: the user named this recipe, so its local plugins load.
+    Otherwise (a run folder's recipe) only the local plugins that are
+    installed, already loaded by this process or in ``trusted`` (module names
+    and file paths the user named) may load; any other is refused first.
     """
     data = _load_file(Path(path)) if path is not None else {}
     data = _apply_overrides(data, list(overrides))
     plugins = data.pop("plugins", None) or []
+    if trusted is not None:
+        _refuse_untrusted(plugins, trusted, str(path) if path is not None else "the command line")
+    interpolations = _interpolations(data)
     registry = _local_registry(plugins, registry)
     data.pop("matrix", None)  # sweep axes, read by sandbox.tools.sweep; one run is the recipe without them
     components = {kind: data.pop(kind, None) for kind in KINDS}
     launcher = data.pop("launcher", None)
     sections = {key: data.pop(key, None) or {} for key in ("train", "eval", "run")}
+    for key, section in sections.items():
+        if not isinstance(section, dict):
+            raise RecipeError(f"recipe key '{key}': expected a mapping of its keys, not a {type(section).__name__}")
     if isinstance(sections["run"], dict) and isinstance(sections["run"].get("loggers"), (str, dict)):
         sections["run"]["loggers"] = [sections["run"]["loggers"]]  # run.loggers=tensorboard: a list of one
     typed: RecipeSchema = _typed(RecipeSchema, data, "")
@@ -387,4 +478,5 @@ def load_recipe(
         loggers=loggers,
         registry=registry,
         launcher=launcher_section,
+        interpolations=interpolations,
     )

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="MODULE_OR_FILE",
-        help="also load this local plugin, as a recipe's plugins: list does (repeatable)",
+        help="also load this local plugin, as a recipe's plugins: list does; with RUN_DIR: trust it, so the run "
+        "folder's recipe may load it (repeatable)",
     )
 
 

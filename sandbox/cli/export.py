@@ -19,6 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="checkpoint to export (default ema.safetensors, else as sandbox sample picks)",
     )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="trust this local plugin: the run folder's recipe may load it (repeatable; a run folder loads no "
+        "other code than installed plugins)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,5 +35,5 @@ def run(args: argparse.Namespace) -> int:
     from sandbox.tools.export import export_run  # imports torch
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
-    export_run(Path(args.run_dir), Path(args.out), fmt=args.format, checkpoint_path=checkpoint)
+    export_run(Path(args.run_dir), Path(args.out), fmt=args.format, checkpoint_path=checkpoint, trusted=args.plugin)
     return 0

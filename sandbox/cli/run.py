@@ -27,6 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "train.batch_size stays the global batch",
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides, e.g. train.steps=200")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="with --resume: trust this local plugin, so the run folder's recipe may load it (repeatable; a run "
+        "folder loads no other code than installed plugins)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         overrides = ([args.recipe] if args.recipe else []) + list(args.overrides)  # `--resume DIR key=value`
         from sandbox.engine.resume import resume_recipe  # imports torch
 
-        recipe, state = resume_recipe(args.resume, overrides)
+        recipe, state = resume_recipe(args.resume, overrides, args.plugin)
     elif not args.recipe:
         raise SandboxError("sandbox run needs a recipe file, or --resume RUN_DIR")
     else:
@@ -70,4 +78,5 @@ def _launch(args: argparse.Namespace) -> int:
     if not args.resume:
         distributed.check_batch(recipe.train.batch_size, args.nproc)
     again = [*([args.recipe] if args.recipe else []), *(["--resume", args.resume] if args.resume else [])]
+    again += [f"--plugin={plugin}" for plugin in args.plugin]
     return distributed.launch(args.nproc, ["run", *again, *args.overrides])

@@ -25,6 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint to load (default checkpoints/final.pt, else the newest step checkpoint)",
     )
     parser.add_argument("--png", action="store_true", help="also write one PNG per sample in png/ (image data)")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="trust this local plugin: the run folder's recipe may load it (repeatable; a run folder loads no "
+        "other code than installed plugins)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,5 +46,6 @@ def run(args: argparse.Namespace) -> int:
         num=args.num,
         png=args.png,
         checkpoint_path=Path(args.checkpoint) if args.checkpoint else None,
+        trusted=args.plugin,
     )
     return 0

@@ -22,6 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=count, default=256, help="starting noise draws tuned on (default 256)")
     parser.add_argument("--iterations", type=count, default=200, help="objective evaluations (default 200)")
     parser.add_argument("--reference-steps", type=count, default=500, help="steps of the reference (default 500)")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="trust this local plugin: a run folder's recipe may load it (repeatable; a run folder loads no "
+        "other code than installed plugins)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,5 +45,6 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch,
         iterations=args.iterations,
         reference_steps=args.reference_steps,
+        trusted=tuple(args.plugin),
     )
     return 0

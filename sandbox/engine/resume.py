@@ -8,6 +8,7 @@ run's weights, optimizer and data order belong to its recipe.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,16 +29,20 @@ RESUMABLE = (
 )
 
 
-def resume_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, Optional[dict[str, Any]]]:
+def resume_recipe(
+    run_dir: Path, overrides: list[str], trusted: Iterable[str] = ()
+) -> tuple[Recipe, Optional[dict[str, Any]]]:
     """The run's recipe with ``overrides`` (only :data:`RESUMABLE` keys), and its latest good checkpoint's state
-    (None when the run has none yet: it restarts in its folder)."""
+    (None when the run has none yet: it restarts in its folder). The folder's local plugins load only as
+    :func:`sandbox.recipe.load_recipe` allows with ``trusted`` (``--plugin``)."""
     run_dir = Path(run_dir)
     folder = RunDir(run_dir)
     path = folder.recipe
     if not path.is_file():
         raise SandboxError(f"{run_dir} is not a run folder (it has no {RunDir.RECIPE})")
-    original = load_recipe(path)
-    recipe = load_recipe(path, overrides)
+    trusted = list(trusted)
+    original = load_recipe(path, trusted=trusted)
+    recipe = load_recipe(path, overrides, trusted=trusted)
     before = original.to_dict()
     checkpoint.refuse_changes(
         before,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,17 @@ SAMPLING_KEYS = ("run.device", "run.threads", "run.seed")  # and these (run.seed
 CARRIED = ("clip_x0",)
 
 
-def sampling_recipe(run_dir: Path, overrides: list[str]) -> Recipe:
-    """The run's recipe with ``overrides``, which may change only sampling keys (else :class:`RecipeError`)."""
+def sampling_recipe(run_dir: Path, overrides: list[str], trusted: Iterable[str] = ()) -> Recipe:
+    """The run's recipe with ``overrides``, which may change only sampling keys (else :class:`RecipeError`).
+
+    The folder's local plugins load only as :func:`sandbox.recipe.load_recipe` allows with ``trusted``
+    (the modules and files named with ``--plugin``): a run folder is data, not code."""
     path = RunDir(run_dir).recipe
     if not path.is_file():
         raise SandboxError(f"{run_dir} is not a run folder (it has no {RunDir.RECIPE})")
-    original = load_recipe(path)
-    recipe = load_recipe(path, overrides)
+    trusted = list(trusted)
+    original = load_recipe(path, trusted=trusted)
+    recipe = load_recipe(path, overrides, trusted=trusted)
     checkpoint.refuse_changes(
         original.to_dict(),
         recipe.to_dict(),
@@ -169,17 +174,19 @@ def sample_run(
     checkpoint_path: Path | None = None,
     png: bool = False,
     console: Console | None = None,
+    trusted: Iterable[str] = (),
 ) -> Path:
     """Draw ``num`` samples (default ``eval.num_samples``) from a run's EMA weights into a new folder, returned.
 
     The folder holds ``grid.png`` (where the data has a picture), ``samples.pt``,
     ``summary.json`` (checkpoint, overrides, sampler, NFE, seconds and the
     dataset's quality figures next to held-out real data's) and, with ``png``,
-    one 8-bit PNG per sample in ``png/`` for external FID tools.
+    one 8-bit PNG per sample in ``png/`` for external FID tools. ``trusted``: the local plugins named with
+    ``--plugin`` that the run's recipe may load (:func:`sampling_recipe`).
     """
     console = console or default_console
     run_dir = Path(run_dir)
-    recipe = resolve_run_grid(run_dir, sampling_recipe(run_dir, overrides))
+    recipe = resolve_run_grid(run_dir, sampling_recipe(run_dir, overrides, trusted))
     n = num if num is not None else recipe.eval.num_samples
     if n < 1:
         raise SandboxError(f"--num {n}: expected 1 or more samples")

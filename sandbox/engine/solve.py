@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -65,11 +65,12 @@ class Target:
         return next((p.device for p in getattr(self.denoise, "parameters", lambda: [])()), None)
 
 
-def load_target(path: str | Path, overrides: list[str], console: Console) -> Target:
-    """A run folder (its recipe and EMA weights, as ``sandbox sample`` loads them) or an analytic recipe."""
+def load_target(path: str | Path, overrides: list[str], console: Console, trusted: Iterable[str] = ()) -> Target:
+    """A run folder (its recipe and EMA weights, as ``sandbox sample`` loads them, its local plugins only as
+    ``trusted`` allows) or an analytic recipe (named by the user, so its plugins load)."""
     path = Path(path)
     if path.is_dir():
-        recipe = resolve_run_grid(path, sampling_recipe(path, overrides))
+        recipe = resolve_run_grid(path, sampling_recipe(path, overrides, trusted))
         run_dir: Optional[Path] = path
     elif path.is_file():
         recipe, run_dir = load_recipe(path, overrides), None

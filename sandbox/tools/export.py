@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -233,8 +233,12 @@ def export_run(
     fmt: str = "diffusers",
     checkpoint_path: Optional[Path] = None,
     console: Optional[Console] = None,
+    trusted: Sequence[str] = (),
 ) -> Path:
-    """Write the run's EMA network and scheduler as a diffusers ``DDPMPipeline`` folder ``out``; return ``out``."""
+    """Write the run's EMA network and scheduler as a diffusers ``DDPMPipeline`` folder ``out``; return ``out``.
+
+    ``trusted``: the local plugins named with ``--plugin`` that the run's recipe may load
+    (:func:`sandbox.engine.sample.sampling_recipe`)."""
     from sandbox.engine.sample import sampling_recipe
 
     console = console or default_console
@@ -243,7 +247,7 @@ def export_run(
         raise SandboxError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SandboxError(f"{out} exists and is not an empty folder: name a new one")
-    recipe = sampling_recipe(run_dir, [])
+    recipe = sampling_recipe(run_dir, [], trusted)
     registry = recipe.registry
     assert registry is not None
     components = {kind: registry.get(kind, name, key=f"{kind}.name") for kind, (name, _) in recipe.components.items()}

@@ -297,12 +297,14 @@ def tune_command(
     iterations: int = ITERATIONS,
     reference_steps: int = REFERENCE_STEPS,
     console: Optional[Console] = None,
+    trusted: tuple[str, ...] = (),
 ) -> Path:
-    """``sandbox tune-steps``: tune, save, print the before/after and how to use it; return the file."""
+    """``sandbox tune-steps``: tune, save, print the before/after and how to use it; return the file.
+    ``trusted``: the local plugins named with ``--plugin`` that a run folder's recipe may load."""
     from sandbox.console import console as default_console
 
     console = console or default_console
-    target = load_target(source, overrides, console)
+    target = load_target(source, overrides, console, trusted)
     tuned = tune_grid(
         target,
         nfe,

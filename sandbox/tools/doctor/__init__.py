@@ -40,7 +40,8 @@ def doctor_command(
 ) -> int:
     """``sandbox doctor [RUN_DIR_OR_RECIPE]``: the ranking on that run (``nfe``, ``reference``, ``samples``,
     ``samplers``, ``grids``), else the oracle matrix (``samples``, ``json_path``, ``samplers``, ``schedules``,
-    ``targets``, ``grids``, ``plugins``); returns the exit status."""
+    ``targets``, ``grids``, ``plugins``); returns the exit status. With a run folder, ``plugins`` are the local
+    plugins its recipe may load (``--plugin``): a run folder is data, not code."""
     if run_or_recipe is not None:
         return ranking_command(
             run_or_recipe,
@@ -51,6 +52,7 @@ def doctor_command(
             reference_sampler=reference,
             batch=samples or BATCH,
             console=console,
+            trusted=tuple(plugins),
         )
     return oracle_command(
         samples=samples or SAMPLES,

@@ -157,13 +157,15 @@ def ranking_command(
     batch: int = BATCH,
     reference_steps: int = REFERENCE_STEPS,
     console: Optional[Console] = None,
+    trusted: tuple[str, ...] = (),
 ) -> int:
-    """``sandbox doctor RUN_DIR --nfe N``: print the ranking; exit status 1 if a combination failed."""
+    """``sandbox doctor RUN_DIR --nfe N``: print the ranking; exit status 1 if a combination failed.
+    ``trusted``: the local plugins named with ``--plugin`` that a run folder's recipe may load."""
     from sandbox.console import console as default_console
     from sandbox.console import counter
 
     console = console or default_console
-    target = load_target(source, overrides, console)
+    target = load_target(source, overrides, console, trusted)
     bar = counter(console, transient=True)
     with bar:
         task = bar.add_task("rank", total=None)
