@@ -81,7 +81,7 @@ def component_rows(recipe: Recipe, parts: Parts) -> list[list[Any]]:
 
 
 def prepare(
-    recipe: Recipe, run_dir: Optional[Path], *, resume: bool = False, held: Optional[ExitStack] = None
+    recipe: Recipe, run_dir: Optional[Path], held: ExitStack, *, resume: bool = False
 ) -> tuple[torch.device, Parts, Path]:
     """Seed, pick the device, build and check every part, then open the run folder with the resolved recipe.
 
@@ -93,7 +93,6 @@ def prepare(
     :class:`~sandbox.engine.rundir.RunLock` into ``held`` (a resume before any work), so a second
     process on the folder stops at once.
     """
-    held = held if held is not None else ExitStack()
     if run_dir is None:
         check_output(recipe.run.output, recipe.name)  # before any work
     torch.manual_seed(recipe.run.seed)
@@ -260,7 +259,7 @@ def _run_recipe(
     resume: bool,
     state: Optional[dict[str, Any]],
 ) -> Path:
-    device, parts, run_dir = prepare(recipe, run_dir, resume=resume, held=held)
+    device, parts, run_dir = prepare(recipe, run_dir, held, resume=resume)
     main = distributed.is_main()
     start_step = int(state["step"]) if state is not None else 0
     events.start(RunInfo(recipe.name, run_dir, recipe.to_dict(), start_step, distributed.world_size()))
