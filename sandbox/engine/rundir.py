@@ -334,9 +334,13 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise SandboxError(f"could not open the lock {self.path}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for attempt in range(5):  # a reader's look (:func:`lock_holder`) holds it for microseconds
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.02 * (attempt + 1))
+        else:
             holder = _holder(fd) or {}
             os.close(fd)
             who = f"PID {holder.get('pid', '?')} on host {holder.get('host', '?')}"

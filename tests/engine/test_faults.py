@@ -113,14 +113,17 @@ def killings(tmp_path_factory) -> dict[str, Killed]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("where, at", KILLS, ids=[f"{w}-{a}" for w, a in KILLS])
-def test_a_run_killed_at_a_random_point_resumes_bit_identical(where, at, killings, reference):
+def test_a_run_killed_at_a_random_point_resumes_bit_identical(where, at, killings, reference, capsys):
     run, killed = killings[f"{where}-{at}"].run()
     status = read_json(RunDir(run).status)
     if killed and status["status"] != "finished":  # a kill from outside may land as the run exits
         assert status["status"] == "training" and status["host"] == socket.gethostname()
         assert isinstance(status["pid"], int)
         assert lock_holder(run) is None, "a killed run's lock is free: the run is known dead"
+        capsys.readouterr()
         assert cli.main(["run", "--resume", str(run)]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"the previous session (PID {status['pid']} on {status['host']}) died" in out
     same_as_reference(run, reference)
 
 
