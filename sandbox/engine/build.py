@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -12,6 +14,10 @@ from sandbox.errors import ContractError, ParameterError, RecipeError, SandboxEr
 from sandbox.protocols import DataSplits, ExactX0, Sampler, Schedule
 from sandbox.recipe import Recipe
 from sandbox.registry import Component, Registry, use_registry
+
+#: the sampler's working set, in batches of ``eval.sample_batch`` items (x_t, the denoised estimate, noise,
+#: a multistep sampler's history), counted on top of the samples themselves
+SAMPLER_BATCHES = 8
 
 
 @dataclass
@@ -65,6 +71,7 @@ def build_parts(recipe: Recipe, registry: Optional[Registry] = None) -> Parts:
             exact_x0, denoiser = denoiser.bind(data), None
         except ParameterError as exc:
             raise RecipeError(f"{exc.in_section('denoiser')} ({comps['denoiser'].provider})") from exc
+    check_sample_memory(recipe, tuple(data.shape))
     with use_registry(registry):  # a sampler's time grid (sampler.grid) comes from the same registry
         sampler = build_component(comps["sampler"], params["sampler"])
     return Parts(data=data, schedule=schedule, net=denoiser, exact_x0=exact_x0, sampler=sampler, components=comps)
@@ -72,3 +79,50 @@ def build_parts(recipe: Recipe, registry: Optional[Registry] = None) -> Parts:
 
 def count_parameters(module: Optional[torch.nn.Module]) -> int:
     return sum(p.numel() for p in module.parameters()) if module is not None else 0
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to this process: ``MemAvailable`` of /proc/meminfo, else the physical
+    memory (``os.sysconf``); None where neither can be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_sample_memory(recipe: Recipe, shape: tuple[int, ...]) -> None:
+    """Refuse ``eval.num_samples`` when the final samples would not fit in memory, before any work.
+
+    The samples are float32 and held twice while the batches are joined (``torch.cat``), plus the
+    sampler's working set of :data:`SAMPLER_BATCHES` batches.
+    """
+    available = available_memory()
+    if available is None:
+        return
+    item = 4 * math.prod(shape)
+    n, batch = recipe.eval.num_samples, min(recipe.eval.sample_batch, recipe.eval.num_samples)
+    samples, working = 2 * n * item, SAMPLER_BATCHES * batch * item
+    if samples + working <= available:
+        return
+    most = max((available - working) // (2 * item), 0)
+    raise RecipeError(
+        ParameterError(
+            "num_samples",
+            n,
+            f"a number of samples that fits in memory: {n:,} samples of shape {tuple(shape)} take "
+            f"{_gb(samples)} as float32 (twice {_gb(samples // 2)}: the batches and their join) plus "
+            f"{_gb(working)} for the sampler, but {_gb(available)} is available; lower eval.num_samples "
+            f"(about {most:,} fit here)",
+        ).in_section("eval")
+    )
+
+
+def _gb(size: int) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
