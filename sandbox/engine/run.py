@@ -328,6 +328,7 @@ def summarize_run(
 ) -> dict[str, Any]:
     """The contents of ``summary.json``."""
     trained = parts.net is not None
+    saved = recipe.to_dict()  # parameters as the recipe writes them: an interpolated secret stays ${...}
     return {
         "name": recipe.name,
         "run_dir": str(run_dir),
@@ -337,7 +338,7 @@ def summarize_run(
                 "name": recipe.components[kind][0],
                 "plugin": parts.components[kind].plugin,
                 "provider": parts.components[kind].provider,
-                "params": dataclasses.asdict(recipe.components[kind][1]) if recipe.components[kind][1] else {},
+                "params": {key: value for key, value in saved[kind].items() if key != "name"},
             }
             for kind in KINDS
         },

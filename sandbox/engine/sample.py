@@ -17,7 +17,6 @@ the same seed (``run.seed +`` :data:`sandbox.engine.run.FINAL_SEED`) and the sam
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -235,7 +234,10 @@ def sample_run(
             "overrides": list(overrides),
             "device": str(device),
             "seed": recipe.run.seed + FINAL_SEED,
-            "sampler": {"name": sampler, "params": dataclasses.asdict(params) if params is not None else {}},
+            "sampler": {
+                "name": sampler,
+                "params": {k: v for k, v in recipe.to_dict()["sampler"].items() if k != "name"},
+            },
             "num_samples": len(samples),
             "sample_batch": recipe.eval.sample_batch,
             "nfe_per_sample": nfe,

@@ -8,6 +8,7 @@ folder. An error about a file that is not a recipe names the file, never its con
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -205,6 +206,19 @@ def test_a_run_saves_environment_interpolations_unresolved(secret_lr):
     again = load_recipe(run / "recipe.yaml", trusted=())
     assert again.train.lr == pytest.approx(0.000123457)
     assert again.to_dict() == loaded.to_dict()
+
+
+@pytest.mark.slow
+def test_a_runs_summary_keeps_a_components_interpolation_unresolved(tiny_recipe, monkeypatch):
+    from sandbox.engine.run import run_recipe
+
+    monkeypatch.setenv("SANDBOX_TEST_SECRET_HIDDEN", "29")
+    recipe = yaml.safe_load(tiny_recipe.read_text())
+    recipe["denoiser"]["hidden"] = "${oc.env:SANDBOX_TEST_SECRET_HIDDEN}"
+    tiny_recipe.write_text(yaml.safe_dump(recipe))
+    run = Path(run_recipe(load_recipe(tiny_recipe, ["train.steps=10", "train.sample_every=0"])))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["components"]["denoiser"]["params"]["hidden"] == "${oc.env:SANDBOX_TEST_SECRET_HIDDEN}"
 
 
 def test_an_interpolation_overridden_on_the_command_line_is_saved_as_given(secret_lr):
