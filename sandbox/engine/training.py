@@ -9,9 +9,12 @@ checkpoint ends bit-identical, on the CPU, to the same run left alone.
 SIGINT (Ctrl-C) and SIGTERM (what SLURM sends before killing a job) finish
 the current step, write a checkpoint and stop with :class:`Interrupted`
 (exit status 130 or 143); a second Ctrl-C stops at once. A non-finite loss,
-or a mean loss more than :data:`DIVERGENCE_FACTOR` times the lowest mean of
-an earlier logging interval, stops with :class:`Diverged` and writes nothing,
-so the last good checkpoint is kept.
+non-finite weights (or EMA weights), a mean loss more than
+:data:`ABOVE_START_FACTOR` times the loss of the first step, or more than
+:data:`DIVERGENCE_FACTOR` times the lowest mean of an earlier logging
+interval, stops with :class:`Diverged` and writes nothing, so the last good
+checkpoint is kept. All are checked wherever the losses are read (log,
+validation, samples, checkpoints), from figures kept on the device.
 
 Built for speed on GPUs too: the loop never waits for the device between
 steps (losses add up on the device and are read only where the loop logs,
@@ -57,9 +60,13 @@ from sandbox.errors import Diverged, Interrupted, RecipeError
 
 #: a logging interval whose mean loss exceeds this many times the lowest earlier interval mean has diverged
 DIVERGENCE_FACTOR = 100.0
+#: a mean loss over this many times the loss of the first step (the network at its initialisation) has diverged:
+#: healthy runs never log a mean above 1.07x their first loss (toy2d; quickstart 1.02x), while train.lr=1e2
+#: and 1e3 on toy2d stay 53x to 1.2e6x and 5,600x to 9.7e9x above it all run, without a non-finite value
+ABOVE_START_FACTOR = 10.0
 
 
-__all__ = ["DIVERGENCE_FACTOR", "TrainState", "Trainer"]
+__all__ = ["ABOVE_START_FACTOR", "DIVERGENCE_FACTOR", "TrainState", "Trainer"]
 
 
 def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
@@ -83,6 +90,7 @@ class TrainState:
     interval_n: int = 0
     interval_images: int = 0
     lowest_interval_loss: float = math.inf  # the divergence check's reference
+    first_loss: float = math.nan          # the loss of step 1, the reference of ABOVE_START_FACTOR (nan: not read yet)
     # fmt: on
 
 
@@ -155,6 +163,7 @@ class Trainer:
         self.within: Optional[tuple[int, int]] = None  # this process's first row and the global batch size
         self.pending_loss = torch.zeros((), dtype=torch.float64)  # the interval's loss sum, on the device in fit
         self.last_read = 0  # the last step whose loss was read on the host
+        self.pending_first: Optional[torch.Tensor] = None  # step 1's loss on the device, until it is read
         self.loader_gen = torch.Generator().manual_seed(run.seed)
         self.batch_source = batch_source(
             parts.data.train,
@@ -294,19 +303,46 @@ class Trainer:
             return "No checkpoint was written."
         return f"The last good checkpoint, {self.last_checkpoint}, is kept."
 
-    def _read_losses(self, step: int) -> None:
-        """Wait for the device and read the interval's loss sum into the state; stop if it is not finite.
+    def _largest_weight(self) -> torch.Tensor:
+        """The largest magnitude over the weights and the EMA weights, on the device (nan or inf if one is)."""
+        tensors = [p.detach() for p in (*self.net.parameters(), *self.ema.model.parameters()) if p.is_floating_point()]
+        return torch.stack([t.abs().amax().float() for t in tensors if t.numel()]).amax()
 
-        With several processes the sum is first averaged over them (in place: a later read in the same
-        interval averages the already equal part again, which leaves it unchanged).
+    def _read_losses(self, step: int) -> None:
+        """Wait for the device and read the interval's loss sum into the state; stop if training diverged.
+
+        One read brings back the interval's loss sum, step 1's loss (once) and the largest weight, so the
+        step itself never waits for the device. With several processes the sums are first averaged over them
+        (in place: a later read in the same interval averages the already equal part again, which leaves it
+        unchanged); the weights are the same in every process.
         """
-        total = float(distributed.all_reduce_mean(self.pending_loss))
+        state, lr = self.state, f"lower train.lr (now {self.cfg.lr:g})"
+        total_t = distributed.all_reduce_mean(self.pending_loss)
+        first_t = total_t.new_full((), math.nan)
+        if self.pending_first is not None:
+            first_t = distributed.all_reduce_mean(self.pending_first).to(total_t.dtype)
+        total, first, largest = torch.stack([total_t, first_t, self._largest_weight().to(total_t.dtype)]).tolist()
+        where = steps_text(self.last_read + 1, step)
         if not math.isfinite(total):
             raise Diverged(
-                f"training diverged: the loss became {total} {steps_text(self.last_read + 1, step)}; "
-                f"try a lower train.lr or train.grad_clip. {self._kept()}"
+                f"training diverged: the loss became {total} {where}; try a lower train.lr or train.grad_clip. "
+                f"{self._kept()}"
             )
-        self.state.interval_loss, self.last_read = total, step
+        if not math.isfinite(largest):
+            raise Diverged(
+                f"training diverged: the weights became {largest} {where}, although every loss was finite; "
+                f"the learning rate is the likely cause: {lr}, or set train.grad_clip. {self._kept()}"
+            )
+        if self.pending_first is not None:
+            state.first_loss, self.pending_first = first, None
+        mean = total / max(state.interval_n, 1)
+        if mean > ABOVE_START_FACTOR * state.first_loss:
+            raise Diverged(
+                f"training diverged: the mean loss of the {state.interval_n} steps up to step {step} is {mean:.4g}, "
+                f"over {ABOVE_START_FACTOR:g} times the loss of the first step ({state.first_loss:.4g}), so the "
+                f"network is moving away from the data; the learning rate is the likely cause: {lr}. {self._kept()}"
+            )
+        state.interval_loss, self.last_read = total, step
 
     def log_record(self, step: int, record: dict[str, Any]) -> None:
         """Append a line to ``metrics.jsonl`` (the record of truth), then tell the loggers (``on_metrics``)."""
@@ -318,7 +354,7 @@ class Trainer:
 
         The step losses add up on the device, in float64 whatever the precision (so the sum is the same
         whether or not a checkpoint read it mid-interval), and are read only at steps that log, validate,
-        sample or checkpoint: a non-finite loss stops training there, before anything is written.
+        sample or checkpoint: a loss that diverged stops training there, before anything is written.
         """
         cfg, state = self.cfg, self.state
         if state.step == 0 and self.steps == 0:
@@ -338,7 +374,7 @@ class Trainer:
             for step in range(state.step + 1, self.steps + 1):
                 x0 = next(batches)
                 try:
-                    self.pending_loss += self.step(x0)
+                    loss = self.step(x0)
                 except Exception as exc:
                     if self.compiled is not self.net and type(exc).__module__.startswith(COMPILER_MODULES):
                         raise RecipeError(
@@ -347,6 +383,9 @@ class Trainer:
                             "set run.compile=false"
                         ) from exc
                     raise
+                self.pending_loss += loss
+                if step == 1:  # the reference of ABOVE_START_FACTOR, read with the losses
+                    self.pending_first = loss.clone()
                 state.step = step
                 state.interval_n += 1
                 state.interval_images += self.within[1] if self.within else x0.shape[0]  # the global batch
