@@ -86,7 +86,7 @@ def commands(run: Path, out: Path) -> dict[str, list[str]]:
         "sample": ["sample", str(run), "--num", "4"],
         "export": ["export", str(run), str(out)],
         "tune-steps": ["tune-steps", str(run), "--nfe", "3", "--batch", "4", "--iterations", "2"],
-        "doctor": ["doctor", str(run), "--nfe", "3", "--samples", "4"],
+        "doctor": ["doctor", str(run), "--nfe", "3", "--samples", "4", "--sampler", "ddim", "--grid", "schedule"],
         "resume": ["run", "--resume", str(run), "train.steps=12"],
     }
 
