@@ -2,7 +2,9 @@
 
 README states: 83% of 256 samples recognised confidently (95% for held-out real digits), and on 2,048
 samples DDIM with 50 steps 0.872 against UniPC with 10 NFE 0.878 (``sandbox sample RUN --num 2048
-sampler.name=unipc sampler.steps=10``). The run takes one to three minutes on 2 CPU cores.
+sampler.name=unipc sampler.steps=10``). Here UniPC at 10 NFE draws from the same 256 starting draws as
+the run's own DDIM-50 samples (``sandbox sample`` without ``--num`` repeats them), so the two figures are
+paired: 0.863 against 0.832 in one run as shipped. The run takes one to three minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import pytest
 from sandbox import cli
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
-SAMPLES = 1024
 
 
 def confident_share(folder: Path) -> float:
@@ -31,8 +32,8 @@ def test_quickstart_reaches_its_stated_quality_and_keeps_it_at_10_nfe(tmp_path):
     assert generated["confident_share"] >= 0.78 and real["confident_share"] > 0.9, (generated, real)
     assert summary["sample_health"]["in_range_share"] == 1.0 and not summary["sample_health"]["diverged"]
 
-    assert cli.main(["sample", str(run), "--num", str(SAMPLES)]) == 0
-    assert cli.main(["sample", str(run), "--num", str(SAMPLES), "sampler.name=unipc", "sampler.steps=10"]) == 0
-    ddim, unipc = sorted((run / "samples").glob("*-*/"), key=lambda p: not p.name.startswith("ddim-50"))
+    assert cli.main(["sample", str(run), "sampler.name=unipc", "sampler.steps=10"]) == 0
+    (unipc,) = (run / "samples").glob("unipc-10-*/")
     assert json.loads((unipc / "summary.json").read_text())["nfe_per_sample"] == 10
-    assert confident_share(unipc) >= confident_share(ddim) - 0.02, (confident_share(unipc), confident_share(ddim))
+    ddim = generated["confident_share"]  # the run's DDIM-50, from the same starting draws
+    assert confident_share(unipc) >= ddim - 0.02, (confident_share(unipc), ddim)
