@@ -42,10 +42,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
 from sandbox import hookspecs
+from sandbox.errors import RecipeError
 
 GROUP = "sandbox"
 SELF_DISTRIBUTION = "diffusion-sandbox"
@@ -250,3 +252,33 @@ def load_local_plugins(pm: pluggy.PluginManager, specs: Iterable[str]) -> Loaded
             continue
         loaded.register(pm, module, PluginInfo(plugin_name, None, None), plugin_name, spec)
     return loaded
+
+
+# --- the plugins a recipe names --------------------------------------------------------------------------------
+
+
+def plugin_specs(value: Any, folder: Path, where: str = "") -> list[str]:
+    """A ``plugins:`` list with its file paths made absolute against ``folder``."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise RecipeError(
+            f"recipe key 'plugins'{where}: {value!r}; expected a list of module names or paths of Python files"
+        )
+    return [str((folder / Path(v).expanduser()).resolve()) if is_path(v) else v for v in value]
+
+
+def refuse_untrusted(specs: list[str], trusted: Iterable[str], source: str) -> None:
+    """Stop at the first local plugin of a run folder's recipe that is neither installed, already loaded by this
+    process (from a recipe the user named), nor ``trusted``, before any of them is imported."""
+    named = {str(Path(t).expanduser().resolve()) if is_path(t) else t for t in trusted}
+    for i, spec in enumerate(specs):
+        if spec in named or already_loaded(spec) or (not is_path(spec) and is_installed(spec)):
+            continue
+        what = "a local plugin file" if is_path(spec) else "not an installed module"
+        raise RecipeError(
+            f"recipe key 'plugins[{i}]' in {source}: {spec!r} is {what}, and a run folder's recipe runs no code "
+            f"you have not named; if you trust it, add --plugin {spec}"
+        )

@@ -44,7 +44,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sandbox.errors import ParameterError, RecipeError
 from sandbox.params import at_least, between, one_of, positive
-from sandbox.plugins import LOCAL_PREFIX, already_loaded, is_installed, is_path
+from sandbox.plugins import LOCAL_PREFIX, plugin_specs, refuse_untrusted
 from sandbox.registry import KINDS, Registry
 from sandbox.targets import TARGETS, WEIGHTINGS
 
@@ -261,7 +261,7 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
             f"({', '.join(RECIPE_KEYS)}), found {what}"
         )
     if "plugins" in data:
-        data["plugins"] = _plugin_specs(data["plugins"], path.parent, f" in {path}")
+        data["plugins"] = plugin_specs(data["plugins"], path.parent, f" in {path}")
     base = data.pop("base", None)
     if base is None:
         return data
@@ -280,19 +280,6 @@ def _where(exc: Exception, position: bool = True) -> str:
     return type(exc).__name__
 
 
-def _plugin_specs(value: Any, folder: Path, where: str = "") -> list[str]:
-    """A ``plugins:`` list with its file paths made absolute against ``folder``."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise RecipeError(
-            f"recipe key 'plugins'{where}: {value!r}; expected a list of module names or paths of Python files"
-        )
-    return [str((folder / Path(v).expanduser()).resolve()) if is_path(v) else v for v in value]
-
-
 def _local_registry(specs: list[str], registry: Registry | None) -> Registry:
     """The registry plus the recipe's local plugins; a plugin that fails stops with its recipe key."""
     from sandbox.registry import get_registry, with_local
@@ -306,20 +293,6 @@ def _local_registry(specs: list[str], registry: Registry | None) -> Registry:
             if failure.distribution == LOCAL_PREFIX + spec:
                 raise RecipeError(f"recipe key 'plugins[{i}]': {spec!r} failed to load as a plugin: {failure.reason}")
     return extended
-
-
-def _refuse_untrusted(specs: list[str], trusted: Iterable[str], source: str) -> None:
-    """Stop at the first local plugin of a run folder's recipe that is neither installed, already loaded by this
-    process (from a recipe the user named), nor ``trusted``, before any of them is imported."""
-    named = {str(Path(t).expanduser().resolve()) if is_path(t) else t for t in trusted}
-    for i, spec in enumerate(specs):
-        if spec in named or already_loaded(spec) or (not is_path(spec) and is_installed(spec)):
-            continue
-        what = "a local plugin file" if is_path(spec) else "not an installed module"
-        raise RecipeError(
-            f"recipe key 'plugins[{i}]' in {source}: {spec!r} is {what}, and a run folder's recipe runs no code "
-            f"you have not named; if you trust it, add --plugin {spec}"
-        )
 
 
 def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -360,7 +333,7 @@ def _set(data: dict, overrides: list[str]) -> dict:
         return data
     layer = _parse_overrides(overrides)
     if "plugins" in layer:
-        layer["plugins"] = _plugin_specs(layer["plugins"], Path.cwd(), " on the command line")
+        layer["plugins"] = plugin_specs(layer["plugins"], Path.cwd(), " on the command line")
     return _merge_layer(data, layer)
 
 
@@ -446,7 +419,7 @@ def load_recipe(
     data = _apply_overrides(data, list(overrides))
     plugins = data.pop("plugins", None) or []
     if trusted is not None:
-        _refuse_untrusted(plugins, trusted, str(path) if path is not None else "the command line")
+        refuse_untrusted(plugins, trusted, str(path) if path is not None else "the command line")
     interpolations = _interpolations(data)
     registry = _local_registry(plugins, registry)
     data.pop("matrix", None)  # sweep axes, read by sandbox.tools.sweep; one run is the recipe without them

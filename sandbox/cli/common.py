@@ -26,6 +26,20 @@ def summary_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", metavar="KEY=VALUE,...", help="the group to compare with (default: the first)")
 
 
+def plugin_option(parser: argparse.ArgumentParser, help: str = "") -> None:
+    """``--plugin MODULE_OR_FILE``: what a run folder's recipe may load besides installed plugins (the one way a
+    command that reads a run folder is told to trust its local code)."""
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help=help
+        or "trust this local plugin: the run folder's recipe may load it (repeatable; a run folder loads no "
+        "other code than installed plugins)",
+    )
+
+
 def report_problems(registry: Any) -> None:
     """Plugins that failed to load, loader warnings and name clashes, on stderr."""
     from rich.markup import escape

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sandbox.cli.common import count
+from sandbox.cli.common import count, plugin_option
 
 NAME = "doctor"
 HELP = "check every sampler x schedule x target against the exact oracle denoiser of a Gaussian mixture"
@@ -38,12 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="run the samplers on this time grid instead of their own (repeatable; 'all': every grid)",
     )
-    parser.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE_OR_FILE",
-        help="also load this local plugin, as a recipe's plugins: list does; with RUN_DIR: trust it, so the run "
+    plugin_option(
+        parser,
+        "also load this local plugin, as a recipe's plugins: list does; with RUN_DIR: trust it, so the run "
         "folder's recipe may load it (repeatable)",
     )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sandbox.cli.common import plugin_option
+
 NAME = "export"
 HELP = "write a run's EMA network and schedule for another library (diffusers)"
 
@@ -19,14 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="checkpoint to export (default ema.safetensors, else as sandbox sample picks)",
     )
-    parser.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE_OR_FILE",
-        help="trust this local plugin: the run folder's recipe may load it (repeatable; a run folder loads no "
-        "other code than installed plugins)",
-    )
+    plugin_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:

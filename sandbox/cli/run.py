@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sandbox.cli.common import count
+from sandbox.cli.common import count, plugin_option
 from sandbox.errors import SandboxError
 
 NAME = "run"
@@ -27,12 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "train.batch_size stays the global batch",
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides, e.g. train.steps=200")
-    parser.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE_OR_FILE",
-        help="with --resume: trust this local plugin, so the run folder's recipe may load it (repeatable; a run "
+    plugin_option(
+        parser,
+        "with --resume: trust this local plugin, so the run folder's recipe may load it (repeatable; a run "
         "folder loads no other code than installed plugins)",
     )
 

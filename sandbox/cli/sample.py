@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sandbox.cli.common import count
+from sandbox.cli.common import count, plugin_option
 
 NAME = "sample"
 HELP = "draw samples from a run's EMA weights, with its sampler or another"
@@ -25,14 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint to load (default checkpoints/final.pt, else the newest step checkpoint)",
     )
     parser.add_argument("--png", action="store_true", help="also write one PNG per sample in png/ (image data)")
-    parser.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE_OR_FILE",
-        help="trust this local plugin: the run folder's recipe may load it (repeatable; a run folder loads no "
-        "other code than installed plugins)",
-    )
+    plugin_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sandbox.cli.common import count
+from sandbox.cli.common import count, plugin_option
 
 NAME = "tune-steps"
 HELP = "tune a sampler's time grid at a given NFE to a run's network (or an analytic recipe)"
@@ -22,14 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=count, default=256, help="starting noise draws tuned on (default 256)")
     parser.add_argument("--iterations", type=count, default=200, help="objective evaluations (default 200)")
     parser.add_argument("--reference-steps", type=count, default=500, help="steps of the reference (default 500)")
-    parser.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE_OR_FILE",
-        help="trust this local plugin: a run folder's recipe may load it (repeatable; a run folder loads no "
-        "other code than installed plugins)",
-    )
+    plugin_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:

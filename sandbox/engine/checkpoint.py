@@ -23,15 +23,8 @@ from typing import Any, Optional
 
 import torch
 
-from sandbox.engine.rundir import (
-    RunDir,
-    atomic_write,
-    host,
-    lock_holder,
-    partial_write_owner,
-    pid_alive,
-    write_text,
-)
+from sandbox.engine.rundir import RunDir, atomic_write, partial_write_owner, write_text
+from sandbox.engine.runlock import host, lock_holder, pid_alive
 from sandbox.errors import SandboxError
 
 # fmt: off

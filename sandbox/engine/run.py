@@ -20,7 +20,8 @@ from sandbox.engine.events import RunEvents, enabled_loggers
 from sandbox.engine.health import sample_health
 from sandbox.engine.images import grid, save_png
 from sandbox.engine.precond import exact_denoise
-from sandbox.engine.rundir import RunDir, RunLock, check_output, host, new_run_dir, read_json, write_json, write_text
+from sandbox.engine.rundir import RunDir, check_output, new_run_dir, read_json, write_json, write_text
+from sandbox.engine.runlock import RunLock, host
 from sandbox.engine.training import Trainer, TrainState
 from sandbox.errors import Diverged, Interrupted
 from sandbox.protocols import Denoise, RunInfo, first_tensor
@@ -90,7 +91,7 @@ def prepare(
     folder of the run to continue. Under torchrun, every process joins the
     process group and gets its own device (:func:`sandbox.engine.distributed.setup`);
     rank 0 alone creates the folder and tells the others its path. Rank 0 takes the folder's
-    :class:`~sandbox.engine.rundir.RunLock` into ``held`` (a resume before any work), so a second
+    :class:`~sandbox.engine.runlock.RunLock` into ``held`` (a resume before any work), so a second
     process on the folder stops at once.
     """
     if run_dir is None:

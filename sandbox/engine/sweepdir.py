@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sandbox.engine.rundir import RunDir, SweepDir, lock_holder, pid_alive, read_json, write_json
+from sandbox.engine.rundir import RunDir, SweepDir, read_json, write_json
+from sandbox.engine.runlock import lock_holder, pid_alive
 from sandbox.errors import SandboxError
 from sandbox.registry import Registry
 

@@ -25,7 +25,8 @@ from test_long_runs import KILLER, STEPS, metrics, only_run, weights, write_reci
 
 from sandbox import cli
 from sandbox.engine import checkpoint
-from sandbox.engine.rundir import RunDir, RunLock, check_output, lock_holder, read_json, write_json
+from sandbox.engine.rundir import RunDir, check_output, read_json, write_json
+from sandbox.engine.runlock import RunLock, lock_holder
 from sandbox.errors import RecipeError, SandboxError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

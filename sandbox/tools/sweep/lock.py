@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.engine.rundir import SweepDir
-from sandbox.engine.sweepdir import pid_alive
+from sandbox.engine.runlock import pid_alive
 from sandbox.errors import SandboxError
 
 
