@@ -10,9 +10,11 @@ kind         ``build`` call           returns
 dataset      ``build(params)``        :class:`DataSplits`
 schedule     ``build(params)``        a :class:`Schedule`
 denoiser     ``build(params, shape)``  a :class:`DenoiserNetwork` (trained), or an
-                                      :class:`AnalyticDenoiser` (exact, nothing to train)
+                                      :class:`AnalyticDenoiser` (exact, nothing to train); a class-conditional
+                                      run calls ``build(params, shape, num_classes=K)``
 sampler      ``build(params)``        a :class:`Sampler`
 grid         ``build(params)``        a :class:`Grid` (not a recipe section: ``sampler.grid`` names one)
+guidance     ``build(params)``        a :class:`Guidance` (the recipe's optional ``guidance:`` section)
 logger       ``build(params)``        an object whose ``@hookimpl`` methods implement run-event hooks,
                                       each given a :class:`RunInfo` (``run.loggers`` enables it)
 launcher     ``build(params)``        a :class:`Launcher` (``sandbox sweep --launcher NAME``)
@@ -71,8 +73,10 @@ class Register(Protocol):
 # ------------------------------------------------------------------------------------------------ datasets
 
 #: ``exact_x0(x_t, alpha, sigma) -> E[x_0 | x_t]`` for ``x_t = alpha x_0 + sigma eps``;
-#: ``alpha`` and ``sigma`` broadcast against ``x_t`` (one value per item).
-ExactX0 = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``alpha`` and ``sigma`` broadcast against ``x_t`` (one value per item). A dataset that declares classes
+#: also answers ``exact_x0(x_t, alpha, sigma, labels)``: ``E[x_0 | x_t, c]`` per item, where a label equal to
+#: the number of classes (the null class, :func:`null_label`) asks for the unconditional ``E[x_0 | x_t]``.
+ExactX0 = Callable[..., torch.Tensor]
 
 
 @dataclass
@@ -82,6 +86,12 @@ class DataSplits:
     ``train`` and ``val`` are ``torch.utils.data.Dataset`` objects whose items
     are float tensors of ``shape`` (or tuples whose first element is one),
     scaled so the data has roughly unit scale: images in [-1, 1].
+
+    A dataset with labels names its ``classes``; its items are then
+    ``(x, label)`` pairs, ``label`` an integer in ``[0, len(classes))``
+    (torchvision's convention), which a class-conditional run
+    (``train.conditional``) trains on. Runs that are not conditional read
+    ``x`` alone, so declaring classes changes nothing for them.
     """
 
     # fmt: off
@@ -100,6 +110,23 @@ class DataSplits:
     cache_dir: Optional[str] = None
     """A folder beside the data where the engine may cache statistics derived from the training split (the
     reference statistics of ``eval.metrics``, :mod:`sandbox.engine.fid`); None: beside the run folder instead."""
+    classes: Optional[list[str]] = None
+    """The names of the classes, when items carry a label (their index in this list); None: unlabelled."""
+    evaluate_classes: Optional[Callable[[torch.Tensor, torch.Tensor], dict[str, float]]] = None
+    """``evaluate_classes(samples, labels) -> {metric: value}``: how well samples drawn for the classes
+    ``labels`` (``int64 [N]``) show them, such as the share a classifier assigns to the requested class; the
+    engine reports it for held-out real items with their own labels too."""
+
+
+def null_label(classes: int) -> int:
+    """The null class of a model trained on ``classes`` classes: the label meaning "no condition"
+    (classifier-free guidance's dropped label, Ho & Salimans 2022), one past the last class."""
+    return classes
+
+
+def item_label(item: Any) -> torch.Tensor:
+    """The label of a labelled split's item (or the labels of a batch of them), as ``int64``."""
+    return torch.as_tensor(item[1], dtype=torch.int64)
 
 
 def first_tensor(item: Any) -> torch.Tensor:
@@ -128,6 +155,16 @@ class StoredItems(Protocol):
 
     def decode(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Rows of :meth:`stored` (on any device) -> float training items on the same device."""
+        ...
+
+
+@runtime_checkable
+class StoredLabels(Protocol):
+    """A labelled :class:`StoredItems` split: its labels as one tensor, row for row with :meth:`StoredItems.stored`,
+    so a class-conditional run can batch it on the device too."""
+
+    def stored_labels(self) -> torch.Tensor:
+        """``int64 [N]``: the label of each stored row."""
         ...
 
 
@@ -208,6 +245,16 @@ class DenoiserNetwork(Protocol):
     input (:data:`sandbox.targets.TARGETS`): ``1000 t`` for epsilon, x0 and v
     (so in [0, 1000]), ``ln(sigma / alpha) / 4`` for EDM (about -1.6 to 1.1);
     embed it with sinusoidal features, not as a table index.
+
+    **Class-conditional.** A network that can take a class is built with
+    ``build(params, shape, num_classes=K)`` when the recipe asks for one
+    (``train.conditional``) and then called as ``forward(x, c_noise, class_labels)``
+    with ``class_labels`` ``int64 (B,)`` in ``[0, K]``, where ``K`` is the null class
+    (:func:`null_label`: no condition, for classifier-free guidance). The built-ins
+    embed the class in a table of ``K + 1`` rows and add it to the noise-level
+    embedding, as ADM (Dhariwal & Nichol 2021) and EDM do. A ``build`` without a
+    ``num_classes`` argument cannot take a condition: a conditional recipe naming it
+    is refused before any work, and its unconditional use is unchanged.
     """
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor: ...
@@ -235,6 +282,58 @@ class Denoise(Protocol):
     """
 
     def __call__(self, x_t: torch.Tensor, t: Union[float, torch.Tensor], /) -> torch.Tensor: ...
+
+
+# ------------------------------------------------------------------------------------------------ guidance
+
+
+class Conditioned(Protocol):
+    """What a :class:`Guidance` steers: the denoise functions of one batch, each for the batch's classes.
+
+    Every method takes ``(x_t, t)`` as :class:`Denoise` does and returns estimates of ``x_0``. The engine
+    counts what each costs: one network evaluation per item per model call (``both`` is two), and one
+    forward pass per network call (``both`` is one, the two halves of one batch, where the model allows it).
+    """
+
+    def conditional(self, x_t: torch.Tensor, t: Union[float, torch.Tensor], /) -> torch.Tensor:
+        """``D(x_t, t | c)``: the model, for each item's class (the model itself for an unconditional run)."""
+        ...
+
+    def unconditional(self, x_t: torch.Tensor, t: Union[float, torch.Tensor], /) -> torch.Tensor:
+        """``D(x_t, t | null)``: the same model with the null class (a conditional run only)."""
+        ...
+
+    def both(self, x_t: torch.Tensor, t: Union[float, torch.Tensor], /) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(conditional, unconditional)`` in one batched forward pass."""
+        ...
+
+    def guide(self, x_t: torch.Tensor, t: Union[float, torch.Tensor], /) -> torch.Tensor:
+        """The guiding model's ``D_0(x_t, t | c)`` (autoguidance): the run or checkpoint that the guidance's
+        ``guide`` parameter names; a :class:`sandbox.errors.SandboxError` when it names none."""
+        ...
+
+    def noise_level(self, t: Union[float, torch.Tensor], /) -> torch.Tensor:
+        """``sigma~ = sigma(t) / alpha(t)`` per item, float64 (EDM's sigma, the same for every schedule)."""
+        ...
+
+
+@runtime_checkable
+class Guidance(Protocol):
+    """``guidance(model, x_t, t) -> x_0`` estimate: how the recipe's ``guidance:`` section steers sampling.
+
+    The engine wraps it into the :class:`Denoise` a sampler calls, so every
+    sampler, grid and schedule works with every guidance unchanged. ``model``
+    is a :class:`Conditioned` of the batch; the guidance chooses which of its
+    estimates to combine and how (classifier-free guidance: ``D_u + w (D_c - D_u)``,
+    Ho & Salimans 2022). ``conditional`` is ``True`` when it needs a
+    class-conditional model (one trained with ``train.conditional``). A guidance whose
+    params have a ``guide`` field gets the model that field names as ``model.guide``
+    (:meth:`Conditioned.guide`).
+    """
+
+    conditional: bool
+
+    def __call__(self, model: Conditioned, x_t: torch.Tensor, t: Union[float, torch.Tensor], /) -> torch.Tensor: ...
 
 
 # ------------------------------------------------------------------------------------------------ samplers
