@@ -27,11 +27,16 @@ attention: GroupNorm, fused 1x1        ``group_norm``; ``to_q, to_k, to_v``: the
 (``ResBlock`` [+ attention]),           after the hidden state as in the sandbox, ``upsamplers[0].conv``
 then ``Upsample``                       (nearest x2, 3x3 conv)
 ``out``: GroupNorm - SiLU - conv       ``conv_norm_out``, ``conv_out``
+``class_embed`` (a conditional UNet:   ``class_embedding`` with ``num_class_embeds = K + 1`` (``class_embed_type``
+``nn.Embedding(K + 1, 4 channels)``,    None): an ``nn.Embedding`` of the same shape whose row is added to the
+row K the null class)                   output of ``time_embedding``, where the sandbox adds it
 =====================================  ============================================================================
 
 GroupNorm's eps (1e-6) is ``norm_eps``, ``groups`` is ``norm_num_groups``,
 residual blocks use ``resnet_time_scale_shift="default"`` (the embedding is
-added, not a scale and shift) and output scale 1.
+added, not a scale and shift) and output scale 1. The number of classes of a
+conditional UNet is read from its ``class_embed.weight``; diffusers then
+requires ``class_labels`` on every call (``K`` for no condition).
 
 What cannot be mapped, and stops the export with the key: ``channel_mult[0]``
 other than 1 (diffusers' ``conv_in`` and time embedding have
@@ -98,8 +103,11 @@ def _head_dim(p: UNetParams, widths: list[int]) -> int | None:
     return dims[0]
 
 
-def config(p: UNetParams, shape: Sequence[int]) -> dict[str, Any]:
-    """The ``UNet2DModel`` config of the sandbox's UNet with ``p`` on items of ``shape`` (C, H, W)."""
+def config(p: UNetParams, shape: Sequence[int], num_classes: int = 0) -> dict[str, Any]:
+    """The ``UNet2DModel`` config of the sandbox's UNet with ``p`` on items of ``shape`` (C, H, W).
+
+    ``num_classes = K > 0`` (a conditional UNet) adds ``num_class_embeds = K + 1``, the null class included.
+    """
     C, H, W = unet.check(p, shape)
     mult = list(p.channel_mult)
     if mult[0] != 1:
@@ -116,7 +124,7 @@ def config(p: UNetParams, shape: Sequence[int]) -> dict[str, Any]:
     heights = [H // 2**level for level in range(len(mult))]
     attends = [h in p.attention_resolutions for h in heights]
     widths = [p.channels * m for m, a in zip(mult, attends) if a] + [p.channels * mult[-1]]
-    return {
+    cfg: dict[str, Any] = {
         "_class_name": "UNet2DModel",
         "sample_size": H if H == W else [H, W],
         "in_channels": C,
@@ -143,6 +151,9 @@ def config(p: UNetParams, shape: Sequence[int]) -> dict[str, Any]:
         "resnet_time_scale_shift": "default",
         "add_attention": True,
     }
+    if num_classes:
+        cfg |= {"class_embed_type": None, "num_class_embeds": num_classes + 1}
+    return cfg
 
 
 _RESNET = {"norm1": "norm1", "conv1": "conv1", "temb_proj": "time_emb_proj", "norm2": "norm2", "conv2": "conv2"}
@@ -153,6 +164,7 @@ def _names(p: UNetParams) -> dict[str, str]:
     levels = len(p.channel_mult)
     names = {"conv_in": "conv_in", "out.norm": "conv_norm_out", "out.conv": "conv_out"}
     names |= {"embed.mlp.0": "time_embedding.linear_1", "embed.mlp.2": "time_embedding.linear_2"}
+    names["class_embed"] = "class_embedding"
 
     def stage(src: str, dst: str, j: int) -> None:
         names.update({f"{src}.block.{a}": f"{dst}.resnets.{j}.{b}" for a, b in _RESNET.items()})
@@ -182,12 +194,25 @@ def _names(p: UNetParams) -> dict[str, str]:
     return names
 
 
+def _num_classes(state_dict: dict[str, torch.Tensor], p: UNetParams) -> int:
+    """``K`` of a conditional UNet, whose ``class_embed.weight`` is (K + 1, 4 channels); 0 when it has none."""
+    table = state_dict.get("class_embed.weight")
+    if table is None:
+        return 0
+    if table.ndim != 2 or table.shape[0] < 2 or table.shape[1] != 4 * p.channels:
+        raise ValueError(
+            f"UNet weight 'class_embed.weight' has shape {tuple(table.shape)}, not (K + 1, {4 * p.channels}) "
+            f"with K >= 1 classes: it does not belong to a UNet with {p.channels} channels"
+        )
+    return table.shape[0] - 1
+
+
 def to_diffusers(
     state_dict: dict[str, torch.Tensor], params: UNetParams | None, shape: Sequence[int], /, *, time_shift: float
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The UNet's ``state_dict`` as a ``UNet2DModel`` ``(config, state_dict)`` (see the module's table)."""
     p = params if params is not None else UNetParams()
-    cfg = config(p, shape)
+    cfg = config(p, shape, _num_classes(state_dict, p))
     names = _names(p)
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():

@@ -220,3 +220,51 @@ class OutputHead(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.conv(F.silu(self.norm(h)))
+
+
+def class_table(num_classes: int, temb_dim: int) -> nn.Embedding | None:
+    """The class table of a network conditioned on ``num_classes`` classes, or None when ``num_classes`` is 0.
+
+    ``nn.Embedding(num_classes + 1, temb_dim)`` with PyTorch's default N(0, 1)
+    init: row ``k`` is class ``k`` and row ``num_classes`` the null class
+    (:func:`sandbox.protocols.null_label`, classifier-free guidance's dropped
+    label). Its row is added to the noise-level embedding, as in ADM (Dhariwal
+    & Nichol 2021, "Diffusion Models Beat GANs on Image Synthesis": ``emb +
+    label_emb(y)``) and EDM (Karras et al. 2022, "Elucidating the Design Space
+    of Diffusion-Based Generative Models": the class mapped and summed with the
+    noise embedding); diffusers' ``UNet2DModel(num_class_embeds=...)`` does the
+    same. Create it after every other layer, so that those draw the same
+    random numbers as in the unconditional network.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be an int >= 0 (0: unconditional), got {num_classes!r}")
+    return nn.Embedding(num_classes + 1, temb_dim) if num_classes else None
+
+
+def add_class(temb: torch.Tensor, table: nn.Embedding | None, class_labels: torch.Tensor | None) -> torch.Tensor:
+    """``temb`` (B, temb_dim) plus the rows of ``table`` for ``class_labels`` (B,), int64 in [0, K].
+
+    ``class_labels`` None on a conditional network means the null class ``K``
+    for every item; on an unconditional one (``table`` None) it returns
+    ``temb`` itself, and labels raise a ValueError. A single label is used for
+    the whole batch.
+    """
+    if table is None:
+        if class_labels is not None:
+            raise ValueError(
+                "class_labels given to an unconditional network: build it with num_classes=K to condition on a class"
+            )
+        return temb
+    batch = temb.shape[0]
+    if class_labels is None:
+        labels = torch.full((batch,), table.num_embeddings - 1, dtype=torch.int64, device=temb.device)
+    else:
+        labels = torch.as_tensor(class_labels, device=table.weight.device)
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ValueError(f"class_labels must be integers in [0, {table.num_embeddings - 1}], got {labels.dtype}")
+        labels = labels.reshape(-1)
+        if labels.numel() == 1:
+            labels = labels.expand(batch)
+        elif labels.numel() != batch:
+            raise ValueError(f"class_labels has {labels.numel()} labels for a batch of {batch} items")
+    return temb + table(labels).to(temb.dtype)

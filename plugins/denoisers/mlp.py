@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from sandbox_plugins.denoisers import checks
-from sandbox_plugins.denoisers.layers import NoiseEmbedding, ddpm_init
+from sandbox_plugins.denoisers.layers import NoiseEmbedding, add_class, class_table, ddpm_init
 from sandbox_plugins.denoisers.params import MLPParams
 from torch import nn
 
@@ -37,9 +37,11 @@ class MLPBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """Residual MLP: ``forward(x, c_noise)`` with x (B, *shape) and c_noise (B,); output has x's shape."""
+    """Residual MLP: ``forward(x, c_noise, class_labels=None)`` with x (B, *shape) and c_noise (B,); output has x's
+    shape. With ``num_classes = K > 0`` the class is added to the noise-level embedding
+    (:func:`.layers.class_table`)."""
 
-    def __init__(self, p: MLPParams, shape: Sequence[int]):
+    def __init__(self, p: MLPParams, shape: Sequence[int], num_classes: int = 0):
         super().__init__()
         self.shape = checks.item_shape("mlp", shape)
         dim = math.prod(self.shape)
@@ -48,15 +50,19 @@ class MLP(nn.Module):
         self.blocks = nn.ModuleList(MLPBlock(p.hidden, p.dropout) for _ in range(p.layers))
         self.norm_out = nn.LayerNorm(p.hidden)
         self.out = ddpm_init(nn.Linear(p.hidden, dim), scale=0.0)
+        self.class_embed = class_table(num_classes, p.hidden)  # last: the layers above draw as when unconditional
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        temb = self.embed(c_noise, x.shape[0], x.dtype)
+    def forward(
+        self, x: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        temb = add_class(self.embed(c_noise, x.shape[0], x.dtype), self.class_embed, class_labels)
         h = self.inp(x.flatten(1))
         for block in self.blocks:
             h = block(h, temb)
         return self.out(F.silu(self.norm_out(h))).reshape(x.shape)
 
 
-def build(params: MLPParams | None, shape: Sequence[int]) -> MLP:
-    """The residual MLP for items of any ``shape`` (flattened to ``prod(shape)`` features)."""
-    return MLP(params if params is not None else MLPParams(), shape)
+def build(params: MLPParams | None, shape: Sequence[int], num_classes: int = 0) -> MLP:
+    """The residual MLP for items of any ``shape`` (flattened to ``prod(shape)`` features), on ``num_classes``
+    classes (0: unconditional)."""
+    return MLP(params if params is not None else MLPParams(), shape, num_classes)

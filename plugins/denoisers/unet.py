@@ -22,6 +22,8 @@ from sandbox_plugins.denoisers.layers import (
     ResAttn,
     ResBlock,
     Upsample,
+    add_class,
+    class_table,
     ddpm_init,
 )
 from sandbox_plugins.denoisers.params import UNetParams
@@ -72,9 +74,11 @@ def _max_levels(H: int, W: int) -> int:
 
 
 class UNet(nn.Module):
-    """DDPM UNet: ``forward(x, c_noise)`` with x of shape (B, C, H, W) and c_noise (B,) on the DDPM timestep scale."""
+    """DDPM UNet: ``forward(x, c_noise, class_labels=None)`` with x of shape (B, C, H, W) and c_noise (B,) on the
+    DDPM timestep scale; with ``num_classes = K > 0``, the class (int64 (B,) in [0, K], K the null class, None: all
+    null) is embedded by ``class_embed`` and added to the noise-level embedding (:func:`.layers.class_table`)."""
 
-    def __init__(self, p: UNetParams, shape: Sequence[int]):
+    def __init__(self, p: UNetParams, shape: Sequence[int], num_classes: int = 0):
         super().__init__()
         C, H, _ = check(p, shape)
         ch, mult, attn = p.channels, list(p.channel_mult), set(p.attention_resolutions)
@@ -119,9 +123,12 @@ class UNet(nn.Module):
         assert not skips
 
         self.out = OutputHead(c, C, p.groups)
+        self.class_embed = class_table(num_classes, temb_dim)  # last: the layers above draw as when unconditional
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        temb = self.embed(c_noise, x.shape[0], x.dtype)
+    def forward(
+        self, x: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        temb = add_class(self.embed(c_noise, x.shape[0], x.dtype), self.class_embed, class_labels)
         hs = [self.conv_in(x)]
         for module in self.down:
             hs.append(module(hs[-1], temb))
@@ -133,6 +140,6 @@ class UNet(nn.Module):
         return self.out(h)
 
 
-def build(params: UNetParams | None, shape: Sequence[int]) -> UNet:
-    """The DDPM UNet for items of ``shape`` = (C, H, W)."""
-    return UNet(params if params is not None else UNetParams(), shape)
+def build(params: UNetParams | None, shape: Sequence[int], num_classes: int = 0) -> UNet:
+    """The DDPM UNet for items of ``shape`` = (C, H, W), conditioned on ``num_classes`` classes (0: unconditional)."""
+    return UNet(params if params is not None else UNetParams(), shape, num_classes)
