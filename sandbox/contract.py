@@ -88,6 +88,30 @@ def denoiser_problems(net: Any) -> list[str]:
     return [f"forward(x, c_noise) {p}" for p in accepts(net.forward, 2)]
 
 
+def conditional_denoiser_problems(net: Any) -> list[str]:
+    """What a network built with ``num_classes`` lacks to be called ``forward(x, c_noise, class_labels)``."""
+    if is_analytic(net) or not isinstance(net, torch.nn.Module):
+        return []
+    return [f"forward(x, c_noise, class_labels) {p}" for p in accepts(net.forward, 3)]
+
+
+def takes_classes(build: Callable[..., Any]) -> bool:
+    """Whether a denoiser's ``build`` can be called ``build(params, shape, num_classes=K)``."""
+    return not accepts(build, 2, ("num_classes",))
+
+
+def guidance_problems(guidance: Any) -> list[str]:
+    if not callable(guidance):
+        return [
+            f"build(params) returned {type(guidance).__name__}, which is not callable; expected "
+            "guidance(model, x_t, t) (sandbox.protocols.Guidance)"
+        ]
+    problems = [f"{p}; expected guidance(model, x_t, t)" for p in accepts(guidance, 3)]
+    if not isinstance(getattr(guidance, "conditional", None), bool):
+        problems.append("has no boolean attribute 'conditional' (whether it needs a class-conditional model)")
+    return problems
+
+
 def sampler_problems(sampler: Any) -> list[str]:
     if not callable(sampler):
         return [f"build(params) returned {type(sampler).__name__}, which is not callable; expected {SAMPLER_CALL}"]
@@ -104,4 +128,5 @@ PROBLEMS: dict[str, Callable[[Any], list[str]]] = {
     "schedule": schedule_problems,
     "denoiser": denoiser_problems,
     "sampler": sampler_problems,
+    "guidance": guidance_problems,
 }

@@ -40,6 +40,11 @@ def register_samplers(register: Register) -> None:
 
 
 @hookspec
+def register_guidance(register: Register) -> None:
+    """Register guidance methods, which the recipe's ``guidance:`` section names: ``build(params) -> Guidance``."""
+
+
+@hookspec
 def register_grids(register: Register) -> None:
     """Register time grids, which a sampler section names (``sampler.grid``): ``build(params) -> Grid``."""
 

@@ -50,7 +50,7 @@ from sandbox.targets import TARGETS, WEIGHTINGS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
-RECIPE_KEYS = ("name", "base", "plugins", *KINDS, "launcher", "matrix", "train", "eval", "run")
+RECIPE_KEYS = ("name", "base", "plugins", *KINDS, "guidance", "launcher", "matrix", "train", "eval", "run")
 IMAGE_METRICS = ("fid", "kid")  # eval.metrics: Frechet and Kernel Inception Distance (sandbox.engine.fid)
 
 
@@ -74,6 +74,8 @@ class TrainConfig:
     checkpoint_every: int = 0      # steps between checkpoints; 0: only at the end
     checkpoint_minutes: float = 0.0  # minutes of wall clock between checkpoints (for job time limits); 0: off
     keep_checkpoints: int = 0      # newest step checkpoints kept (final.pt is always kept); 0: all
+    conditional: bool = False      # class-conditional: the network sees each item's label (the data's classes)
+    label_dropout: float = 0.1     # share of labels replaced by the null class, for guidance (Ho & Salimans 2022)
     # fmt: on
 
     def __post_init__(self) -> None:
@@ -88,6 +90,7 @@ class TrainConfig:
         at_least(self, "weight_decay", 0.0)
         at_least(self, "grad_clip", 0.0)
         between(self, "ema_decay", 0.0, 1.0, high_open=True)
+        between(self, "label_dropout", 0.0, 1.0, high_open=True)
 
 
 @dataclass
@@ -98,6 +101,7 @@ class EvalConfig:
     sample_batch: int = 256        # samples per sampler call
     grid_samples: int = 64         # samples drawn in each intermediate grid
     metrics: list[str] = field(default_factory=list)  # image metrics of the final samples: fid, kid
+    classes: Optional[list[Any]] = None  # a conditional run's classes to draw (indices or names); null: all, balanced
     # fmt: on
 
     def __post_init__(self) -> None:
@@ -108,6 +112,10 @@ class EvalConfig:
         if unknown or len(set(self.metrics)) != len(self.metrics):
             expected = f"a list of distinct names from {', '.join(IMAGE_METRICS)}"
             raise ParameterError("metrics", list(self.metrics), expected)
+        if self.classes is not None and (
+            not self.classes or not all(isinstance(c, (int, str)) and not isinstance(c, bool) for c in self.classes)
+        ):
+            raise ParameterError("classes", list(self.classes), "a non-empty list of class indices or names, or null")
 
 
 @dataclass
@@ -164,6 +172,7 @@ class Recipe:
     loggers: list[tuple[str, Any]] = field(default_factory=list)  # run.loggers: (name, params dataclass or None)
     registry: Optional[Registry] = field(default=None, repr=False, compare=False)  # what validated it
     launcher: Optional[tuple[str, Any]] = None  # the optional launcher: section, (name, params)
+    guidance: Optional[tuple[str, Any]] = None  # the optional guidance: section, (name, params)
     # key path -> the ${...} interpolation written there, saved in its place (an environment secret stays out)
     interpolations: dict[tuple[Any, ...], str] = field(default_factory=dict, repr=False)
 
@@ -190,6 +199,9 @@ class Recipe:
             {"name": name, **dataclasses.asdict(params)} if params is not None else name
             for name, params in self.loggers
         ]
+        if self.guidance is not None:
+            name, params = self.guidance
+            out["guidance"] = {"name": name, **(dataclasses.asdict(params) if params is not None else {})}
         if self.launcher is not None:
             name, params = self.launcher
             out["launcher"] = {"name": name, **(dataclasses.asdict(params) if params is not None else {})}
@@ -224,7 +236,7 @@ def _merge_layer(acc: dict, layer: dict) -> dict:
             out[key] = out[key] + [spec for spec in value if spec not in out[key]]  # lists add up
             continue
         if (
-            key in (*KINDS, "launcher")
+            key in (*KINDS, "guidance", "launcher")
             and isinstance(value, dict)
             and isinstance(out.get(key), dict)
             and "name" in value
@@ -425,6 +437,7 @@ def load_recipe(
     data.pop("matrix", None)  # sweep axes, read by sandbox.tools.sweep; one run is the recipe without them
     components = {kind: data.pop(kind, None) for kind in KINDS}
     launcher = data.pop("launcher", None)
+    guidance = data.pop("guidance", None)
     sections = {key: data.pop(key, None) or {} for key in ("train", "eval", "run")}
     for key, section in sections.items():
         if not isinstance(section, dict):
@@ -439,6 +452,7 @@ def load_recipe(
     resolved = {kind: _component(registry, kind, components[kind]) for kind in KINDS}
     loggers = [_component(registry, "logger", entry, f"run.loggers[{i}]") for i, entry in enumerate(typed.run.loggers)]
     launcher_section = _component(registry, "launcher", launcher) if launcher is not None else None
+    guidance_section = _component(registry, "guidance", guidance) if guidance is not None else None
     name = typed.name or (Path(path).stem if path is not None else "run")
     return Recipe(
         name=name,
@@ -451,5 +465,6 @@ def load_recipe(
         loggers=loggers,
         registry=registry,
         launcher=launcher_section,
+        guidance=guidance_section,
         interpolations=interpolations,
     )

@@ -50,9 +50,10 @@ if TYPE_CHECKING:
 KINDS = ("dataset", "schedule", "denoiser", "sampler")
 #: every registered kind: the recipe sections, time grids, which a sampler section names (``sampler.grid``),
 #: sweep launchers (``sandbox sweep --launcher``, configured by the recipe's optional ``launcher:`` section)
-#: and loggers (``run.loggers``), which receive the run's events
-ALL_KINDS = (*KINDS, "grid", "launcher", "logger")
-HOOKS = {kind: f"register_{kind}s" for kind in ALL_KINDS}
+#: loggers (``run.loggers``), which receive the run's events, and guidance methods (the recipe's optional
+#: ``guidance:`` section), which steer sampling
+ALL_KINDS = (*KINDS, "guidance", "grid", "launcher", "logger")
+HOOKS = {kind: f"register_{kind}" + ("" if kind == "guidance" else "s") for kind in ALL_KINDS}
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
 
 

@@ -8,19 +8,24 @@ resumed run sees exactly the batches it would have seen. The device source
 moves the stored split to the device once and indexes and decodes batches
 there: no worker processes, no per-item Python, no host-to-device copy per
 step. :func:`batch_source` picks one according to ``run.data_on_device``.
+With ``labels`` (a class-conditional run) each batch is ``(x_0, labels)``, the
+labels in the same rows (:class:`sandbox.protocols.StoredLabels` on the device).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch.utils.data import DataLoader
 
 from sandbox.errors import ParameterError, RecipeError
-from sandbox.protocols import StoredItems, first_tensor
+from sandbox.protocols import StoredItems, StoredLabels, first_tensor, item_label
+
+#: a training batch: the items, or ``(items, labels)`` when the source is asked for labels
+Batch = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
 #: ``run.data_on_device: null`` keeps a stored split on a CUDA device when it takes at most this share of free memory
 AUTO_DEVICE_SHARE = 0.25
@@ -38,8 +43,16 @@ class DataPosition:
 class LoaderBatches:
     """Endless batches through a shuffling DataLoader (workers, pinned memory); items are copied per step."""
 
-    def __init__(self, split: Any, batch_size: int, generator: torch.Generator, device: torch.device, workers: int):
-        self.device, self.generator = device, generator
+    def __init__(
+        self,
+        split: Any,
+        batch_size: int,
+        generator: torch.Generator,
+        device: torch.device,
+        workers: int,
+        labels: bool = False,
+    ):
+        self.device, self.generator, self.labels = device, generator, labels
         self.loader = DataLoader(
             split,
             batch_size=batch_size,
@@ -51,7 +64,7 @@ class LoaderBatches:
             pin_memory=device.type == "cuda",
         )
 
-    def __call__(self, data: DataPosition) -> Iterator[torch.Tensor]:
+    def __call__(self, data: DataPosition) -> Iterator[Batch]:
         """Batches from ``data`` on (which it advances): each epoch's shuffle is a function of the generator's
         state at the epoch's start, and a resumed epoch skips the batches already used."""
         while True:
@@ -64,7 +77,8 @@ class LoaderBatches:
                 next(iterator)
             for batch in iterator:
                 data.position += 1
-                yield first_tensor(batch).to(self.device, non_blocking=True)
+                x0 = first_tensor(batch).to(self.device, non_blocking=True)
+                yield (x0, item_label(batch).to(self.device, non_blocking=True)) if self.labels else x0
             data.epoch, data.position, data.epoch_state = data.epoch + 1, 0, None
 
 
@@ -78,13 +92,20 @@ class DeviceBatches:
     """
 
     def __init__(
-        self, split: StoredItems, batch_size: int, generator: torch.Generator, device: torch.device, seed: int
+        self,
+        split: StoredItems,
+        batch_size: int,
+        generator: torch.Generator,
+        device: torch.device,
+        seed: int,
+        labels: bool = False,
     ):
         self.split, self.batch_size, self.generator, self.seed = split, batch_size, generator, seed
         self.items = split.stored().to(device)
+        self.labels = split.stored_labels().to(device) if labels and isinstance(split, StoredLabels) else None
         self.count = len(self.items)
 
-    def __call__(self, data: DataPosition) -> Iterator[torch.Tensor]:
+    def __call__(self, data: DataPosition) -> Iterator[Batch]:
         n, b = self.count, self.batch_size
         per_epoch = n // b if n >= b else 1
         while True:
@@ -94,10 +115,11 @@ class DeviceBatches:
                 self.generator.set_state(data.epoch_state)
             order = torch.randperm(n, generator=self.generator).to(self.items.device)
             for position in range(data.position, per_epoch):
-                rows = self.items[order[position * b : (position + 1) * b]]
+                index = order[position * b : (position + 1) * b]
                 augment = torch.Generator().manual_seed(augment_seed(self.seed, data.epoch, position))
                 data.position = position + 1
-                yield self.split.decode(rows, augment)
+                x0 = self.split.decode(self.items[index], augment)
+                yield x0 if self.labels is None else (x0, self.labels[index])
             data.epoch, data.position, data.epoch_state = data.epoch + 1, 0, None
 
 
@@ -111,17 +133,20 @@ def stored_bytes(split: StoredItems) -> int:
     return items.numel() * items.element_size()
 
 
-def keep_on_device(split: Any, device: torch.device, setting: Optional[bool]) -> bool:
+def keep_on_device(split: Any, device: torch.device, setting: Optional[bool], labels: bool = False) -> bool:
     """``run.data_on_device``: true, false, or null (automatic: a stored split on the CPU, or on a CUDA device
-    when it takes at most :data:`AUTO_DEVICE_SHARE` of the free memory)."""
-    stored = isinstance(split, StoredItems)
+    when it takes at most :data:`AUTO_DEVICE_SHARE` of the free memory). With ``labels`` the split must store
+    its labels too (:class:`sandbox.protocols.StoredLabels`)."""
+    stored = isinstance(split, StoredItems) and (not labels or isinstance(split, StoredLabels))
     if setting is True and not stored:
         raise RecipeError(
             ParameterError(
                 "data_on_device",
                 True,
-                f"a dataset whose train split is stored as one tensor (sandbox.protocols.StoredItems), but "
-                f"{type(split).__name__} has no stored()/decode(); set run.data_on_device=null or false",
+                f"a dataset whose train split is stored as one tensor (sandbox.protocols.StoredItems, and "
+                f"StoredLabels in a conditional run), but {type(split).__name__} has no "
+                f"{'stored()/decode()/stored_labels()' if labels else 'stored()/decode()'}; set "
+                "run.data_on_device=null or false",
             ).in_section("run")
         )
     if setting is not None:
@@ -143,8 +168,10 @@ def batch_source(
     seed: int,
     workers: int,
     on_device: Optional[bool],
+    labels: bool = False,
 ) -> LoaderBatches | DeviceBatches:
-    """The training batch source the recipe asks for (see :func:`keep_on_device`)."""
-    if keep_on_device(split, device, on_device):
-        return DeviceBatches(split, batch_size, generator, device, seed)
-    return LoaderBatches(split, batch_size, generator, device, workers)
+    """The training batch source the recipe asks for (see :func:`keep_on_device`); ``labels``: batches of
+    ``(x_0, labels)``."""
+    if keep_on_device(split, device, on_device, labels):
+        return DeviceBatches(split, batch_size, generator, device, seed, labels)
+    return LoaderBatches(split, batch_size, generator, device, workers, labels)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 import torch
 
-from sandbox.contract import PROBLEMS, is_analytic
+from sandbox.contract import PROBLEMS, conditional_denoiser_problems, is_analytic, takes_classes
+from sandbox.engine.condition import check_conditional
 from sandbox.errors import ContractError, ParameterError, RecipeError, SandboxError
-from sandbox.protocols import DataSplits, ExactX0, Sampler, Schedule
+from sandbox.protocols import DataSplits, ExactX0, Guidance, Sampler, Schedule
 from sandbox.recipe import Recipe
 from sandbox.registry import Component, Registry, use_registry
 
@@ -31,14 +33,17 @@ class Parts:
     exact_x0: Optional[ExactX0]         # the analytic denoiser's exact E[x0 | x_t]; None for a network
     sampler: Sampler
     components: dict[str, Component]
+    classes: int = 0                    # classes of a class-conditional run (train.conditional); 0: unconditional
+    guidance: Optional[Guidance] = None  # the recipe's guidance: section, built
+    guide: Optional[Callable[..., torch.Tensor]] = None  # autoguidance's guiding model, once loaded (engine.guide)
     # fmt: on
 
 
-def build_component(component: Component, params: Any, *args: Any) -> Any:
-    """``component.build(params, *args)``, checked against its kind's protocol; errors name the plugin."""
+def build_component(component: Component, params: Any, *args: Any, **kwargs: Any) -> Any:
+    """``component.build(params, *args, **kwargs)``, checked against its kind's protocol; errors name the plugin."""
     where = f"{component.kind} '{component.name}' from {component.provider}"
     try:
-        built = component.build(params, *args)
+        built = component.build(params, *args, **kwargs)
     except SandboxError:
         raise
     except ParameterError as exc:  # a check that needs the data (an item shape) failed at build time
@@ -63,8 +68,13 @@ def build_parts(recipe: Recipe, registry: Optional[Registry] = None) -> Parts:
     comps = {kind: registry.get(kind, name, key=f"{kind}.name") for kind, (name, _) in recipe.components.items()}
     params = {kind: p for kind, (_, p) in recipe.components.items()}
     data = build_component(comps["dataset"], params["dataset"])
+    guidance = None
+    if recipe.guidance is not None:
+        comps["guidance"] = registry.get("guidance", recipe.guidance[0], key="guidance.name")
+        guidance = build_component(comps["guidance"], recipe.guidance[1])
+    classes = check_conditional(recipe, data, guidance, comps["dataset"].provider)
     schedule = build_component(comps["schedule"], params["schedule"])
-    denoiser = build_component(comps["denoiser"], params["denoiser"], tuple(data.shape))
+    denoiser = build_denoiser(comps["denoiser"], params["denoiser"], tuple(data.shape), classes)
     exact_x0 = None
     if is_analytic(denoiser):
         try:
@@ -74,7 +84,41 @@ def build_parts(recipe: Recipe, registry: Optional[Registry] = None) -> Parts:
     check_sample_memory(recipe, tuple(data.shape))
     with use_registry(registry):  # a sampler's time grid (sampler.grid) comes from the same registry
         sampler = build_component(comps["sampler"], params["sampler"])
-    return Parts(data=data, schedule=schedule, net=denoiser, exact_x0=exact_x0, sampler=sampler, components=comps)
+    return Parts(
+        data=data,
+        schedule=schedule,
+        net=denoiser,
+        exact_x0=exact_x0,
+        sampler=sampler,
+        components=comps,
+        classes=classes,
+        guidance=guidance,
+    )
+
+
+def build_denoiser(component: Component, params: Any, shape: tuple[int, ...], classes: int) -> Any:
+    """The denoiser for items of ``shape``; with ``classes`` (a conditional run) built with ``num_classes``, and
+    refused before any training, naming the plugin, when its ``build`` cannot take one (an analytic denoiser
+    needs none: the dataset's exact denoiser takes the labels)."""
+    if not classes:
+        return build_component(component, params, shape)
+    where = f"denoiser '{component.name}' from {component.provider}"
+    if not takes_classes(component.resolve()):
+        built = build_component(component, params, shape)
+        if is_analytic(built):
+            return built
+        raise RecipeError(
+            f"recipe key 'train.conditional': True, but {where} cannot take a condition: its build has no "
+            "num_classes argument (sandbox.protocols.DenoiserNetwork); use a denoiser that takes one, or set "
+            "train.conditional=false"
+        )
+    built = build_component(component, params, shape, num_classes=classes)
+    problems = conditional_denoiser_problems(built)
+    if problems:
+        raise ContractError(
+            f"{where} does not follow the denoiser protocol (sandbox.protocols): " + "; ".join(problems)
+        )
+    return built
 
 
 def count_parameters(module: Optional[torch.nn.Module]) -> int:

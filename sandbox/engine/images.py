@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 
-def grid(samples: torch.Tensor, *, min_side: int = 32, padding: int = 2) -> torch.Tensor:
-    """A square-ish grid in [0, 1] of samples in [-1, 1]; small images are enlarged (nearest)."""
+def grid(samples: torch.Tensor, *, min_side: int = 32, padding: int = 2, nrow: int = 0) -> torch.Tensor:
+    """A grid in [0, 1] of samples in [-1, 1], ``nrow`` to a row (0: square-ish); small images are enlarged
+    (nearest)."""
     if samples.ndim != 4:
         raise ValueError(f"expected samples of shape (B, C, H, W), got {tuple(samples.shape)}")
     from torchvision.utils import make_grid
@@ -21,8 +23,17 @@ def grid(samples: torch.Tensor, *, min_side: int = 32, padding: int = 2) -> torc
     scale = max(1, math.ceil(min_side / max(x.shape[-1], x.shape[-2])))
     if scale > 1:
         x = F.interpolate(x, scale_factor=scale, mode="nearest")
-    nrow = max(1, math.ceil(math.sqrt(x.shape[0])))
+    nrow = nrow or max(1, math.ceil(math.sqrt(x.shape[0])))
     return make_grid(x, nrow=nrow, padding=padding, pad_value=1.0)
+
+
+def class_grid(samples: torch.Tensor, labels: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """:func:`grid` with one row per class, in the order the classes first appear: the first ``m`` samples of
+    each class, ``m`` the fewest any class has."""
+    classes = list(dict.fromkeys(int(c) for c in labels.tolist()))
+    per = min(int((labels == c).sum()) for c in classes)
+    rows = [samples[(labels == c).nonzero().flatten()[:per]] for c in classes]
+    return grid(torch.cat(rows), nrow=per, **kwargs)
 
 
 def save_png(image: torch.Tensor, path: str | Path) -> None:

@@ -31,12 +31,14 @@ class DiffusionLoss:
         generator: Optional[torch.Generator] = None,
         *,
         within: Optional[tuple[int, int]] = None,
+        labels: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Per-example losses; ``generator`` (a seeded CPU generator) gives the same draws on every device.
 
         ``within = (start, total)`` says that ``x0`` is rows ``start ..`` of a batch of ``total``, split
         over data-parallel processes: ``t`` and ``eps`` are drawn for the whole batch and the same rows
-        kept, so the processes together make exactly the draws of a single process.
+        kept, so the processes together make exactly the draws of a single process. ``labels``: the items'
+        classes, for a class-conditional network.
         """
         schedule, n = denoiser.schedule, x0.shape[0]
         start, total = within if within is not None else (0, n)
@@ -52,6 +54,6 @@ class DiffusionLoss:
         s = denoiser.scalings(t)
         weight = loss_weight(self.weighting, s, denoiser.sigma_data, self.gamma).to(x0.device, torch.float32)
         x_t = per_item(s.alpha, x0) * x0 + per_item(s.sigma, x0) * eps
-        output = denoiser.network(x_t, s)
+        output = denoiser.network(x_t, s, labels)
         goal = denoiser.regression_target(x0, eps, s)
         return weight * (output.float() - goal.float()).pow(2).flatten(1).mean(1)

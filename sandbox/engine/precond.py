@@ -7,7 +7,7 @@ the one place it is called.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
@@ -43,9 +43,13 @@ class Preconditioned(torch.nn.Module):
         """The target's scalings at times ``t`` (one per item, float64)."""
         return scalings(self.target, self.schedule, t, self.sigma_data)
 
-    def network(self, x_t: torch.Tensor, s: Scalings) -> torch.Tensor:
-        """``F(c_in x_t, c_noise)``: the one call of the network."""
-        return self.net(per_item(s.c_in, x_t) * x_t, s.c_noise.to(x_t.device, torch.float32))
+    def network(self, x_t: torch.Tensor, s: Scalings, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``F(c_in x_t, c_noise)``, or ``F(c_in x_t, c_noise, class_labels)`` for a class-conditional network:
+        the one call of the network."""
+        x, c_noise = per_item(s.c_in, x_t) * x_t, s.c_noise.to(x_t.device, torch.float32)
+        if class_labels is None:
+            return self.net(x, c_noise)
+        return self.net(x, c_noise, class_labels.to(x_t.device))
 
     def regression_target(self, x0: torch.Tensor, eps: torch.Tensor, s: Scalings) -> torch.Tensor:
         """``F* = (x_0 - c_skip x_t) / c_out`` for ``x_t = alpha x_0 + sigma eps``, the output that gives ``D = x_0``.
@@ -57,9 +61,11 @@ class Preconditioned(torch.nn.Module):
         b = -s.c_skip * s.sigma / s.c_out
         return per_item(a, x0) * x0 + per_item(b, x0) * eps
 
-    def forward(self, x_t: torch.Tensor, t: Union[float, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, x_t: torch.Tensor, t: Union[float, torch.Tensor], class_labels: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         s = self.scalings(times(t, x_t))
-        out = self.network(x_t, s).to(x_t.dtype)
+        out = self.network(x_t, s, class_labels).to(x_t.dtype)
         return per_item(s.c_skip, x_t) * x_t + per_item(s.c_out, x_t) * out
 
 
@@ -69,13 +75,16 @@ def exact_denoise(exact_x0: ExactX0, schedule: Schedule, target: str = "x0", sig
     ``D = c_skip x_t + c_out F*`` with ``F* = (x_0 - c_skip x_t) / c_out`` is
     ``x_0`` again up to rounding: with the ``oracle`` it measures a sampler's
     and a schedule's own discretisation error, plus the conversion of
-    ``target``, free of any network error.
+    ``target``, free of any network error. ``labels`` (a labelled dataset's
+    classes, or its null class) ask for the exact class-conditional ``E[x_0 | x_t, c]``.
     """
 
-    def denoise(x_t: torch.Tensor, t: Union[float, torch.Tensor]) -> torch.Tensor:
+    def denoise(
+        x_t: torch.Tensor, t: Union[float, torch.Tensor], labels: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         s = scalings(target, schedule, times(t, x_t), sigma_data)
         alpha, sigma = per_item(s.alpha, x_t), per_item(s.sigma, x_t)
-        x0 = exact_x0(x_t, alpha, sigma)
+        x0 = exact_x0(x_t, alpha, sigma) if labels is None else exact_x0(x_t, alpha, sigma, labels)
         c_skip, c_out = per_item(s.c_skip, x_t), per_item(s.c_out, x_t)
         return c_skip * x_t + c_out * ((x0 - c_skip * x_t) / c_out)
 

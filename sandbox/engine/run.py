@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,15 +18,17 @@ from sandbox.console import console as default_console
 from sandbox.console import fmt, progress, table
 from sandbox.engine import checkpoint, distributed, fid
 from sandbox.engine.build import Parts, build_parts, count_parameters
+from sandbox.engine.condition import Conditions, LabelledDenoise, draw_labels, model_classes, steer
 from sandbox.engine.events import RunEvents, enabled_loggers
+from sandbox.engine.guide import load_guide
 from sandbox.engine.health import sample_health
-from sandbox.engine.images import grid, save_png
+from sandbox.engine.images import class_grid, grid, save_png
 from sandbox.engine.precond import exact_denoise
 from sandbox.engine.rundir import RunDir, check_output, new_run_dir, read_json, write_json, write_text
 from sandbox.engine.runlock import RunLock, host
 from sandbox.engine.training import Trainer, TrainState
 from sandbox.errors import Diverged, Interrupted
-from sandbox.protocols import Denoise, RunInfo, first_tensor
+from sandbox.protocols import Denoise, RunInfo, first_tensor, item_label
 from sandbox.recipe import Recipe
 from sandbox.registry import KINDS
 from sandbox.sampling import CountingDenoise
@@ -33,41 +37,90 @@ GRID_SEED = 2  # run.seed + 2 draws the intermediate sample grids
 FINAL_SEED = 3  # run.seed + 3 draws the final samples (sandbox sample repeats them with the same seed)
 
 
-def render(parts: Parts, samples: torch.Tensor) -> torch.Tensor | None:
-    """The dataset's picture of a batch, or an image grid for (C, H, W) data."""
+def render(parts: Parts, samples: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor | None:
+    """The dataset's picture of a batch, or an image grid for (C, H, W) data: one row per class when the samples
+    were drawn for ``labels``."""
     if parts.data.render is not None:
         return parts.data.render(samples)
     if samples.ndim == 4:
-        return grid(samples)
+        return class_grid(samples, labels) if labels is not None else grid(samples)
     return None
+
+
+@dataclass
+class Drawn:
+    """Samples and what drawing them cost."""
+
+    # fmt: off
+    samples: torch.Tensor
+    labels: Optional[torch.Tensor]  # the class each sample was drawn for (a conditional run), else None
+    nfe: int                        # network evaluations per sample: a guided step with two estimates counts two
+    forwards: int                   # network calls per batch (two estimates in one batched call count one)
+    steps: int                      # denoise calls the sampler made per sample (its own NFE, guidance aside)
+    seconds: float
+    # fmt: on
 
 
 @torch.no_grad()
 def generate(
-    recipe: Recipe, parts: Parts, denoise: Denoise, device: torch.device, n: int, seed: int
-) -> tuple[torch.Tensor, int, float]:
-    """``n`` samples from the recipe's sampler; returns (samples, NFE per sample, seconds)."""
-    training = isinstance(denoise, torch.nn.Module) and denoise.training
-    if isinstance(denoise, torch.nn.Module):
-        denoise.eval()
+    recipe: Recipe,
+    parts: Parts,
+    model: LabelledDenoise,
+    device: torch.device,
+    n: int,
+    seed: int,
+    *,
+    guide: Optional[LabelledDenoise] = None,
+    on_call: Optional[Callable[[int], None]] = None,
+) -> Drawn:
+    """``n`` samples from the recipe's sampler, steered by its guidance, for the classes ``eval.classes`` asks
+    for (balanced, in blocks: :func:`sandbox.engine.condition.draw_labels`) in a conditional run.
+
+    ``model(x_t, t, labels)`` is the run's denoiser, ``guide`` autoguidance's guiding model; ``on_call(b)``
+    hears of every denoise call the sampler makes on a batch of ``b``.
+    """
+    training = isinstance(model, torch.nn.Module) and model.training
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    null, chosen = model_classes(recipe, parts.data)
+    labels = draw_labels(n, chosen) if chosen is not None else None
     noise_gen = torch.Generator().manual_seed(seed)
     step_gen = torch.Generator(device=device).manual_seed(seed)
-    out, nfe = [], 0
+    out, nfe, forwards, steps = [], 0, 0, 0
     start = time.perf_counter()
     for offset in range(0, n, recipe.eval.sample_batch):
         b = min(recipe.eval.sample_batch, n - offset)
         noise = torch.randn((b, *parts.data.shape), generator=noise_gen).to(device)
+        batch_labels = labels[offset : offset + b].to(device) if labels is not None else None
+        conditions = Conditions(model, batch_labels, null, parts.schedule, guide=guide)
+        denoise = steer(parts.guidance, conditions)
+        if on_call is not None:
+            denoise = _reporting(denoise, on_call)
         counter = CountingDenoise(denoise)
         out.append(parts.sampler(counter, noise, parts.schedule, generator=step_gen).float().cpu())
-        nfe = counter.nfe
-    if isinstance(denoise, torch.nn.Module):
-        denoise.train(training)
-    return torch.cat(out), nfe, time.perf_counter() - start
+        nfe, forwards, steps = conditions.evaluations, conditions.forwards, counter.nfe
+    if isinstance(model, torch.nn.Module):
+        model.train(training)
+    return Drawn(torch.cat(out), labels, nfe, forwards, steps, time.perf_counter() - start)
+
+
+def _reporting(denoise: Denoise, on_call: Callable[[int], None]) -> Denoise:
+    def reported(x_t: torch.Tensor, t: Any) -> torch.Tensor:
+        out = denoise(x_t, t)
+        on_call(x_t.shape[0])
+        return out
+
+    return reported
 
 
 def real_heldout(parts: Parts, n: int) -> torch.Tensor:
     n = min(n, len(parts.data.val))
     return torch.stack([first_tensor(parts.data.val[i]) for i in range(n)]).float()
+
+
+def heldout_labels(parts: Parts, n: int) -> torch.Tensor:
+    """The labels of the items :func:`real_heldout` returns (a labelled dataset)."""
+    return torch.stack([item_label(parts.data.val[i]) for i in range(min(n, len(parts.data.val)))])
 
 
 def component_rows(recipe: Recipe, parts: Parts) -> list[list[Any]]:
@@ -104,6 +157,7 @@ def prepare(
         held.enter_context(RunLock(run_dir))
     parts = build_parts(recipe)  # every part is checked against its protocol before any work
     fid.require(recipe.eval.metrics, parts.data.shape)  # image metrics: the extra and the weights, before any work
+    parts.guide = load_guide(recipe, tuple(parts.data.shape), parts.classes, device, None)
     if distributed.is_main():
         if run_dir is None:
             run_dir = new_run_dir(recipe.run.output, recipe.name)
@@ -128,13 +182,16 @@ def train(
     resume: bool = False,
     state: Optional[dict[str, Any]] = None,
     events: Optional[RunEvents] = None,
+    guide: Optional[LabelledDenoise] = None,
 ) -> tuple[TrainState, Denoise]:
     """Train the denoiser network (continuing from ``state``, a checkpoint's, when given); returns the final
     state and the EMA weights' denoise function. Writes ``final.pt`` and ``ema.safetensors``."""
 
     def sample_grid(step: int, denoise: Denoise) -> None:
-        samples, _, _ = generate(recipe, parts, denoise, device, recipe.eval.grid_samples, recipe.run.seed + GRID_SEED)
-        picture = render(parts, samples)
+        drawn = generate(
+            recipe, parts, denoise, device, recipe.eval.grid_samples, recipe.run.seed + GRID_SEED, guide=guide
+        )
+        picture = render(parts, drawn.samples, drawn.labels)
         if picture is not None:
             save_png(picture, RunDir(run_dir).step_picture(step))
             if events is not None:
@@ -199,8 +256,12 @@ def score(
     device: torch.device,
     run_dir: Path,
     console: Console | None = None,
+    labels: Optional[torch.Tensor] = None,
 ) -> dict[str, Any]:
     """The dataset's quality figures for the samples and for as many held-out real items, and ``eval.metrics``.
+
+    Samples drawn for classes ``labels`` are scored by the dataset's ``evaluate_classes`` too, and the held-out
+    items with their own labels (a classifier's conditional accuracy next to its accuracy on real data).
 
     FID and KID (:mod:`sandbox.engine.fid`) compare each set with the training split, whose reference statistics
     are cached beside the data, or in ``fid_reference/`` beside ``run_dir`` when the dataset names no folder.
@@ -209,6 +270,12 @@ def score(
     quality: dict[str, Any] = {}
     if parts.data.evaluate is not None:
         quality = {"generated": parts.data.evaluate(samples), "real_heldout": parts.data.evaluate(real)}
+    if labels is not None and parts.data.evaluate_classes is not None:
+        by_class = {
+            "generated": parts.data.evaluate_classes(samples, labels),
+            "real_heldout": parts.data.evaluate_classes(real, heldout_labels(parts, len(real))),
+        }
+        quality = {side: {**quality.get(side, {}), **by_class[side]} for side in by_class}
     if recipe.eval.metrics:
         images = fid.image_metrics(
             recipe.eval.metrics,
@@ -281,18 +348,24 @@ def _run_recipe(
         denoise = exact_denoise(parts.exact_x0, parts.schedule, recipe.train.target, recipe.train.sigma_data)
         console.print("analytic denoiser: nothing to train")
     else:
-        trained, denoise = train(recipe, parts, device, run_dir, console, resume=resume, state=state, events=events)
+        trained, denoise = train(
+            recipe, parts, device, run_dir, console, resume=resume, state=state, events=events, guide=parts.guide
+        )
     if not main:
         return run_dir  # rank 0 alone samples and scores
     console.print(f"sampling {recipe.eval.num_samples} with {recipe.components['sampler'][0]}...")
-    samples, nfe, sample_s = generate(
-        recipe, parts, denoise, device, recipe.eval.num_samples, recipe.run.seed + FINAL_SEED
+    drawn = generate(
+        recipe, parts, denoise, device, recipe.eval.num_samples, recipe.run.seed + FINAL_SEED, guide=parts.guide
     )
-    picture = render(parts, samples)
+    samples = drawn.samples
+    picture = render(parts, samples, drawn.labels)
     if picture is not None:
         save_png(picture, RunDir(run_dir).final_picture)
         events.emit("on_samples", step=trained.step, images=picture)
     checkpoint.atomic_write(RunDir(run_dir).final_samples, lambda handle: torch.save(samples, handle))
+    if drawn.labels is not None:
+        labels = drawn.labels
+        checkpoint.atomic_write(RunDir(run_dir).final_labels, lambda handle: torch.save(labels, handle))
     health = sample_health(samples, real_heldout(parts, len(samples)))
     if health["diverged"]:
         console.print(
@@ -305,8 +378,8 @@ def _run_recipe(
         device,
         run_dir,
         trained,
-        score(recipe, parts, samples, device, run_dir, console),
-        {"nfe_per_sample": nfe, "seconds": sample_s, "num_samples": len(samples)},
+        score(recipe, parts, samples, device, run_dir, console, drawn.labels),
+        sampling_record(drawn),
         grid=picture is not None,
     )
     write_json(RunDir(run_dir).summary, {**summary, "sample_health": health})
@@ -314,6 +387,20 @@ def _run_recipe(
     events.end("finished", {**summary, "sample_health": health})
     console.print(summary_table(recipe, summary))
     return run_dir
+
+
+def sampling_record(drawn: Drawn) -> dict[str, Any]:
+    """What ``summary.json`` says of the sampling: its cost, counted honestly, and the classes drawn."""
+    record: dict[str, Any] = {
+        "nfe_per_sample": drawn.nfe,
+        "sampler_calls_per_sample": drawn.steps,
+        "forwards_per_batch": drawn.forwards,
+        "seconds": drawn.seconds,
+        "num_samples": len(drawn.samples),
+    }
+    if drawn.labels is not None:
+        record["classes"] = {str(c): int(k) for c, k in zip(*torch.unique(drawn.labels, return_counts=True))}
+    return record
 
 
 def summarize_run(
@@ -353,7 +440,11 @@ def summarize_run(
             "images_per_s": state.images_per_s,
             "wall_s": state.wall_s,
         },
-        "sampling": {"sampler": recipe.components["sampler"][0], **sampling},
+        "sampling": {
+            "sampler": recipe.components["sampler"][0],
+            **({"guidance": saved["guidance"]} if "guidance" in saved else {}),
+            **sampling,
+        },
         "sample_quality": quality,
         "outputs": {
             "recipe": RunDir.RECIPE,
@@ -366,6 +457,12 @@ def summarize_run(
     }
 
 
+def guidance_text(section: dict[str, Any]) -> str:
+    """``cfg (scale=2, ...)``: a guidance section in one line."""
+    params = ", ".join(f"{k}={fmt(v)}" for k, v in section.items() if k != "name")
+    return f"{section['name']} ({params})" if params else str(section["name"])
+
+
 def summary_table(recipe: Recipe, summary: dict[str, Any]) -> Any:
     """The table printed at the end of a run."""
     train, sampling, quality = summary["train"], summary["sampling"], summary["sample_quality"]
@@ -375,6 +472,7 @@ def summary_table(recipe: Recipe, summary: dict[str, Any]) -> Any:
         ["images/s (train)", train["images_per_s"]],
         ["training time (s)", train["wall_s"]],
         ["sampler NFE per sample", sampling["nfe_per_sample"]],
+        *([["guidance", guidance_text(sampling["guidance"])]] if sampling.get("guidance") else []),
         ["sampling time (s)", sampling["seconds"]],
     ]
     for metric, value in quality.get("generated", {}).items():

@@ -120,6 +120,11 @@ class RunDir:
         return self.samples / "final.pt"
 
     @property
+    def final_labels(self) -> Path:
+        """The class each final sample was drawn for, ``int64 [N]`` (a conditional run)."""
+        return self.samples / "final_labels.pt"
+
+    @property
     def sample_pngs(self) -> Path:
         """One PNG per sample (``sandbox sample --png``)."""
         return self.samples / "png"
@@ -160,6 +165,7 @@ class SampleDir:
 
     # fmt: off
     SAMPLES = "samples.pt"             # the samples as one tensor
+    LABELS = "labels.pt"               # the class each sample was drawn for (a conditional run)
     PICTURE = "grid.png"               # the dataset's picture of them
     PNGS = "png"                       # one PNG per sample (--png)
     SUMMARY = "summary.json"           # written last: a folder without it is not a finished sampling
@@ -171,6 +177,10 @@ class SampleDir:
     @property
     def samples(self) -> Path:
         return self.path / self.SAMPLES
+
+    @property
+    def labels(self) -> Path:
+        return self.path / self.LABELS
 
     @property
     def picture(self) -> Path:

@@ -29,18 +29,19 @@ from sandbox.console import console as default_console
 from sandbox.console import counter, fmt, table
 from sandbox.engine import checkpoint, fid
 from sandbox.engine.build import Parts, build_parts
+from sandbox.engine.condition import LabelledDenoise
 from sandbox.engine.device import pick_device
+from sandbox.engine.guide import load_guide
 from sandbox.engine.health import sample_health
 from sandbox.engine.images import save_png
 from sandbox.engine.precond import Preconditioned, exact_denoise
 from sandbox.engine.resume import RESUMABLE
-from sandbox.engine.run import FINAL_SEED, generate, real_heldout, render, score
+from sandbox.engine.run import FINAL_SEED, Drawn, generate, guidance_text, real_heldout, render, sampling_record, score
 from sandbox.engine.rundir import RunDir, SampleDir, atomic_write, new_run_dir, read_json, write_json
 from sandbox.errors import RecipeError, SandboxError
-from sandbox.protocols import Denoise
 from sandbox.recipe import Recipe, load_recipe
 
-SAMPLING_SECTIONS = ("sampler.", "eval.")  # every key under these may change
+SAMPLING_SECTIONS = ("sampler.", "eval.", "guidance.")  # every key under these may change
 SAMPLING_KEYS = ("run.device", "run.threads", "run.seed")  # and these (run.seed: the sampling seed)
 # Sampler settings that describe the data, not the solver: a sampler asked for in place of the run's keeps the
 # run's value (the quickstart's clip_x0: true, its data lying in [-1, 1]) unless the overrides set it.
@@ -98,7 +99,7 @@ def resolve_run_grid(run_dir: Path, recipe: Recipe) -> Recipe:
 
 
 def _may_change(key: str) -> bool:
-    return key.startswith(SAMPLING_SECTIONS) or key in SAMPLING_KEYS
+    return key.startswith(SAMPLING_SECTIONS) or key in SAMPLING_KEYS or key == "guidance"
 
 
 def find_checkpoint(run_dir: Path, path: Path | None, console: Console) -> tuple[Path, dict[str, Any]]:
@@ -201,7 +202,8 @@ def sample_run(
             f"--png needs images of 1 or 3 channels; dataset '{recipe.components['dataset'][0]}' "
             f"gives items of shape {shape}"
         )
-    denoise: Denoise
+    parts.guide = load_guide(recipe, shape, parts.classes, device, trusted)
+    denoise: LabelledDenoise
     if parts.exact_x0 is not None:  # an analytic denoiser: no weights
         if checkpoint_path is not None:
             raise SandboxError(
@@ -219,14 +221,18 @@ def sample_run(
     label = getattr(params, "steps", None) or nfe_planned
     folder = SampleDir(new_run_dir(RunDir(run_dir).samples, f"{sampler}-{label}"))
     try:
-        samples, nfe, seconds = _draw(recipe, parts, denoise, device, n, nfe_planned, console)
-        picture = render(parts, samples)
+        drawn = _draw(recipe, parts, denoise, device, n, nfe_planned, console)
+        samples, labels = drawn.samples, drawn.labels
+        picture = render(parts, samples, labels)
         if picture is not None:
             save_png(picture, folder.picture)
         atomic_write(folder.samples, lambda handle: torch.save(samples, handle))
+        if labels is not None:
+            atomic_write(folder.labels, lambda handle: torch.save(labels, handle))
         if png:
             _write_pngs(folder.pngs, samples)
-        quality = score(recipe, parts, samples, device, run_dir, console)
+        quality = score(recipe, parts, samples, device, run_dir, console, labels)
+        saved = recipe.to_dict()
         summary = {
             "run_dir": str(run_dir),
             "folder": str(folder.path),
@@ -234,18 +240,15 @@ def sample_run(
             "overrides": list(overrides),
             "device": str(device),
             "seed": recipe.run.seed + FINAL_SEED,
-            "sampler": {
-                "name": sampler,
-                "params": {k: v for k, v in recipe.to_dict()["sampler"].items() if k != "name"},
-            },
-            "num_samples": len(samples),
+            "sampler": {"name": sampler, "params": {k: v for k, v in saved["sampler"].items() if k != "name"}},
+            **({"guidance": saved["guidance"]} if "guidance" in saved else {}),
             "sample_batch": recipe.eval.sample_batch,
-            "nfe_per_sample": nfe,
-            "seconds": seconds,
+            **sampling_record(drawn),
             "sample_quality": quality,
             "sample_health": sample_health(samples, real_heldout(parts, len(samples))),
             "outputs": {
                 "samples": SampleDir.SAMPLES,
+                "labels": SampleDir.LABELS if labels is not None else None,
                 "grid": SampleDir.PICTURE if picture is not None else None,
                 "png": f"{SampleDir.PNGS}/" if png else None,
             },
@@ -259,21 +262,24 @@ def sample_run(
 
 
 def _draw(
-    recipe: Recipe, parts: Parts, denoise: Denoise, device: torch.device, n: int, nfe: int, console: Console
-) -> tuple[torch.Tensor, int, float]:
+    recipe: Recipe, parts: Parts, model: LabelledDenoise, device: torch.device, n: int, nfe: int, console: Console
+) -> Drawn:
     """:func:`sandbox.engine.run.generate` with a bar that moves by ``batch / nfe`` samples per denoise call."""
     bar = counter(console)
     with bar:
         task = bar.add_task(f"sample ({recipe.components['sampler'][0]})", total=n)
-
-        def tracked(x: torch.Tensor, t: Any) -> torch.Tensor:
-            out = denoise(x, t)
-            bar.advance(task, x.shape[0] / max(nfe, 1))
-            return out
-
-        samples, used, seconds = generate(recipe, parts, tracked, device, n, recipe.run.seed + FINAL_SEED)
+        drawn = generate(
+            recipe,
+            parts,
+            model,
+            device,
+            n,
+            recipe.run.seed + FINAL_SEED,
+            guide=parts.guide,
+            on_call=lambda b: bar.advance(task, b / max(nfe, 1)),
+        )
         bar.update(task, completed=n)
-    return samples, used, seconds
+    return drawn
 
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -302,6 +308,8 @@ def _table(summary: dict[str, Any]) -> Any:
         ["checkpoint", f"{ckpt['path']} (step {ckpt['step']:,})" if ckpt["path"] else "analytic denoiser"],
         ["samples", summary["num_samples"]],
         ["NFE per sample", summary["nfe_per_sample"]],
+        *([["guidance", guidance_text(summary["guidance"])]] if summary.get("guidance") else []),
+        *([["classes drawn", len(summary["classes"])]] if summary.get("classes") else []),
         ["sampling time (s)", summary["seconds"]],
     ]
     quality = summary["sample_quality"]

@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader
 from sandbox.engine import checkpoint, distributed
 from sandbox.engine.acceleration import COMPILER_MODULES, autocast, compile_network
 from sandbox.engine.batches import DataPosition, batch_source
+from sandbox.engine.condition import drop_labels
 from sandbox.engine.ema import EMA
 from sandbox.engine.events import RunEvents
 from sandbox.engine.loss import DiffusionLoss
@@ -57,6 +58,7 @@ from sandbox.engine.precond import Preconditioned
 from sandbox.engine.rundir import MetricsLog, RunDir
 from sandbox.engine.validation import validation_loss
 from sandbox.errors import Diverged, Interrupted, RecipeError
+from sandbox.protocols import null_label
 
 #: a logging interval whose mean loss exceeds this many times the lowest earlier interval mean has diverged
 DIVERGENCE_FACTOR = 100.0
@@ -139,6 +141,7 @@ class Trainer:
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.net = parts.net.to(device, memory_format=self.memory_format).train()
         self.loss_fn = DiffusionLoss(cfg.weighting, cfg.min_snr_gamma)
+        self.classes = parts.classes  # 0: unconditional; else the labels train the network, the null class too
         self.steps = cfg.steps
         self.optimizer = torch.optim.AdamW(
             [p for p in self.net.parameters() if p.requires_grad],
@@ -173,6 +176,7 @@ class Trainer:
             seed=run.seed,
             workers=run.workers,
             on_device=run.data_on_device,
+            labels=self.classes > 0,
         )
         self.val_loader = DataLoader(parts.data.val, batch_size=cfg.batch_size, shuffle=False, num_workers=run.workers)
         self.val_seed = run.seed + 1
@@ -240,34 +244,46 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- the loop
 
-    def batches(self) -> Iterator[torch.Tensor]:
+    def batches(self) -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]]:
         """Endless training batches on the device, in the resumable order of :mod:`sandbox.engine.batches`.
 
         Every process walks the same order of global batches and keeps its own
         :func:`sandbox.engine.distributed.part`; ``self.within`` tells the loss where it lies, so the noise and
-        times are drawn for the whole global batch and split the same way.
+        times are drawn for the whole global batch and split the same way. Each batch is ``(x_0, labels)``,
+        the labels None in an unconditional run.
         """
-        for x0 in self.batch_source(self.data):
+        for batch in self.batch_source(self.data):
+            x0, labels = batch if isinstance(batch, tuple) else (batch, None)
             self.within = (distributed.part(x0.shape[0])[0], x0.shape[0])
             x0 = distributed.shard(x0)
-            yield x0.contiguous(memory_format=self.memory_format) if self.channels_last else x0
+            labels = distributed.shard(labels) if labels is not None else None
+            yield (x0.contiguous(memory_format=self.memory_format) if self.channels_last else x0), labels
 
     def validate(self) -> tuple[float, float]:
         max_batches = self.recipe.eval.val_batches
         with self.autocast:
             raw = validation_loss(
-                self.denoiser, self.loss_fn, self.val_loader, self.device, max_batches, self.val_seed
+                self.denoiser, self.loss_fn, self.val_loader, self.device, max_batches, self.val_seed, self.classes > 0
             )
             ema = validation_loss(
-                self.ema_denoiser, self.loss_fn, self.val_loader, self.device, max_batches, self.val_seed
+                self.ema_denoiser,
+                self.loss_fn,
+                self.val_loader,
+                self.device,
+                max_batches,
+                self.val_seed,
+                self.classes > 0,
             )
         return raw, ema
 
-    def step(self, x0: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on the batch ``x0``; returns the mean loss as a detached device tensor (reading
-        it waits for the device, so the loop reads it only where it reports)."""
+    def step(self, x0: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One optimizer step on the batch ``x0`` (of classes ``labels`` in a conditional run, a share
+        ``train.label_dropout`` of them dropped to the null class); returns the mean loss as a detached device
+        tensor (reading it waits for the device, so the loop reads it only where it reports)."""
+        if labels is not None:
+            labels = drop_labels(labels, self.cfg.label_dropout, null_label(self.classes), self.within)
         with self.autocast:
-            loss = self.loss_fn(self.denoiser, x0, within=self.within).mean()
+            loss = self.loss_fn(self.denoiser, x0, within=self.within, labels=labels).mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.grad_clip > 0:
@@ -372,9 +388,9 @@ class Trainer:
             progress.update(task, completed=state.step)
         with StopRequest().installed() as stop:
             for step in range(state.step + 1, self.steps + 1):
-                x0 = next(batches)
+                x0, labels = next(batches)
                 try:
-                    loss = self.step(x0)
+                    loss = self.step(x0, labels)
                 except Exception as exc:
                     if self.compiled is not self.net and type(exc).__module__.startswith(COMPILER_MODULES):
                         raise RecipeError(

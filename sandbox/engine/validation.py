@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 from sandbox.engine import distributed
 from sandbox.engine.loss import DiffusionLoss
 from sandbox.engine.precond import Preconditioned
-from sandbox.protocols import first_tensor
+from sandbox.protocols import first_tensor, item_label
 
 
 @torch.no_grad()
@@ -19,11 +19,13 @@ def validation_loss(
     device: torch.device,
     max_batches: int,
     seed: int,
+    labels: bool = False,
 ) -> float:
     """Mean loss on the held-out split with the same t and noise draws at every evaluation.
 
     With several processes each takes its :func:`sandbox.engine.distributed.part` of every batch (with that part
     of the batch's draws) and the sums are added over the processes: the figure a single process gets.
+    With ``labels`` (a conditional run) the network sees each item's class, none dropped.
     """
     was_training = denoiser.training
     denoiser.eval()
@@ -36,7 +38,8 @@ def validation_loss(
         start, stop = distributed.part(x0.shape[0])
         if stop == start:  # only the last batch can be smaller than the number of processes
             continue
-        losses = loss_fn(denoiser, x0[start:stop].to(device), generator, within=(start, x0.shape[0]))
+        classes = item_label(batch)[start:stop].to(device) if labels else None
+        losses = loss_fn(denoiser, x0[start:stop].to(device), generator, within=(start, x0.shape[0]), labels=classes)
         total += losses.sum()
         count += losses.numel()
     denoiser.train(was_training)

@@ -86,8 +86,10 @@ def sample_cell(recipe: Recipe, trained_in: Path, folder: Path, log: Console) ->
     trained = read_json(training.summary)
     if not isinstance(trained, dict):
         raise SandboxError(f"its training cell {trained_in.name} did not finish; see {trained_in}")
-    data = recipe.to_dict()
-    out = sample_run(trained_in, [override(section, data[section]) for section in SAMPLING_ONLY], console=log)
+    data, own = recipe.to_dict(), read_yaml_keys(training.recipe)
+    sections = [override(section, data[section]) for section in SAMPLING_ONLY if section in data]
+    sections += [f"~{section}" for section in SAMPLING_ONLY if section not in data and section in own]
+    out = sample_run(trained_in, sections, console=log)
     sampled = read_json(RunDir(out).summary) or {}
     name = recipe.components["sampler"][0]
     provider = recipe.registry.get("sampler", name) if recipe.registry is not None else None
@@ -112,6 +114,7 @@ def sample_cell(recipe: Recipe, trained_in: Path, folder: Path, log: Console) ->
             "components": components,
             "sampling": {
                 "sampler": name,
+                **({"guidance": sampled["guidance"]} if sampled.get("guidance") else {}),
                 "num_samples": sampled.get("num_samples"),
                 "nfe_per_sample": sampled.get("nfe_per_sample"),
                 "seconds": sampled.get("seconds"),
@@ -121,6 +124,17 @@ def sample_cell(recipe: Recipe, trained_in: Path, folder: Path, log: Console) ->
             "outputs": {"recipe": run.RECIPE, "samples": str(out)},
         },
     )
+
+
+def read_yaml_keys(path: Path) -> set[str]:
+    """The top-level keys of a recipe file (none when it cannot be read)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return set()
+    return set(data) if isinstance(data, dict) else set()
 
 
 def _stopped(folder: Path, signum: int) -> str:

@@ -24,7 +24,7 @@ from sandbox.tools.sweep.axes import Axis, matrix_axes, merge_axes, override
 
 # fmt: off
 NOT_IDENTITY = ("name", "run.output", "run.workers", "run.threads", "run.loggers", "launcher")  # no effect on results
-SAMPLING_ONLY = ("sampler", "eval")  # sections that change only sampling: cells differing there share a training
+SAMPLING_ONLY = ("sampler", "eval", "guidance")  # change only sampling: cells differing there share a training
 # fmt: on
 
 
