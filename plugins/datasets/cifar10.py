@@ -6,7 +6,8 @@ only what the format holds (a dict of strings, lists and uint8 arrays), so a
 batch file can never run code, verified or not; 60,000 32x32 RGB images, of
 which the 50,000 training images are used here. The validation images are carved from the
 training set with a seeded permutation, so the test batch stays untouched.
-Labels are dropped: the sandbox's models are unconditional.
+Items are ``(x, label)``, the label read from each batch's ``labels`` and
+named by :data:`CLASSES` (the order of ``batches.meta``'s ``label_names``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sandbox.errors import ParameterError
 from sandbox.protocols import DataSplits
 
 SHAPE = (3, 32, 32)
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 class UnverifiedCIFAR10(CIFAR10):
@@ -95,19 +97,35 @@ def read_batch(path: str) -> dict[str, Any]:
     return {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in entry.items()}
 
 
-def _read_images(folder: str) -> np.ndarray:
-    """The training batches' rows stacked as ``uint8 [N, 3, 32, 32]``."""
-    rows = []
+def _read_images(folder: str) -> tuple[np.ndarray, np.ndarray]:
+    """The training batches' rows stacked as ``uint8 [N, 3, 32, 32]``, and their labels as ``int64 [N]``."""
+    rows, labels = [], []
     for name, _ in CIFAR10.train_list:
         try:
-            data = read_batch(os.path.join(folder, name)).get("data")
+            batch = read_batch(os.path.join(folder, name))
+            data, batch_labels = batch.get("data"), batch.get("labels")
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise _Unreadable(name, f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
             described = f"{data.dtype} {list(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__
             raise _Unreadable(name, f"its 'data' is {described}, not a uint8 array of 3072-byte rows")
         rows.append(data)
-    return np.concatenate(rows).reshape(-1, *SHAPE)
+        labels.append(_labels(name, batch_labels, len(data)))
+    return np.concatenate(rows).reshape(-1, *SHAPE), np.concatenate(labels)
+
+
+def _labels(name: str, labels: Any, rows: int) -> np.ndarray:
+    """A batch's ``labels`` (a list of ints, one per row, each in [0, 10)) as ``int64 [rows]``."""
+    if not isinstance(labels, (list, np.ndarray)) or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels
+    ):
+        raise _Unreadable(name, f"its 'labels' is {type(labels).__name__}, not a list of integers")
+    values = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(values) != rows:
+        raise _Unreadable(name, f"it holds {len(values)} labels for {rows} images")
+    if len(values) and (values.min() < 0 or values.max() >= len(CLASSES)):
+        raise _Unreadable(name, f"its labels run {values.min()}..{values.max()}, outside 0..{len(CLASSES) - 1}")
+    return values
 
 
 class _Unreadable(Exception):
@@ -171,32 +189,34 @@ def _run_download(reader: type[CIFAR10], root: str) -> None:
     dataset.download()
 
 
-def load_images(params: Cifar10Params) -> torch.Tensor:
-    """The 50,000 training images as ``uint8 [N, 3, 32, 32]``, read without running code from the files."""
+def load_images(params: Cifar10Params) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 50,000 training images as ``uint8 [N, 3, 32, 32]`` and their labels as ``int64 [N]`` (indices into
+    :data:`CLASSES`), read without running code from the files."""
     if params.download:
         _download(params)
     _check_files(params)
     try:
-        images = _read_images(os.path.join(params.root, CIFAR10.base_folder))
+        images, labels = _read_images(os.path.join(params.root, CIFAR10.base_folder))
     except _Unreadable as exc:
         raise ParameterError(
             "root",
             params.root,
             f"CIFAR-10 files in the official cifar-10-batches-py format, but the batch {exc}",
         ) from exc
-    return torch.from_numpy(images)
+    return torch.from_numpy(images), torch.from_numpy(labels)
 
 
 def build(params: Cifar10Params) -> DataSplits:
-    """Train and validation splits of CIFAR-10's training images, scaled to [-1, 1]."""
-    images = load_images(params)
+    """Train and validation splits of CIFAR-10's labelled training images, scaled to [-1, 1]."""
+    images, labels = load_images(params)
     train_idx, val_idx = carve_validation(len(images), params.val_size, params.split_seed)
     flip = ", random horizontal flips" if params.flip else ""
     return DataSplits(
-        train=Uint8Images(images, train_idx, flip=params.flip),
-        val=Uint8Images(images, val_idx, flip=False),
+        train=Uint8Images(images, train_idx, flip=params.flip, labels=labels),
+        val=Uint8Images(images, val_idx, flip=False, labels=labels),
         shape=SHAPE,
         cache_dir=params.root,  # FID's reference statistics of the training split are cached beside the files
+        classes=list(CLASSES),
         description=(
             f"CIFAR-10 32x32 RGB in [-1, 1]: {len(train_idx)} train / {len(val_idx)} val images "
             f"(val carved from the training set, seed {params.split_seed}){flip}"

@@ -6,15 +6,23 @@ Handwritten Digits"), so the sandbox has a real image dataset without a
 download. Images are scaled to [-1, 1] as ``x / 8 - 1`` and, for ``size`` other
 than 8, resampled bilinearly. Samples are scored by a small classifier
 trained on the training split (:mod:`sandbox_plugins.datasets.digits_classifier`).
+Items are ``(x, digit)``; samples drawn for given digits are scored by the
+same classifier's conditional accuracy (``evaluate_classes``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn.functional as F
-from sandbox_plugins.datasets.digits_classifier import digit_scores, get_classifier
+from sandbox_plugins.datasets.digits_classifier import (
+    DigitClassifier,
+    class_accuracy,
+    digit_scores,
+    get_classifier,
+)
 from sandbox_plugins.datasets.items import TensorItems
 from sandbox_plugins.datasets.params import DigitsParams
 from sandbox_plugins.datasets.split import carve_validation
@@ -22,6 +30,7 @@ from sandbox_plugins.datasets.split import carve_validation
 from sandbox.protocols import DataSplits
 
 NATIVE = 8  # side of the bundled images (pixels)
+CLASSES = [str(digit) for digit in range(10)]
 
 
 def load_real_digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,10 +50,15 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return out.clamp(-1.0, 1.0)
 
 
-def _evaluate(
-    samples: torch.Tensor, *, train_images: torch.Tensor, train_labels: torch.Tensor, key: str
+def _evaluate(samples: torch.Tensor, *, classifier: Callable[[], DigitClassifier]) -> dict[str, float]:
+    return digit_scores(classifier(), samples)
+
+
+def _evaluate_classes(
+    samples: torch.Tensor, labels: torch.Tensor, *, classifier: Callable[[], DigitClassifier]
 ) -> dict[str, float]:
-    return digit_scores(get_classifier(train_images, train_labels, key=key), samples)
+    """Conditional accuracy: the share of samples that ``evaluate``'s classifier reads as their requested digit."""
+    return class_accuracy(classifier(), samples, labels)
 
 
 def build(params: DigitsParams) -> DataSplits:
@@ -52,17 +66,17 @@ def build(params: DigitsParams) -> DataSplits:
     images, labels = load_real_digits()
     train_idx, val_idx = carve_validation(len(images), params.val_size, params.split_seed)
     data = resize(images, params.size)
-    evaluate = partial(
-        _evaluate,
-        train_images=images[train_idx],
-        train_labels=labels[train_idx],
-        key=f"seed{params.split_seed}-val{params.val_size}",
+    # the scoring classifier of both evaluate and evaluate_classes: trained on the training split only
+    classifier = partial(
+        get_classifier, images[train_idx], labels[train_idx], key=f"seed{params.split_seed}-val{params.val_size}"
     )
     return DataSplits(
-        train=TensorItems(data[train_idx].contiguous()),
-        val=TensorItems(data[val_idx].contiguous()),
+        train=TensorItems(data[train_idx].contiguous(), labels=labels[train_idx]),
+        val=TensorItems(data[val_idx].contiguous(), labels=labels[val_idx]),
         shape=(1, params.size, params.size),
-        evaluate=evaluate,
+        evaluate=partial(_evaluate, classifier=classifier),
+        classes=list(CLASSES),
+        evaluate_classes=partial(_evaluate_classes, classifier=classifier),
         description=(
             f"scikit-learn 8x8 handwritten digits at {params.size}x{params.size} in [-1, 1]: "
             f"{len(train_idx)} train / {len(val_idx)} val (seed {params.split_seed})"

@@ -122,6 +122,17 @@ def _write_cache(model: DigitClassifier, path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+def _logits(model: nn.Module, samples: torch.Tensor) -> torch.Tensor:
+    """The classifier's ``[B, 10]`` logits of ``samples [B, 1, H, W]``, resized to 8x8 and clipped to [-1, 1]."""
+    x = torch.nan_to_num(samples.detach().float().cpu(), nan=0.0)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.shape[-2:] != (8, 8):
+        x = F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False, antialias=True)
+    logits: torch.Tensor = model(x.clamp(-1.0, 1.0))
+    return logits
+
+
 @torch.no_grad()
 def digit_scores(model: nn.Module, samples: torch.Tensor) -> dict[str, float]:
     """Classifier-based scores of ``samples [B, 1, H, W]`` (any H, W; resized to 8x8, clipped to [-1, 1]).
@@ -131,12 +142,7 @@ def digit_scores(model: nn.Module, samples: torch.Tensor) -> dict[str, float]:
     ``class_coverage``: entropy of the predicted-class histogram divided by log 10;
     1.0 when all ten digits are predicted equally often, 0.0 when only one is.
     """
-    x = torch.nan_to_num(samples.detach().float().cpu(), nan=0.0)
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    if x.shape[-2:] != (8, 8):
-        x = F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False, antialias=True)
-    probs = model(x.clamp(-1.0, 1.0)).softmax(dim=-1)
+    probs = _logits(model, samples).softmax(dim=-1)
     confidence, predicted = probs.max(dim=-1)
     share = torch.bincount(predicted, minlength=10).double() / len(predicted)
     share = share[share > 0]
@@ -146,3 +152,17 @@ def digit_scores(model: nn.Module, samples: torch.Tensor) -> dict[str, float]:
         "class_coverage": max(0.0, entropy / math.log(10)),
         "mean_confidence": float(confidence.double().mean()),
     }
+
+
+@torch.no_grad()
+def class_accuracy(model: nn.Module, samples: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Conditional accuracy of ``samples [B, 1, H, W]`` drawn for the digits ``labels [B]`` (prepared as
+    :func:`digit_scores` prepares them).
+
+    ``class_accuracy``: share of samples whose predicted digit (the classifier's argmax) is the requested one.
+    """
+    labels = torch.as_tensor(labels).detach().to(device="cpu", dtype=torch.int64).reshape(-1)
+    if labels.shape != (len(samples),):
+        raise ValueError(f"labels must have one entry per sample ({len(samples)}), got {labels.numel()}")
+    predicted = _logits(model, samples).argmax(dim=-1)
+    return {"class_accuracy": float((predicted == labels).double().mean()) if len(labels) else math.nan}

@@ -13,9 +13,16 @@ minimum-MSE denoiser every network is trained to approximate, so the
 ``oracle`` denoiser built on it isolates the sampler's and the schedule's own
 error from the network's.
 
+Each component is a class ("component 0", ...): items are ``(x, k)`` with
+``k`` the component drawn, and ``exact_x0(x_t, alpha, sigma, labels)`` is the
+class-conditional ``E[x_0 | x_t, k] = mu_k + g_k (x_t - alpha mu_k)`` (the one
+component's posterior mean; the label ``K``, the null class, keeps the mixture's).
+
 ``evaluate`` scores samples against the exact mixture: the sliced Wasserstein
 distance to a large exact draw, and the 2-Wasserstein distance between the
 Gaussian fitted to the samples and the mixture's exact mean and covariance.
+``evaluate_classes`` scores samples drawn for given classes by each class's
+distance to its exact component.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from sandbox.protocols import DataSplits
 
 # fmt: off
 REFERENCE_SIZE = 20_000  # points of the exact draw that the sliced Wasserstein distance compares against
+CLASS_REFERENCE_SIZE = 2_000  # points of each component's exact draw that evaluate_classes compares against
 PROJECTIONS = 128        # directions of the sliced Wasserstein distance (those of metrics.sliced_wasserstein)
 # fmt: on
 
@@ -73,11 +81,25 @@ class GaussianMixture:
         self.log_weights = self.weights.log()
         # fmt: on
 
+    @property
+    def components(self) -> int:
+        return int(self.means.shape[0])
+
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` exact draws, ``float32 [n, *shape]``."""
+        return self.sample_labelled(n, generator)[0]
+
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` exact draws as :meth:`sample` makes them (the same generator calls) and the component of each,
+        ``(float32 [n, *shape], int64 [n])``."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        return (self.means[k] + self.stds[k, None] * z).float().reshape(n, *self.shape)
+        return (self.means[k] + self.stds[k, None] * z).float().reshape(n, *self.shape), k
+
+    def sample_component(self, k: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` exact draws of component ``k`` alone, ``float32 [n, *shape]``."""
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return (self.means[k] + self.stds[k] * z).float().reshape(n, *self.shape)
 
     def mean(self) -> torch.Tensor:
         """``E[x_0] = sum_k w_k mu_k``, ``[D]``."""
@@ -90,7 +112,7 @@ class GaussianMixture:
         second = second + torch.eye(self.dim, dtype=torch.float64) * (self.weights @ self.stds**2)
         return second - torch.outer(m, m)
 
-    def exact_x0(self, x_t: torch.Tensor, alpha, sigma) -> torch.Tensor:
+    def exact_x0(self, x_t: torch.Tensor, alpha, sigma, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``E[x_0 | x_t]`` for ``x_t = alpha x_0 + sigma eps``, in ``x_t``'s shape and dtype.
 
         ``alpha`` and ``sigma`` are numbers or tensors that broadcast against
@@ -98,6 +120,11 @@ class GaussianMixture:
         with log-sum-exp responsibilities, so it stays finite for sigma -> 0
         (where it returns ``x_t / alpha``), for alpha -> 0 (the mixture mean) and
         for variance-exploding noise levels (sigma ~ 80).
+
+        ``labels`` (``int64 [B]`` in ``[0, K]``) conditions each item on its component:
+        ``E[x_0 | x_t, k] = mu_k + g_k (x_t - alpha mu_k)``, the responsibilities replaced by
+        the one-hot of ``k``; an item labelled ``K`` (the null class) gets ``E[x_0 | x_t]``,
+        computed exactly as without ``labels``.
         """
         # fmt: off
         b = x_t.shape[0]
@@ -114,9 +141,22 @@ class GaussianMixture:
         r = torch.softmax(log_r, dim=1)             # [B, K] posterior responsibilities
         gain = a * s2 / var                         # [B, K]: g_k
         # fmt: on
+        if labels is not None:
+            r = self._condition(r, labels)
         # sum_k r_k (mu_k + g_k (x - alpha mu_k)) = (sum_k r_k g_k) x + sum_k r_k (1 - alpha g_k) mu_k
         x0 = (r * gain).sum(1, keepdim=True) * x + (r * (1 - a * gain)) @ means
         return x0.to(device=x_t.device, dtype=x_t.dtype).reshape(x_t.shape)
+
+    def _condition(self, r: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The responsibilities ``r [B, K]`` with each labelled row replaced by its component's one-hot."""
+        k = self.components
+        labels = torch.as_tensor(labels).detach().to(device="cpu", dtype=torch.int64).reshape(-1)
+        if labels.shape != (len(r),):
+            raise ValueError(f"labels must have one entry per item ({len(r)}), got {labels.numel()}")
+        if len(labels) and not bool(((labels >= 0) & (labels <= k)).all()):
+            raise ValueError(f"labels must lie in [0, {k}] ({k}: the null class), got {labels.min()}..{labels.max()}")
+        one_hot = torch.nn.functional.one_hot(labels.clamp(max=k - 1), k).to(r.dtype)
+        return torch.where((labels == k)[:, None], r, one_hot)
 
     @staticmethod
     def _per_item(value, b: int) -> torch.Tensor:
@@ -136,6 +176,24 @@ class GaussianMixture:
         else:
             out["gauss_w2"] = math.nan
         return out
+
+    def evaluate_classes(
+        self, samples: torch.Tensor, labels: torch.Tensor, references: dict[int, torch.Tensor]
+    ) -> dict[str, float]:
+        """``class_swd``: each class's distance to its exact component, averaged over the classes in ``labels``.
+
+        For each class ``k`` present, the sliced Wasserstein distance
+        (:func:`metrics.sliced_wasserstein`) between the samples drawn for ``k``
+        and ``references[k]``, an exact draw of component ``k``. Labels outside
+        ``[0, K)`` (the null class) are not scored; with none left it is NaN.
+        """
+        x = samples.detach().reshape(len(samples), -1).double().cpu()
+        labels = torch.as_tensor(labels).detach().to(device="cpu", dtype=torch.int64).reshape(-1)
+        if labels.shape != (len(x),):
+            raise ValueError(f"labels must have one entry per sample ({len(x)}), got {labels.numel()}")
+        present = [int(k) for k in labels.unique() if 0 <= int(k) < self.components]
+        distances = [sliced_wasserstein(x[labels == k], references[k], n_projections=PROJECTIONS) for k in present]
+        return {"class_swd": sum(distances) / len(distances) if distances else math.nan}
 
 
 class Reference:
@@ -220,10 +278,15 @@ def build(params: GaussianMixtureParams) -> DataSplits:
     """Train and validation draws of the mixture, its exact denoiser, and scores against the exact mixture."""
     mix = mixture(params)
 
-    def draw(n: int, stream: str) -> torch.Tensor:
-        return mix.sample(n, torch.Generator().manual_seed(_stream_seed(params.seed, stream)))
+    def generator(stream: str) -> torch.Generator:
+        return torch.Generator().manual_seed(_stream_seed(params.seed, stream))
 
-    reference = Reference(draw(REFERENCE_SIZE, "reference"))
+    def split(n: int, stream: str) -> TensorItems:
+        points, components = mix.sample_labelled(n, generator(stream))
+        return TensorItems(points, labels=components)
+
+    reference = Reference(mix.sample(REFERENCE_SIZE, generator("reference")))
+    class_references: dict[int, torch.Tensor] = {}
     render = None
     if mix.shape == (2,):
         from sandbox_plugins.datasets.toy2d import render as render_2d
@@ -233,14 +296,24 @@ def build(params: GaussianMixtureParams) -> DataSplits:
     def evaluate(samples: torch.Tensor) -> dict[str, float]:
         return mix.evaluate(samples, reference)
 
+    def evaluate_classes(samples: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """Each class's distance to its exact component (``class_swd``, :meth:`GaussianMixture.evaluate_classes`)."""
+        for k in range(mix.components):  # drawn on first use: a run that is not conditional never pays for them
+            if k not in class_references:
+                draw = mix.sample_component(k, CLASS_REFERENCE_SIZE, generator(f"class-reference-{k}"))
+                class_references[k] = draw.reshape(CLASS_REFERENCE_SIZE, -1).double()
+        return mix.evaluate_classes(samples, labels, class_references)
+
     stds = sorted({float(s) for s in mix.stds})
     return DataSplits(
-        train=TensorItems(draw(params.n_train, "train")),
-        val=TensorItems(draw(params.n_val, "val")),
+        train=split(params.n_train, "train"),
+        val=split(params.n_val, "val"),
         shape=mix.shape,
         render=render,
         evaluate=evaluate,
         exact_x0=mix.exact_x0,
+        classes=[f"component {k}" for k in range(mix.components)],
+        evaluate_classes=evaluate_classes,
         description=(
             f"gaussian_mixture: {mix.means.shape[0]} components of shape {list(mix.shape)}, "
             f"std {', '.join(f'{s:g}' for s in stds)}: {params.n_train} train / {params.n_val} val items, "

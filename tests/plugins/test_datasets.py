@@ -20,6 +20,7 @@ from sandbox_plugins.datasets.toy2d import SHAPES
 from torch.utils.data import DataLoader
 
 from sandbox.errors import ParameterError
+from sandbox.protocols import first_tensor
 from sandbox.registry import get_registry
 
 PER_BATCH = 20  # images per fake CIFAR-10 batch file
@@ -88,7 +89,7 @@ def _cifar_params(root, **overrides) -> Cifar10Params:
 
 
 def _stack(dataset) -> torch.Tensor:
-    return torch.stack([dataset[i] for i in range(len(dataset))])
+    return torch.stack([first_tensor(dataset[i]) for i in range(len(dataset))])
 
 
 # ---------------------------------------------------------------- contract, every registered dataset
@@ -119,11 +120,11 @@ def test_items_are_float_tensors_of_shape(built):
     assert isinstance(splits.shape, tuple)
     for split in (splits.train, splits.val):
         assert len(split) > 0
-        item = split[0]
+        item = first_tensor(split[0])
         assert isinstance(item, torch.Tensor)
         assert item.dtype == torch.float32
         assert tuple(item.shape) == splits.shape
-    batch = next(iter(DataLoader(splits.train, batch_size=4)))
+    batch = first_tensor(next(iter(DataLoader(splits.train, batch_size=4))))
     assert isinstance(batch, torch.Tensor) and tuple(batch.shape) == (4, *splits.shape)
     if len(splits.shape) == 3:  # images live in [-1, 1]
         values = _stack(splits.val)
@@ -158,7 +159,7 @@ def test_cifar_reader_layout_and_scaling(fake_cifar):
     assert len(splits.train) == 5 * PER_BATCH - 10 and len(splits.val) == 10
     assert set(splits.train.indices.tolist()).isdisjoint(splits.val.indices.tolist())
     split = splits.train if 0 in splits.train.indices.tolist() else splits.val
-    image = split[split.indices.tolist().index(0)]
+    image, _label = split[split.indices.tolist().index(0)]
     expected = torch.full((3, 32, 32), 128 / 127.5 - 1)
     expected[0, 0, 0], expected[1, 3, 7], expected[2, 31, 5] = 1.0, 51 / 127.5 - 1, -1.0
     assert torch.allclose(image, expected, atol=1e-6)
@@ -171,7 +172,7 @@ def test_cifar_flip_applies_to_train_only(fake_cifar):
     torch.manual_seed(0)
     for split in (splits.val, splits.train):
         originals = torch.from_numpy(rows[split.indices[:10].numpy()]).reshape(-1, 3, 32, 32).float() / 127.5 - 1
-        seen = torch.stack([torch.stack([split[i] for i in range(10)]) for _ in range(4)])
+        seen = torch.stack([torch.stack([first_tensor(split[i]) for i in range(10)]) for _ in range(4)])
         unchanged = (seen == originals).flatten(2).all(-1)
         mirrored = (seen == originals.flip(-1)).flatten(2).all(-1)
         assert (unchanged | mirrored).all()

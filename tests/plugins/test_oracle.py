@@ -74,7 +74,8 @@ def test_one_component_is_the_single_gaussian_formula():
 def test_image_shaped_mixture_keeps_shape_and_dtype():
     data = build(image_shape=[1, 8, 8], components=4, radius=0.8, std=0.2)
     assert tuple(data.shape) == (1, 8, 8) and data.render is None
-    assert data.train[0].shape == (1, 8, 8) and data.train[0].dtype == torch.float32
+    item, label = data.train[0]
+    assert item.shape == (1, 8, 8) and item.dtype == torch.float32 and 0 <= label < 4
     x = torch.randn(5, 1, 8, 8)
     out = data.exact_x0(x, per_item(0.7, 5, 4).float(), per_item(0.5, 5, 4).float())
     assert out.shape == x.shape and out.dtype == torch.float32 and bool(torch.isfinite(out).all())
