@@ -44,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
             others = [c.provider for c in clash if c is not component]
             note = f" [yellow](preferred over {', '.join(others)})[/]" if others else ""
             rows.append([name, component.provider, component.description + note])
-        console.print(table(f"{kind}s", ["name", "provider", "description"], rows))
+        console.print(table(kind if kind.endswith("ance") else f"{kind}s", ["name", "provider", "description"], rows))
     report_problems(registry)
     return 0

@@ -16,7 +16,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="sampler.*, eval.*, run.device, run.threads or run.seed, e.g. sampler.name=dpmpp_2m",
+        help="sampler.*, guidance.*, eval.*, run.device, run.threads or run.seed, e.g. sampler.name=dpmpp_2m "
+        "guidance.name=cfg guidance.scale=2",
+    )
+    parser.add_argument(
+        "--classes",
+        metavar="C[,C...]|all",
+        help="a conditional run's classes to draw: one, a comma-separated list (indices or names), or all "
+        "(the default: a balanced grid, one row per class); sets eval.classes",
+    )
+    parser.add_argument(
+        "--guide",
+        metavar="RUN_DIR|CHECKPOINT",
+        help="autoguidance's guiding model (a weaker run, or an earlier checkpoint of this one); sets guidance.guide "
+        "and guidance.name=autoguidance unless a guidance is named",
     )
     parser.add_argument("--num", type=count, metavar="N", help="samples to draw (default eval.num_samples)")
     parser.add_argument(
@@ -35,10 +48,28 @@ def run(args: argparse.Namespace) -> int:
 
     sample_run(
         Path(args.run_dir),
-        list(args.overrides),
+        [*args.overrides, *option_overrides(args)],
         num=args.num,
         png=args.png,
         checkpoint_path=Path(args.checkpoint) if args.checkpoint else None,
         trusted=args.plugin,
     )
     return 0
+
+
+def option_overrides(args: argparse.Namespace) -> list[str]:
+    """``--classes`` and ``--guide`` as the recipe overrides they stand for."""
+    import json
+
+    out = []
+    if args.classes is not None:
+        values = [v.strip() for v in args.classes.split(",") if v.strip()]
+        if values == ["all"]:
+            out.append("eval.classes=null")
+        else:
+            out.append(f"eval.classes={json.dumps([int(v) if v.isdigit() else v for v in values])}")
+    if args.guide is not None:
+        if not any(o.split("=")[0].lstrip("+~") == "guidance.name" for o in args.overrides):
+            out.append("guidance.name=autoguidance")
+        out.append(f"guidance.guide={json.dumps(args.guide)}")
+    return out

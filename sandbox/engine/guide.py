@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 
 from sandbox.engine import checkpoint
 from sandbox.engine.build import build_parts
-from sandbox.engine.condition import LabelledDenoise
-from sandbox.engine.precond import Preconditioned
+from sandbox.engine.precond import LabelledDenoise, Preconditioned
 from sandbox.engine.rundir import RunDir
 from sandbox.errors import RecipeError
 from sandbox.protocols import null_label
@@ -90,7 +89,7 @@ def load_guide(
     model = Preconditioned(net, parts.schedule, guide_recipe.train.target, guide_recipe.train.sigma_data).eval()
     own = parts.classes
 
-    def guide(x_t: torch.Tensor, t: Union[float, torch.Tensor], labels: Optional[torch.Tensor]) -> torch.Tensor:
+    def guide(x_t: torch.Tensor, t: Union[float, torch.Tensor], labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         if not own:
             return model(x_t, t)
         if labels is None:
@@ -99,8 +98,3 @@ def load_guide(
 
     return guide
 
-
-def describe(recipe: Recipe) -> dict[str, Any]:
-    """What ``summary.json`` records of the guide: its path, or nothing."""
-    value = guide_path(recipe)
-    return {"guide": value} if value else {}

@@ -7,12 +7,21 @@ the one place it is called.
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Protocol, Union
 
 import torch
 
-from sandbox.protocols import Denoise, ExactX0, Schedule
+from sandbox.protocols import ExactX0, Schedule
 from sandbox.targets import TARGETS, Scalings, scalings
+
+
+class LabelledDenoise(Protocol):
+    """``model(x_t, t, labels=None) -> x_0`` estimate: a :class:`Preconditioned` network or :func:`exact_denoise`;
+    ``labels`` (the items' classes, or the null class) None for a model trained without them."""
+
+    def __call__(
+        self, x_t: torch.Tensor, t: Union[float, torch.Tensor], labels: Optional[torch.Tensor] = None, /
+    ) -> torch.Tensor: ...
 
 
 def per_item(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -69,7 +78,9 @@ class Preconditioned(torch.nn.Module):
         return per_item(s.c_skip, x_t) * x_t + per_item(s.c_out, x_t) * out
 
 
-def exact_denoise(exact_x0: ExactX0, schedule: Schedule, target: str = "x0", sigma_data: float = 0.5) -> Denoise:
+def exact_denoise(
+    exact_x0: ExactX0, schedule: Schedule, target: str = "x0", sigma_data: float = 0.5
+) -> LabelledDenoise:
     """The denoise function of an exact ``E[x_0 | x_t]``, passed through ``target``'s output and back.
 
     ``D = c_skip x_t + c_out F*`` with ``F* = (x_0 - c_skip x_t) / c_out`` is

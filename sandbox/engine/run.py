@@ -18,12 +18,12 @@ from sandbox.console import console as default_console
 from sandbox.console import fmt, progress, table
 from sandbox.engine import checkpoint, distributed, fid
 from sandbox.engine.build import Parts, build_parts, count_parameters
-from sandbox.engine.condition import Conditions, LabelledDenoise, draw_labels, model_classes, steer
+from sandbox.engine.condition import Conditions, class_spread, draw_labels, model_classes, steer
 from sandbox.engine.events import RunEvents, enabled_loggers
 from sandbox.engine.guide import load_guide
 from sandbox.engine.health import sample_health
 from sandbox.engine.images import class_grid, grid, save_png
-from sandbox.engine.precond import exact_denoise
+from sandbox.engine.precond import LabelledDenoise, Preconditioned, exact_denoise
 from sandbox.engine.rundir import RunDir, check_output, new_run_dir, read_json, write_json, write_text
 from sandbox.engine.runlock import RunLock, host
 from sandbox.engine.training import Trainer, TrainState
@@ -183,11 +183,11 @@ def train(
     state: Optional[dict[str, Any]] = None,
     events: Optional[RunEvents] = None,
     guide: Optional[LabelledDenoise] = None,
-) -> tuple[TrainState, Denoise]:
+) -> tuple[TrainState, Preconditioned]:
     """Train the denoiser network (continuing from ``state``, a checkpoint's, when given); returns the final
     state and the EMA weights' denoise function. Writes ``final.pt`` and ``ema.safetensors``."""
 
-    def sample_grid(step: int, denoise: Denoise) -> None:
+    def sample_grid(step: int, denoise: Preconditioned) -> None:
         drawn = generate(
             recipe, parts, denoise, device, recipe.eval.grid_samples, recipe.run.seed + GRID_SEED, guide=guide
         )
@@ -270,11 +270,15 @@ def score(
     quality: dict[str, Any] = {}
     if parts.data.evaluate is not None:
         quality = {"generated": parts.data.evaluate(samples), "real_heldout": parts.data.evaluate(real)}
-    if labels is not None and parts.data.evaluate_classes is not None:
-        by_class = {
-            "generated": parts.data.evaluate_classes(samples, labels),
-            "real_heldout": parts.data.evaluate_classes(real, heldout_labels(parts, len(real))),
+    if labels is not None:
+        real_labels = heldout_labels(parts, len(real))
+        by_class: dict[str, dict[str, float]] = {
+            "generated": {"class_spread": class_spread(samples, labels)},
+            "real_heldout": {"class_spread": class_spread(real, real_labels)},
         }
+        if parts.data.evaluate_classes is not None:
+            by_class["generated"].update(parts.data.evaluate_classes(samples, labels))
+            by_class["real_heldout"].update(parts.data.evaluate_classes(real, real_labels))
         quality = {side: {**quality.get(side, {}), **by_class[side]} for side in by_class}
     if recipe.eval.metrics:
         images = fid.image_metrics(
@@ -431,6 +435,7 @@ def summarize_run(
             for kind in KINDS
         },
         "denoiser_parameters": count_parameters(parts.net),
+        "classes": list(parts.data.classes or []) if parts.classes else None,
         "train": {
             "steps": state.step,
             "final_train_loss": state.train_loss,

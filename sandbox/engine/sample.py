@@ -29,12 +29,11 @@ from sandbox.console import console as default_console
 from sandbox.console import counter, fmt, table
 from sandbox.engine import checkpoint, fid
 from sandbox.engine.build import Parts, build_parts
-from sandbox.engine.condition import LabelledDenoise
 from sandbox.engine.device import pick_device
 from sandbox.engine.guide import load_guide
 from sandbox.engine.health import sample_health
 from sandbox.engine.images import save_png
-from sandbox.engine.precond import Preconditioned, exact_denoise
+from sandbox.engine.precond import LabelledDenoise, Preconditioned, exact_denoise
 from sandbox.engine.resume import RESUMABLE
 from sandbox.engine.run import FINAL_SEED, Drawn, generate, guidance_text, real_heldout, render, sampling_record, score
 from sandbox.engine.rundir import RunDir, SampleDir, atomic_write, new_run_dir, read_json, write_json

@@ -50,12 +50,12 @@ from rich.console import Console
 
 from sandbox.console import console as default_console
 from sandbox.contract import is_analytic
-from sandbox.engine.build import build_component
+from sandbox.engine.build import build_component, build_denoiser
 from sandbox.engine.checkpoint import save_safetensors
-from sandbox.engine.rundir import RunDir, write_json
+from sandbox.engine.rundir import RunDir, read_json, write_json
 from sandbox.errors import ParameterError, RecipeError, SandboxError
 from sandbox.plugins import load_entry_points, load_local_plugins, new_plugin_manager
-from sandbox.protocols import Build, Schedule
+from sandbox.protocols import Build, Schedule, null_label
 from sandbox.recipe import Recipe
 from sandbox.registry import Component, Registry
 from sandbox.targets import scalings
@@ -187,6 +187,17 @@ def scheduler_config(recipe: Recipe, schedule: Schedule) -> tuple[dict[str, Any]
 # ------------------------------------------------------------------------------------------------ export
 
 
+def _num_classes(run_dir: Path, recipe: Recipe, registry: Registry) -> int:
+    """A conditional run's number of classes: from its ``summary.json``, else the dataset; 0 when unconditional."""
+    if not recipe.train.conditional:
+        return 0
+    summary = read_json(RunDir(run_dir).summary)
+    if isinstance(summary, dict) and isinstance(summary.get("classes"), list) and summary["classes"]:
+        return len(summary["classes"])
+    name, params = recipe.components["dataset"]
+    return len(build_component(registry.get("dataset", name, key="dataset.name"), params).classes or [])
+
+
 def _item_shape(run_dir: Path, recipe: Recipe, registry: Registry) -> tuple[int, ...]:
     """The data's item shape: from the run's final samples (memory-mapped: nothing is read), else the dataset."""
     final = RunDir(run_dir).final_samples
@@ -254,7 +265,8 @@ def export_run(
     denoiser, params = recipe.components["denoiser"]
     schedule = build_component(components["schedule"], recipe.components["schedule"][1])
     shape = _item_shape(run_dir, recipe, registry)
-    net = build_component(components["denoiser"], params, shape)
+    classes = _num_classes(run_dir, recipe, registry)
+    net = build_denoiser(components["denoiser"], params, shape, classes)
     if is_analytic(net):
         raise RecipeError(f"recipe key 'denoiser.name': {denoiser!r} is an analytic denoiser: it has no weights")
     export = _exporter(recipe, components["denoiser"], fmt)
@@ -294,7 +306,7 @@ def export_run(
         f"{scheduler['num_train_timesteps']} steps, prediction_type {scheduler['prediction_type']}; "
         f"the network reads timestep + {shift:g})"
     )
-    difference = check(out, net, shape, scheduler["num_train_timesteps"], shift)
+    difference = check(out, net, shape, scheduler["num_train_timesteps"], shift, classes)
     if difference is not None:
         console.print(f"diffusers' {model['_class_name']} matches the network to {difference:.1e} (max abs)")
     return out
@@ -309,12 +321,15 @@ def _diffusers_version() -> str:
         return "0.30.0"  # the config keys written here are read alike from this version on
 
 
-def check(out: Path, net: torch.nn.Module, shape: tuple[int, ...], steps: int, shift: float) -> Optional[float]:
+def check(
+    out: Path, net: torch.nn.Module, shape: tuple[int, ...], steps: int, shift: float, classes: int = 0
+) -> Optional[float]:
     """Load ``out``'s model with diffusers (when installed) and return its largest difference from ``net``.
 
     Both get the same two inputs at timesteps 0, T/2 and T-1 (the network at
-    ``k + shift``). A difference above 1e-3 of the output's scale is a mapping
-    error and raises :class:`SandboxError`; fp32 rounding is far below.
+    ``k + shift``), a class-conditional one with the first class and the null class as ``class_labels``.
+    A difference above 1e-3 of the output's scale is a mapping error and raises :class:`SandboxError`;
+    fp32 rounding is far below.
     """
     try:
         import diffusers
@@ -327,8 +342,14 @@ def check(out: Path, net: torch.nn.Module, shape: tuple[int, ...], steps: int, s
     worst, scale = 0.0, 0.0
     with torch.no_grad():
         for k in sorted({0, steps // 2, steps - 1}):
-            ours = net(x, torch.full((2,), k + shift))
-            theirs = model(x, torch.full((2,), k, dtype=torch.long)).sample
+            timesteps = torch.full((2,), k, dtype=torch.long)
+            if classes:
+                labels = torch.tensor([0, null_label(classes)])
+                ours = net(x, torch.full((2,), k + shift), labels)
+                theirs = model(x, timesteps, class_labels=labels).sample
+            else:
+                ours = net(x, torch.full((2,), k + shift))
+                theirs = model(x, timesteps).sample
             worst = max(worst, float((ours - theirs).abs().max()))
             scale = max(scale, float(ours.abs().max()))
     if worst > 1e-3 * max(scale, 1.0):
