@@ -35,8 +35,8 @@ def test_non_finite_weights_after_the_last_loss_stop_the_run(tiny_recipe, tmp_pa
     """Weights that turn non-finite in the final step leave every loss finite; the run must still stop."""
     real_step = training.Trainer.step
 
-    def step(self, x0):
-        loss = real_step(self, x0)
+    def step(self, x0, labels=None):
+        loss = real_step(self, x0, labels)
         if self.state.step + 1 == self.steps:  # the final step: no later loss would show it
             with torch.no_grad():
                 next(self.net.parameters()).fill_(float("inf"))

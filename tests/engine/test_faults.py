@@ -338,8 +338,8 @@ HOLDER = textwrap.dedent("""
 
     at, ready, go = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     original = training.Trainer.step
-    def step(self, x0):
-        loss = original(self, x0)
+    def step(self, x0, labels=None):
+        loss = original(self, x0, labels)
         if self.state.step + 1 == at:
             ready.write_text(str(os.getpid()))
             deadline = time.time() + 60

@@ -44,8 +44,8 @@ KILLER = textwrap.dedent("""
     where, at = sys.argv[1], int(sys.argv[2])
     if where == "step":  # after optimizer step `at`, before anything is logged or saved for it
         original = training.Trainer.step
-        def step(self, x0):
-            loss = original(self, x0)
+        def step(self, x0, labels=None):
+            loss = original(self, x0, labels)
             if self.state.step + 1 == at:
                 os.kill(os.getpid(), signal.SIGKILL)
             return loss
