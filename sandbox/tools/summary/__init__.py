@@ -16,11 +16,16 @@ A metric whose name contains ``loss``, ``distance``, ``error``, ``swd``,
 ``key:max`` says so explicitly. Groups are ranked by the first metric, and
 each is compared with the baseline group (the first in plan order, or the one
 ``--baseline key=value,...`` picks). Writes ``summary.csv``, ``summary.md``
-and ``summary.png`` into the sweep folder.
+and ``summary.png`` into the sweep folder. When the groups differ in a
+``guidance`` key (``guidance.scale: [1, 2, 3]``), ``summary.md`` also gets a
+"guidance trade-off" table and ``tradeoff.png`` plots quality
+(``class_accuracy``, else the ranking metric) against diversity
+(``class_spread``, else ``class_coverage``), one point per setting.
 
 One module per job: :mod:`~sandbox.tools.summary.cells` (a run folder's
 outcome), :mod:`~sandbox.tools.summary.stats` (metrics, groups, statistics,
-ranking), :mod:`~sandbox.tools.summary.render` (table, Markdown, CSV, plot),
+ranking), :mod:`~sandbox.tools.summary.render` (table, Markdown, CSV, plots),
+:mod:`~sandbox.tools.summary.tradeoff` (a guidance sweep's quality against diversity),
 :mod:`~sandbox.tools.summary.sweep` (one sweep folder) and
 :mod:`~sandbox.tools.summary.runs` (any set of runs and sweeps). A live
 sweep's cell states come from the engine (:mod:`sandbox.engine.sweepdir`),

@@ -1,4 +1,5 @@
-"""A summary's outputs: the rich table, ``summary.md``, ``summary.csv`` and ``summary.png``."""
+"""A summary's outputs: the rich table, ``summary.md``, ``summary.csv`` and ``summary.png``, and a guidance
+sweep's ``tradeoff.png`` (:mod:`~sandbox.tools.summary.tradeoff`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from rich.table import Table
 
 from sandbox.engine.sweepdir import UNFINISHED
 from sandbox.tools.summary.stats import Group, Metric
+from sandbox.tools.summary.tradeoff import Stat, Tradeoff, tradeoff
 
 FILES = {"csv": "summary.csv", "md": "summary.md", "png": "summary.png"}  # what report_summary writes into its folder
+TRADEOFF = "tradeoff.png"  # written beside them for a guidance sweep with a diversity figure
 
 
 @dataclass
@@ -29,6 +32,11 @@ class SweepSummary:
     @property
     def ranked(self) -> list[Group]:
         return sorted(self.groups, key=lambda g: (g.rank is None, g.rank or 0))
+
+    @property
+    def tradeoff(self) -> Optional[Tradeoff]:
+        """Quality against diversity per guidance setting, where the groups differ in guidance."""
+        return tradeoff(self.axes, self.metrics, self.groups)
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -118,6 +126,8 @@ def write_markdown(summary: SweepSummary, path: Path) -> None:
         "baseline, ranked by the first metric.",
         "",
     ] + _failure_lines(summary)
+    if (trade := summary.tradeoff) is not None:
+        lines += ["", *tradeoff_markdown(trade, summary.axes)]
     path.write_text("\n".join(lines).rstrip() + "\n")
 
 
@@ -199,6 +209,79 @@ def write_plot(summary: SweepSummary, path: Path) -> None:
     plt.close(fig)
 
 
+def _mean_se_text(stat: Stat) -> str:
+    mean, se, _ = stat
+    return "-" if mean is None else _fmt(mean) if se is None else f"{_fmt(mean)} ± {_fmt_std(se)}"
+
+
+def tradeoff_rows(trade: Tradeoff, axes: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: the guidance axes, the other axes, quality, diversity, seeds (finished cells)."""
+    others = [key for key in axes if key not in trade.axes]
+    header = [*trade.axes, *others]
+    header += [f"{m.label} {'↓' if m.lower_is_better else '↑'}" for m in (trade.quality, trade.diversity)]
+    header.append("seeds")
+    body = [
+        [
+            *(p.labels[k] for k in trade.axes),
+            *(p.labels[k] for k in others),
+            _mean_se_text(p.quality),
+            _mean_se_text(p.diversity),
+        ]
+        + [str(p.quality[2])]
+        for p in trade.points
+    ]
+    return header, body
+
+
+def tradeoff_markdown(trade: Tradeoff, axes: list[str]) -> list[str]:
+    header, body = tradeoff_rows(trade, axes)
+    return [
+        "## guidance trade-off",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+        *("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body),
+        "",
+        f"Quality ({trade.quality.label}) against diversity ({trade.diversity.label}) for each guidance "
+        f"setting: mean ± standard error over seeds; plotted in {TRADEOFF}.",
+        "",
+    ]
+
+
+def write_tradeoff_plot(trade: Tradeoff, path: Path) -> None:
+    """x = diversity, y = quality, one point per guidance setting labelled with it, joined in the setting's order
+    (one line for each combination of the other axes), with standard-error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for line in dict.fromkeys(p.others for p in trade.points):
+        # (x, y, x error, y error, setting) of the line's points that have both figures
+        drawn = [
+            (p.diversity[0], p.quality[0], p.diversity[1] or 0.0, p.quality[1] or 0.0, p.setting)
+            for p in trade.points
+            if p.others == line and p.quality[0] is not None and p.diversity[0] is not None
+        ]
+        if not drawn:
+            continue
+        xs, ys, xerr, yerr, settings = (list(column) for column in zip(*drawn))
+        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", capsize=3, label=line or None)
+        for x, y, setting in zip(xs, ys, settings):
+            ax.annotate(setting, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set(
+        xlabel=f"{trade.diversity.label} ({'lower' if trade.diversity.lower_is_better else 'higher'}: more diverse)",
+        ylabel=f"{trade.quality.label} ({'lower' if trade.quality.lower_is_better else 'higher'} is better)",
+        title=f"guidance trade-off over {', '.join(trade.axes)} (mean ± s.e. over seeds)",
+    )
+    if any(p.others for p in trade.points):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _failure_lines(summary: SweepSummary) -> list[str]:
     """One line per failure message, naming the cells that share it."""
     by_message: dict[tuple[str, str], list[str]] = {}
@@ -221,6 +304,9 @@ def report_summary(summary: SweepSummary, console: Console, folder: Optional[Pat
         write_csv(summary, summary.files["csv"])
         write_markdown(summary, summary.files["md"])
         write_plot(summary, summary.files["png"])
+        if (trade := summary.tradeoff) is not None:
+            summary.files["tradeoff"] = folder / TRADEOFF
+            write_tradeoff_plot(trade, summary.files["tradeoff"])
     console.print(rich_table(summary))
     for line in _failure_lines(summary):
         console.print(f"[red]{line[2:]}[/]")
