@@ -221,3 +221,38 @@ def test_default_rows_name_each_samplers_own_grid():
 def test_an_unknown_grid_is_refused(capsys):
     assert cli.main(["doctor", "--grid", "karas", "--sampler", "ddim", "--samples", "10"]) == 2
     assert "unknown grid 'karas'" in capsys.readouterr().err
+
+
+def test_guided_rows_check_each_sampler_class_by_class_at_the_largest_budget():
+    from sandbox.tools.doctor.oracle import FINAL_CLASS_SWD
+    from sandbox.tools.doctor.report import render_guided
+
+    report = run_doctor(samples=500, budgets=(10, 25), samplers=["ddim", "heun"], schedules=["edm"], targets=["v"])
+    assert [(r.sampler, r.schedule, r.target, r.guidance) for r in report.guided] == [
+        ("ddim", "edm", "v", "cfg w=1"),
+        ("heun", "edm", "v", "cfg w=1"),
+    ]
+    for row in report.guided:
+        (cell,) = row.cells  # the largest budget only
+        assert cell.budget == 25 and cell.status == OK, (row.sampler, cell.error)
+        assert abs(cell.nfe - 25) <= 2 and cell.swd < FINAL_CLASS_SWD
+    floor = report.class_noise_floor["class_swd"]
+    assert 0 < floor < FINAL_CLASS_SWD
+    assert report.exit_status == 0 and report.counts(guided=True)[OK] == 2
+    assert len(report.rows) == 2 and report.counts()[OK] == 4  # the matrix is counted as before
+    data = report.to_dict()
+    assert [r["sampler"] for r in data["guided_rows"]] == ["ddim", "heun"]
+    assert data["thresholds"]["final_class_swd"] == FINAL_CLASS_SWD and data["guidance"]["name"] == "cfg"
+    assert data["class_noise_floor"]["class_swd"] == floor
+    table = text_of(render_guided(report))
+    assert "class_swd" in table and "cfg w=1" in table and "ddim" in table
+
+
+def test_guided_rows_catch_sampling_that_ignores_the_class(monkeypatch):
+    from sandbox.tools.doctor import oracle
+
+    monkeypatch.setattr(oracle, "GUIDED", {"scale": 0.0})  # w = 0: the unconditional mixture for every class
+    report = run_doctor(samples=300, budgets=(25,), samplers=["dpmpp_2m"], schedules=["cosine"], targets=["x0"])
+    (row,) = report.guided
+    assert row.guidance == "cfg w=0" and row.cells[0].status == INACCURATE and "class_swd" in row.cells[0].error
+    assert report.counts()[OK] == 1 and report.exit_status == 1  # the matrix passes; the guided row fails it

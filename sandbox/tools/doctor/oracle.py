@@ -15,9 +15,16 @@ for a coarse budget, worth knowing before choosing one.
 Each sampler runs on its own default time grid, or (``grids``) on each named
 registered grid, ``all`` for every one; a sampler without a ``grid`` parameter
 runs its defaults. The doctor iterates the registry: a sampler, grid or
-schedule is checked the moment it registers. It names only the two built-ins it uses on purpose, the
-``oracle`` denoiser and the ``gaussian_mixture`` dataset. A sampler's ``steps`` at a budget are
-:func:`sandbox.sampling.steps_for_budget`'s.
+schedule is checked the moment it registers. It names only the three built-ins it uses on purpose, the
+``oracle`` denoiser, the ``gaussian_mixture`` dataset and the ``cfg`` guidance. A sampler's ``steps`` at a
+budget are :func:`sandbox.sampling.steps_for_budget`'s.
+
+Guided rows check class-conditional sampling: each sampler, on its own grid, the first schedule and at
+the largest budget only, draws every starting point for a class (the held-out draw's labels, so the classes
+come in the mixture's proportions) through :data:`GUIDANCE` at :data:`GUIDED` (``w = 1``: exactly each
+class's own component) with the exact conditional ``E[x_0 | x_t, c]``. A row fails as a cell does, with
+the mixture's ``class_swd`` (each class's distance to its exact component) in place of the distance and
+:data:`FINAL_CLASS_SWD` in place of :data:`FINAL_SWD`; the held-out draw's own ``class_swd`` is its floor.
 
 :func:`run_doctor` runs the matrix; :mod:`sandbox.tools.doctor.report` prints it.
 """
@@ -35,15 +42,19 @@ import torch
 from rich.console import Console
 
 from sandbox.console import counter
+from sandbox.engine.condition import Conditions, steer
 from sandbox.engine.precond import exact_denoise
 from sandbox.engine.rundir import json_safe
 from sandbox.errors import SandboxError
+from sandbox.protocols import first_tensor, item_label, null_label
 from sandbox.registry import Component, Registry, get_registry, use_registry
 from sandbox.sampling import CountingDenoise, nfe_for_steps, steps_for_budget
 from sandbox.targets import TARGETS
 
 DATASET = "gaussian_mixture"
 DENOISER = "oracle"
+GUIDANCE = "cfg"
+GUIDED = {"scale": 1.0}  # classifier-free guidance at w = 1: exactly each class's own distribution
 #: the fixed mixture: 8 components of std 0.1 on the unit circle, unequal weights
 MIXTURE = {
     "dim": 2,
@@ -59,6 +70,7 @@ BUDGETS = (10, 25, 100)  # NFE budgets (network evaluations per sample)
 SAMPLES = 2000           # samples per cell
 DIVERGED_SWD = 2.0       # sliced Wasserstein distance above which a cell diverged: twice the mixture's radius
 FINAL_SWD = 0.1          # the largest budget must score below this (noise floor of 2,000 exact draws: about 0.03)
+FINAL_CLASS_SWD = 0.05   # a guided row's class_swd must be below this (its floor, the held-out draw: about 0.015)
 # fmt: on
 
 OK, FAILED, NONFINITE, DIVERGED, INACCURATE, NOT_RUN = "ok", "failed", "non-finite", "diverged", "inaccurate", "n/a"
@@ -73,8 +85,8 @@ class Cell:
     budget: int
     status: str = NOT_RUN
     steps: int | None = None                # the sampler's `steps` parameter used (None: its defaults)
-    nfe: int | None = None                  # denoise calls per sample actually made
-    swd: float | None = None                # sliced Wasserstein distance to the exact mixture
+    nfe: int | None = None                  # denoise calls per sample made (guided: network evaluations)
+    swd: float | None = None                # sliced Wasserstein distance to the exact mixture (guided: class_swd)
     gauss_w2: float | None = None           # W2 between fitted and exact Gaussians
     seconds: float = 0.0
     error: str = ""
@@ -88,6 +100,7 @@ class Row:
     target: str
     cells: list[Cell]
     grid: str = "-"  # the time grid (sampler.grid); "-": a sampler without one
+    guidance: str = ""  # guided rows: the guidance, e.g. "cfg w=1" (their cells' swd is the class_swd)
 
 
 @dataclass
@@ -100,18 +113,21 @@ class Report:
     prior: dict[str, float]                 # the same scores for the starting noise itself
     seconds: float = 0.0
     providers: dict[str, str] = field(default_factory=dict)
+    guided: list[Row] = field(default_factory=list)   # class-conditional sampling, guided, at the largest budget
+    class_noise_floor: dict[str, float] = field(default_factory=dict)  # class_swd of the held-out exact draw
     # fmt: on
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, guided: bool = False) -> dict[str, int]:
+        """Cells by status: the matrix's, or (``guided``) the guided rows'."""
         out = dict.fromkeys((OK, *BAD, NOT_RUN), 0)
-        for row in self.rows:
+        for row in self.guided if guided else self.rows:
             for cell in row.cells:
                 out[cell.status] += 1
         return out
 
     @property
     def exit_status(self) -> int:
-        return 1 if any(cell.status in BAD for row in self.rows for cell in row.cells) else 0
+        return 1 if any(cell.status in BAD for row in self.rows + self.guided for cell in row.cells) else 0
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(
@@ -120,14 +136,22 @@ class Report:
                 "budgets": list(self.budgets),
                 "dataset": {"name": DATASET, **MIXTURE},
                 "denoiser": DENOISER,
-                "thresholds": {"diverged_swd": DIVERGED_SWD, "final_swd": FINAL_SWD},
+                "guidance": {"name": GUIDANCE, **GUIDED},
+                "thresholds": {
+                    "diverged_swd": DIVERGED_SWD,
+                    "final_swd": FINAL_SWD,
+                    "final_class_swd": FINAL_CLASS_SWD,
+                },
                 "noise_floor": self.noise_floor,
+                "class_noise_floor": self.class_noise_floor,
                 "prior": self.prior,
                 "seconds": self.seconds,
                 "counts": self.counts(),
+                "guided_counts": self.counts(guided=True),
                 "exit_status": self.exit_status,
                 "providers": self.providers,
                 "rows": [dataclasses.asdict(row) for row in self.rows],
+                "guided_rows": [dataclasses.asdict(row) for row in self.guided],
             }
         )
 
@@ -166,7 +190,12 @@ def _run_cell(
     evaluate,
     seed: int,
     final: bool,
+    *,
+    metric: str = "swd",
+    limit: float = FINAL_SWD,
 ) -> None:
+    """Sample ``noise`` with ``params`` and score the result by ``evaluate(out)[metric]``: diverged above
+    :data:`DIVERGED_SWD`, inaccurate at the ``final`` budget unless below ``limit``."""
     start = time.perf_counter()
     try:
         sampler = component.build(params)
@@ -181,13 +210,14 @@ def _run_cell(
             cell.error = f"{int((~torch.isfinite(out)).any(dim=1).sum())} of {len(out)} samples are not finite"
             return
         scores = evaluate(out)
-        cell.swd, cell.gauss_w2 = float(scores["swd"]), float(scores["gauss_w2"])
+        cell.swd = float(scores[metric])
+        cell.gauss_w2 = float(scores["gauss_w2"]) if "gauss_w2" in scores else None
         if not cell.swd <= DIVERGED_SWD:
             cell.status = DIVERGED
             cell.error = f"sliced Wasserstein distance {cell.swd:.3g} > {DIVERGED_SWD}"
-        elif final and not cell.swd < FINAL_SWD:
+        elif final and not cell.swd < limit:
             cell.status = INACCURATE
-            cell.error = f"at the largest budget the distance {cell.swd:.3g} is not below {FINAL_SWD}"
+            cell.error = f"at the largest budget the distance {cell.swd:.3g} ({metric}) is not below {limit}"
         else:
             cell.status = OK
     except Exception as exc:
@@ -265,7 +295,8 @@ def _run(
     schedule_names = _selected(registry.names("schedule"), schedules, "schedule", registry)
     target_names = [t for t in TARGETS if not targets or t in targets]
     noise = torch.randn(samples, *data.shape, generator=torch.Generator().manual_seed(seed))
-    noise_floor = data.evaluate(torch.stack([data.val[i] for i in range(len(data.val))]))  # an exact draw
+    held_out = [data.val[i] for i in range(len(data.val))]  # an exact draw of `samples` labelled points
+    noise_floor = data.evaluate(torch.stack([first_tensor(item) for item in held_out]))
     prior = data.evaluate(noise)
     providers = {
         f"{kind} {name}": registry.get(kind, name).provider
@@ -279,7 +310,10 @@ def _run(
         for name in sampler_names
         for grid in (grid_names if _has(registry.get("sampler", name), "grid") else [None])
     ]
+    guided_target = "x0" if "x0" in target_names else target_names[0]
+    conditional = data.classes is not None and data.evaluate_classes is not None
     total = len(runs) * len(schedule_names) * len(target_names) * len(budgets)
+    total += len(sampler_names) if conditional else 0
     bar = counter(console, transient=True)
     with bar:
         task = bar.add_task("doctor", total=total)
@@ -328,6 +362,30 @@ def _run(
                             final=i == last,
                         )
                     bar.advance(task, len(cells))
+        guided: list[Row] = []
+        class_floor: dict[str, float] = {}
+        if conditional:
+            labels = torch.stack([item_label(item) for item in held_out])
+            class_floor = data.evaluate_classes(torch.stack([first_tensor(item) for item in held_out]), labels)
+            # one guided row per sampler, on the first schedule and at the largest budget only: the matrix
+            # above covers the schedules; these check that each sampler carries the classes through guidance
+            for sampler_name in sampler_names:
+                bar.update(task, description=f"doctor: {sampler_name} / {schedule_names[0]} / {_guided_label()}")
+                guided.append(
+                    _guided_row(
+                        registry,
+                        sampler_name,
+                        schedule_names[0],
+                        guided_target,
+                        budgets[-1],
+                        exact_x0,
+                        data,
+                        labels,
+                        noise,
+                        seed,
+                    )
+                )
+                bar.advance(task, 1)
     return Report(
         rows=rows,
         budgets=budgets,
@@ -336,7 +394,65 @@ def _run(
         prior=prior,
         seconds=time.perf_counter() - start,
         providers=providers,
+        guided=guided,
+        class_noise_floor=class_floor,
     )
+
+
+def _guided_row(
+    registry: Registry,
+    sampler_name: str,
+    schedule_name: str,
+    target: str,
+    budget: int,
+    exact_x0,
+    data,
+    labels: torch.Tensor,
+    noise: torch.Tensor,
+    seed: int,
+) -> Row:
+    """One sampler on its own grid, drawing each noise row for its label under :data:`GUIDANCE` at
+    :data:`GUIDED`, at ``budget``; scored by ``class_swd`` (each class against its exact component)."""
+    component = registry.get("sampler", sampler_name)
+    cell = Cell(budget=budget)
+    row = Row(sampler_name, schedule_name, target, [cell], grid_label(component), _guided_label())
+    try:
+        schedule_component = registry.get("schedule", schedule_name)
+        schedule = schedule_component.build(schedule_component.default_params())
+        guidance_component = registry.get("guidance", GUIDANCE)
+        guidance = guidance_component.build(dataclasses.replace(guidance_component.default_params(), **GUIDED))
+        plan = _plan(component, schedule, (budget,), exact_denoise(exact_x0, schedule), tuple(noise.shape[1:]))
+        if isinstance(plan, str):
+            raise SandboxError(plan)
+    except Exception as exc:
+        cell.status, cell.error = FAILED, f"{type(exc).__name__}: {exc}"
+        return row
+    cell.steps = plan[0]
+    params = _with(component, **({"steps": cell.steps} if cell.steps is not None else {}))
+    model = exact_denoise(exact_x0, schedule, target)  # model(x_t, t, labels): the exact E[x_0 | x_t, c]
+    conditions = Conditions(model, labels, null_label(len(data.classes)), schedule)
+    denoiser = steer(guidance, conditions)
+    _run_cell(
+        cell,
+        component,
+        params,
+        schedule,
+        denoiser,
+        noise,
+        lambda out: data.evaluate_classes(out, labels),
+        seed + 2,
+        final=True,
+        metric="class_swd",
+        limit=FINAL_CLASS_SWD,
+    )
+    if cell.nfe is not None:  # network evaluations per sample, which guidance may make more than denoise calls
+        cell.nfe = conditions.evaluations
+    return row
+
+
+def _guided_label() -> str:
+    """``cfg w=1``: the guidance of the guided rows."""
+    return f"{GUIDANCE} w={GUIDED['scale']:g}"
 
 
 def _plan(

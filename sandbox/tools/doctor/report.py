@@ -1,5 +1,6 @@
 """What ``sandbox doctor`` prints of the oracle matrix (:mod:`sandbox.tools.doctor.oracle`): one row per sampler x
-grid x schedule x target and a column per NFE budget, the failures, a summary line, and the JSON."""
+grid x schedule x target and a column per NFE budget, the guided rows (class-conditional sampling) in a small
+table of their own, the failures, a summary line, and the JSON."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from sandbox.tools.doctor.oracle import (
     BUDGETS,
     DIVERGED_SWD,
     FAILED,
+    FINAL_CLASS_SWD,
     FINAL_SWD,
     NONFINITE,
     NOT_RUN,
@@ -56,6 +58,26 @@ def render(report: Report, *, title: str | None = None) -> Table:
     return table
 
 
+def render_guided(report: Report) -> Table | None:
+    """The guided rows: one per sampler, its class_swd at the largest budget; None when there are none."""
+    if not report.guided:
+        return None
+    floor = report.class_noise_floor.get("class_swd", math.nan)
+    table = Table(
+        title=(
+            f"guided, class-conditional: class_swd, each class's sliced Wasserstein distance to its exact component "
+            f"(floor {floor:.3f}; must be below {FINAL_CLASS_SWD}) (actual NFE)"
+        ),
+        title_justify="left",
+    )
+    for column in ("sampler", "grid", "schedule", "target", "guidance"):
+        table.add_column(column)
+    table.add_column(f"NFE ~{report.budgets[-1]}", justify="right")
+    for row in report.guided:
+        table.add_row(row.sampler, row.grid, row.schedule, row.target, row.guidance, _cell_text(row.cells[0]))
+    return table
+
+
 def worse_than_prior(report: Report) -> int:
     """Passing cells that score worse than the starting noise."""
     prior = report.prior.get("swd", math.inf)
@@ -84,12 +106,20 @@ def summary_line(report: Report) -> str:
     colour = "red" if report.exit_status else "green"
     yellow = worse_than_prior(report)
     prior = report.prior.get("swd", math.nan)
+    guided = ""
+    if report.guided:
+        counts_guided = report.counts(guided=True)
+        guided = (
+            f" Guided ({report.guided[0].guidance}, {len(report.guided)} rows): "
+            f"{', '.join(f'{counts_guided[s]} {s}' for s in (OK, *BAD) if counts_guided[s] or s == OK)}; red: "
+            f"class_swd not below {FINAL_CLASS_SWD}."
+        )
     return (
         f"[bold {colour}]{cells} cells[/] ({len(report.rows)} sampler x grid x schedule x target rows x "
         f"{len(report.budgets)} budgets): {', '.join(parts)} in {report.seconds:.1f} s. "
         f"Red: raised, non-finite, distance > {DIVERGED_SWD}, or not below {FINAL_SWD} at "
         f"NFE ~{report.budgets[-1]}. Yellow ({yellow}): passes, but worse than the starting noise "
-        f"({prior:.3f})."
+        f"({prior:.3f}).{guided}"
     )
 
 
@@ -130,11 +160,15 @@ def oracle_command(
         console=console,
     )
     console.print(render(report))
-    for row in report.rows:
+    guided = render_guided(report)
+    if guided is not None:
+        console.print(guided)
+    for row in report.rows + report.guided:
         for cell in row.cells:
             if cell.status in BAD:
+                how = f" / {row.guidance}" if row.guidance else ""
                 console.print(
-                    f"[red]{row.sampler} / {row.grid} / {row.schedule} / {row.target} at NFE ~{cell.budget}:[/] "
+                    f"[red]{row.sampler} / {row.grid} / {row.schedule} / {row.target}{how} at NFE ~{cell.budget}:[/] "
                     f"{escape(cell.error.splitlines()[0] if cell.error else cell.status)}",
                     soft_wrap=True,
                 )
