@@ -54,6 +54,6 @@ class DiffusionLoss:
         s = denoiser.scalings(t)
         weight = loss_weight(self.weighting, s, denoiser.sigma_data, self.gamma).to(x0.device, torch.float32)
         x_t = per_item(s.alpha, x0) * x0 + per_item(s.sigma, x0) * eps
-        output = denoiser.network(x_t, s, labels)
+        output = denoiser.network(x_t, s) if labels is None else denoiser.network(x_t, s, labels)
         goal = denoiser.regression_target(x0, eps, s)
         return weight * (output.float() - goal.float()).pow(2).flatten(1).mean(1)

@@ -131,6 +131,10 @@ def component_rows(recipe: Recipe, parts: Parts) -> list[list[Any]]:
         size = fmt(count_parameters(parts.net)) if kind == "denoiser" and parts.net is not None else ""
         settings = ", ".join(f"{k}={fmt(v)}" for k, v in (dataclasses.asdict(params) if params else {}).items())
         rows.append([kind, name, comp.provider, size, settings])
+    if recipe.guidance is not None and "guidance" in parts.components:
+        name, params = recipe.guidance
+        settings = ", ".join(f"{k}={fmt(v)}" for k, v in (dataclasses.asdict(params) if params else {}).items())
+        rows.append(["guidance", name, parts.components["guidance"].provider, "", settings])
     return rows
 
 
@@ -403,7 +407,8 @@ def sampling_record(drawn: Drawn) -> dict[str, Any]:
         "num_samples": len(drawn.samples),
     }
     if drawn.labels is not None:
-        record["classes"] = {str(c): int(k) for c, k in zip(*torch.unique(drawn.labels, return_counts=True))}
+        values, counts = torch.unique(drawn.labels, return_counts=True)
+        record["classes"] = {str(int(c)): int(k) for c, k in zip(values, counts)}
     return record
 
 

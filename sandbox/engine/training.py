@@ -390,7 +390,7 @@ class Trainer:
             for step in range(state.step + 1, self.steps + 1):
                 x0, labels = next(batches)
                 try:
-                    loss = self.step(x0, labels)
+                    loss = self.step(x0) if labels is None else self.step(x0, labels)
                 except Exception as exc:
                     if self.compiled is not self.net and type(exc).__module__.startswith(COMPILER_MODULES):
                         raise RecipeError(

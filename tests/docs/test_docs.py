@@ -144,6 +144,23 @@ def test_plugin_page_denoiser_conforms_and_trains_on_digits(monkeypatch, tmp_pat
             )
             == 0
         )
+        assert (  # the conditional form: built with num_classes, guided by classifier-free guidance
+            cli.main(
+                [
+                    "run",
+                    str(ROOT / "recipes" / "quickstart.yaml"),
+                    "denoiser.name=tiny_conv",
+                    "train.conditional=true",
+                    "guidance.name=cfg",
+                    "train.steps=5",
+                    "train.val_every=0",
+                    "eval.num_samples=20",
+                    "sampler.steps=3",
+                    f"run.output={tmp_path / 'conditional'}",
+                ]
+            )
+            == 0
+        )
         assert (
             cli.main(
                 ["show", str(ROOT / "recipes" / "quickstart.yaml"), "dataset.name=toy2d", "denoiser.name=tiny_conv"]
@@ -165,6 +182,9 @@ def test_plugin_page_denoiser_conforms_and_trains_on_digits(monkeypatch, tmp_pat
     (run,) = tmp_path.glob("quickstart-*")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["denoiser_parameters"] > 0 and summary["train"]["steps"] == 20
+    (conditional,) = (tmp_path / "conditional").glob("quickstart-*")
+    summary = json.loads((conditional / "summary.json").read_text())
+    assert summary["classes"] == [str(d) for d in range(10)] and summary["sampling"]["nfe_per_sample"] == 6
 
 
 def test_contract_tables_name_what_the_protocol_module_defines():

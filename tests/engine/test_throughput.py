@@ -75,10 +75,10 @@ class HostReads:
 def test_a_training_step_never_reads_a_tensor_on_the_host(tmp_path, monkeypatch):
     train = trainer(tmp_path)
     batches = train.batches()
-    x0 = next(batches)
+    x0, _ = next(batches)
     train.step(x0)  # the first step may set things up
     reads = HostReads(monkeypatch)
-    losses = [train.step(next(batches)) for _ in range(3)]
+    losses = [train.step(*next(batches)) for _ in range(3)]
     assert reads.count == 0
     assert all(loss.ndim == 0 and loss.requires_grad is False for loss in losses)
 
@@ -135,10 +135,10 @@ def test_channels_last_computes_the_same_and_saves_plain_checkpoints(tmp_path):
     last = trainer(tmp_path / "b", "run.channels_last=true", text=IMAGES)
     conv = next(m for m in last.net.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    x0 = next(last.batches())
+    x0, _ = next(last.batches())
     assert x0.is_contiguous(memory_format=torch.channels_last)
     torch.manual_seed(0)
-    a = contiguous.step(next(contiguous.batches()))
+    a = contiguous.step(*next(contiguous.batches()))
     torch.manual_seed(0)
     b = last.step(x0)
     assert float(a) == pytest.approx(float(b), rel=1e-5)
@@ -188,11 +188,11 @@ def test_cuda_steps_never_synchronise_and_compile_with_inductor(tmp_path):
     assert isinstance(train.batch_source, DeviceBatches) and train.channels_last
     batches = train.batches()
     for _ in range(3):  # compile and warm up
-        train.step(next(batches))
+        train.step(*next(batches))
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
-            train.step(next(batches))
+            train.step(*next(batches))
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
