@@ -97,4 +97,3 @@ def load_guide(
         return model(x_t, t, labels)
 
     return guide
-

@@ -27,11 +27,15 @@ def grid(samples: torch.Tensor, *, min_side: int = 32, padding: int = 2, nrow: i
     return make_grid(x, nrow=nrow, padding=padding, pad_value=1.0)
 
 
+#: the most samples of one class a class grid shows in its row
+CLASS_ROW = 16
+
+
 def class_grid(samples: torch.Tensor, labels: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     """:func:`grid` with one row per class, in the order the classes first appear: the first ``m`` samples of
-    each class, ``m`` the fewest any class has."""
+    each class, ``m`` the fewest any class has (at most :data:`CLASS_ROW`)."""
     classes = list(dict.fromkeys(int(c) for c in labels.tolist()))
-    per = min(int((labels == c).sum()) for c in classes)
+    per = min(CLASS_ROW, *(int((labels == c).sum()) for c in classes))
     rows = [samples[(labels == c).nonzero().flatten()[:per]] for c in classes]
     return grid(torch.cat(rows), nrow=per, **kwargs)
 

@@ -46,9 +46,7 @@ TINY_DIGITS = [*SMALL_UNET, *SHORT]
 def conditional_run(tmp_path: Path, *overrides: str) -> Path:
     output = tmp_path / "runs"
     assert (
-        cli.main(
-            ["run", str(QUICKSTART), *TINY_DIGITS, "train.conditional=true", f"run.output={output}", *overrides]
-        )
+        cli.main(["run", str(QUICKSTART), *TINY_DIGITS, "train.conditional=true", f"run.output={output}", *overrides])
         == 0
     )
     (run_dir,) = output.iterdir()
