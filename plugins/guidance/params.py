@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 from sandbox.errors import ParameterError
 from sandbox.params import at_least
@@ -48,7 +49,7 @@ class CFGParams(IntervalParams):
     """Classifier-free guidance (Ho & Salimans 2022), limited to an interval of noise levels when asked."""
 
     # fmt: off
-    batched: bool = True            # conditional and unconditional passes as one forward on a doubled batch
+    batched: Optional[bool] = None  # both estimates in one forward on a doubled batch; null: on a GPU only
     # fmt: on
 
 
@@ -76,7 +77,7 @@ class APGParams(IntervalParams):
     eta: float = 0.0                # weight of the update's part parallel to D_c (1: classifier-free guidance)
     norm_threshold: float = 0.0     # r: the update rescaled to a norm of at most r per item; 0: no rescaling
     momentum: float = 0.0           # beta of the reverse momentum over steps (the paper's -0.5 to -0.75); 0: off
-    batched: bool = True            # conditional and unconditional passes as one forward on a doubled batch
+    batched: Optional[bool] = None  # both estimates in one forward on a doubled batch; null: on a GPU only
     # fmt: on
 
     def __post_init__(self) -> None:

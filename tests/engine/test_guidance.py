@@ -197,7 +197,7 @@ def test_the_interval_guides_only_inside_and_spends_one_evaluation_outside():
     levels = (sigma / alpha).reshape(-1)  # sigma~, increasing with t
     low, high = float(levels[0]), float(levels[1])  # (low, high]: t = 0.5 inside, 0.15 on the low edge, 0.95 above
     w = 2.5
-    guidance = ClassifierFree(CFGParams(scale=w, sigma_low=low, sigma_high=high))
+    guidance = ClassifierFree(CFGParams(scale=w, sigma_low=low, sigma_high=high, batched=True))
 
     def expected_at(t: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:
         a, s = alpha_sigma(sched, t)
@@ -333,7 +333,7 @@ def test_the_counters_match_the_network_calls(guidance):
         "cfg batched": ClassifierFree(CFGParams(scale=2.0, batched=True)),
         "cfg separate": ClassifierFree(CFGParams(scale=2.0, batched=False)),
         "cfg w=1": ClassifierFree(CFGParams(scale=1.0)),
-        "apg batched": AdaptiveProjected(APGParams(scale=2.0)),
+        "apg batched": AdaptiveProjected(APGParams(scale=2.0, batched=True)),
     }[guidance]
     component = REGISTRY.get("sampler", "dpmpp_2m")
     params = component.default_params()
