@@ -195,3 +195,27 @@ def test_ddpm_pipeline_loads_the_export_and_samples_images_of_the_datas_shape(
 
     assert cli.main(["export", str(run), str(out)]) == 1  # never over an earlier export
     assert "is not an empty folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_class_conditional_unet_exports_with_its_class_table_and_matches_with_class_labels(
+    diffusers, tmp_path, capsys, monkeypatch
+):
+    recipe = write_recipe(tmp_path)
+    assert cli.main(["run", str(recipe), "train.conditional=true"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    out = tmp_path / "conditional"
+
+    def no_data(params):
+        raise AssertionError("the export read the dataset")
+
+    monkeypatch.setattr("sandbox_plugins.datasets.digits.build", no_data)  # the classes come from summary.json
+    assert cli.main(["export", str(run), "--format", "diffusers", str(out)]) == 0
+    assert "matches the network" in capsys.readouterr().out  # checked with a class and the null class
+    config = json.loads((out / "unet" / "config.json").read_text())
+    assert config["num_class_embeds"] == 11 and config["class_embed_type"] is None
+    model = diffusers.UNet2DModel.from_pretrained(out / "unet")
+    x, k = torch.randn(2, 1, 8, 8), torch.tensor([10, 500])
+    with torch.no_grad():
+        three, null = (model(x, k, class_labels=torch.tensor([c, c])).sample for c in (3, 10))
+    assert not torch.allclose(three, null)  # the class changes the output
