@@ -390,3 +390,37 @@ def test_sliced_wasserstein_of_a_translation():
     assert sliced_wasserstein(x, x) == 0.0
     assert sliced_wasserstein(x, x + shift) == pytest.approx(5 / math.sqrt(2), rel=0.15)
     assert sliced_wasserstein(x, x[:500]) < 0.2  # unequal sizes are compared through quantiles
+
+
+@pytest.mark.slow
+def test_a_class_conditional_run_trains_on_cifar_labels_on_the_device_and_draws_balanced_classes(fake_cifar, tmp_path):
+    """CIFAR-10's labels reach a conditional run through the stored split (no DataLoader), and the final samples
+    are balanced over the ten classes: the class-balanced set that ``eval.metrics: [fid]`` scores."""
+    import json
+    from pathlib import Path
+
+    from sandbox import cli
+
+    root = fake_cifar[0]
+    args = [
+        "run",
+        str(Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"),
+        "dataset={name: cifar10, root: " + str(root) + ", verify: false, val_size: 20}",
+        "denoiser.groups=8",
+        "denoiser.channels=8",
+        "denoiser.attention_resolutions=[]",
+        "train.conditional=true",
+        "train.steps=2",
+        "train.batch_size=8",
+        "train.val_every=0",
+        "run.data_on_device=true",
+        "eval.num_samples=20",
+        "sampler.steps=2",
+        "run.threads=1",
+        f"run.output={tmp_path}",
+    ]
+    assert cli.main(args) == 0
+    (run,) = tmp_path.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["classes"][:3] == ["airplane", "automobile", "bird"] and len(summary["classes"]) == 10
+    assert summary["sampling"]["classes"] == {str(c): 2 for c in range(10)}
