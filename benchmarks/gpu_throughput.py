@@ -115,7 +115,7 @@ def sandbox_step(args: argparse.Namespace, device: torch.device, folder: Path, m
     run_dir.mkdir()
     trainer = Trainer(recipe, parts, device, run_dir)
     batches = trainer.batches()
-    return lambda: trainer.step(next(batches))
+    return lambda: trainer.step(*next(batches))
 
 
 def diffusers_step(args: argparse.Namespace, device: torch.device, mode: str) -> Callable[[], object]:

@@ -104,7 +104,7 @@ def test_trainer_overhead(benchmark, report, case):
         bare_batches = harness.stored_batches(split.stored(), cfg.batch_size, flip=getattr(split, "flip", False))
         memory_format = trainer.memory_format
         contenders: dict[str, Callable[[], object]] = {
-            "sandbox": lambda: trainer.step(next(sandbox_batches)),
+            "sandbox": lambda: trainer.step(*next(sandbox_batches)),
             "bare": lambda: bare.step(next(bare_batches).contiguous(memory_format=memory_format)),
         }
         times = benchmark.pedantic(harness.interleaved, (contenders, rounds), rounds=1, iterations=1)
