@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 from rich.console import Console
 
 from sandbox import cli
-from sandbox.engine import checkpoint
+from sandbox.engine import acceleration, checkpoint
 from sandbox.engine.batches import DataPosition, DeviceBatches, LoaderBatches, keep_on_device
 from sandbox.engine.build import build_parts
 from sandbox.engine.run import run_recipe
@@ -253,3 +254,40 @@ def test_a_run_with_the_dataloader_and_one_on_the_device_learn_alike(tmp_path):
     for curve in losses.values():
         assert curve[-1] < 0.9 * curve[0], curve
     assert losses["true"][-1] == pytest.approx(losses["false"][-1], rel=0.2), losses
+
+
+@pytest.mark.parametrize(
+    ("precision", "flags", "native"),
+    [
+        ("bf16", {"avx2", "avx512f"}, False),
+        ("bf16", {"avx512f", "avx512_bf16"}, True),
+        ("bf16", {"amx_tile", "amx_bf16"}, True),
+        ("bf16", {"avx512_fp16"}, False),
+        ("fp16", {"avx512_bf16", "amx_bf16"}, False),
+        ("fp16", {"avx512_fp16"}, True),
+        ("fp16", {"amx_fp16"}, True),
+        ("bf16", set(), False),
+    ],
+)
+def test_the_cpu_computes_natively_in_a_precision_by_its_reported_flags(precision, flags, native):
+    assert acceleration.cpu_computes_natively(precision, flags) is native
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_on_the_cpu_warns_only_where_the_cpu_lacks_it(precision, monkeypatch):
+    monkeypatch.setattr(acceleration, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    with pytest.warns(UserWarning, match=f"run.precision={precision} on the CPU is fast only where"):
+        acceleration.autocast(precision, torch.device("cpu"))
+    native = {"bf16": "amx_bf16", "fp16": "avx512_fp16"}[precision]
+    monkeypatch.setattr(acceleration, "cpu_flags", lambda: frozenset({"avx2", "avx512f", native}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with acceleration.autocast(precision, torch.device("cpu")):
+            assert torch.get_autocast_dtype("cpu") == acceleration.AUTOCAST_DTYPES[precision]
+
+
+def test_the_cpu_flags_are_a_set_of_names_this_cpu_reports():
+    flags = acceleration.cpu_flags()
+    assert isinstance(flags, frozenset) and all(isinstance(flag, str) and " " not in flag for flag in flags)
+    if Path("/proc/cpuinfo").exists() and "flags" in Path("/proc/cpuinfo").read_text():
+        assert "fpu" in flags or "sse2" in flags  # an x86 CPU lists its basic flags
