@@ -14,7 +14,7 @@ from rich.console import Console
 
 from sandbox import cli
 from sandbox.errors import RecipeError
-from sandbox.tools.summary import lower_is_better, mean_std, parse_metric, summarize
+from sandbox.tools.summary import lower_is_better, mean_std, parse_metric, summarize, summary_folder
 
 LOSS, SHARE = "train.final_val_loss_ema", "sample_quality.generated.confident_share"
 
@@ -179,7 +179,8 @@ def test_csv_markdown_and_plot_are_written(sweep_dir):
 def test_summary_command(sweep_dir, capsys, tmp_path):
     assert cli.main(["summary", str(sweep_dir), "--metric", "confident_share"]) == 0
     capsys.readouterr()
-    assert "confident_share.mean" in (sweep_dir / "summary.csv").read_text().splitlines()[0]
+    own = sweep_dir / "summaries" / "confident_share" / "summary.csv"  # the sweep's own files are left alone
+    assert "confident_share.mean" in own.read_text().splitlines()[0]
     assert cli.main(["summary", str(tmp_path / "nowhere")]) == 1
     assert "sweep.json" in capsys.readouterr().err
     assert cli.main(["summary", str(sweep_dir), "--metric", "nope"]) == 2
@@ -234,3 +235,28 @@ def test_a_live_sweep_says_what_its_unfinished_cells_are_doing(sweep_dir):
     assert groups["unet / linear"].count("missing") == 1
     text = console.export_text()
     assert "1/2 (1 missing: 1 running)" in text and "(1 missing: 1 to run)" in text
+
+
+def test_a_summary_with_other_metrics_leaves_the_sweeps_own_files_unchanged(sweep_dir, capsys, tmp_path):
+    """``sandbox summary SWEEP`` rewrites the sweep's own files (as ``sandbox sweep`` does at its end); with
+    ``--metric`` or ``--baseline`` it writes into ``SWEEP/summaries/<...>/``, or ``--out``, and says where."""
+    base = "denoiser=resnet,schedule.name=linear"
+    assert cli.main(["summary", str(sweep_dir)]) == 0
+    own = {name: (sweep_dir / name).read_bytes() for name in ("summary.csv", "summary.md", "summary.png")}
+    capsys.readouterr()
+
+    assert cli.main(["summary", str(sweep_dir), "--metric", f"{SHARE}:max", "--baseline", base]) == 0
+    folder = sweep_dir / "summaries" / f"{SHARE}_max@denoiser=resnet_schedule.name=linear"
+    assert folder == summary_folder(sweep_dir, [f"{SHARE}:max"], base)
+    printed = capsys.readouterr().out.replace("\n", "")
+    for name in ("summary.csv", "summary.md", "summary.png"):
+        assert (sweep_dir / name).read_bytes() == own[name]
+        assert (folder / name).is_file() and str(folder / name) in printed
+    assert f"{SHARE}.mean" in (folder / "summary.csv").read_text().splitlines()[0]
+    assert f"{LOSS}.mean" not in (folder / "summary.csv").read_text()
+    assert "| rank | denoiser | schedule.name |" in (folder / "summary.md").read_text()  # the sweep's axes
+
+    assert cli.main(["summary", str(sweep_dir), "--metric", LOSS, "--out", str(tmp_path / "elsewhere")]) == 0
+    assert f"{LOSS}.mean" in (tmp_path / "elsewhere" / "summary.csv").read_text().splitlines()[0]
+    assert all((sweep_dir / name).read_bytes() == own[name] for name in own)
+    assert sorted(p.name for p in (sweep_dir / "summaries").iterdir()) == [folder.name]

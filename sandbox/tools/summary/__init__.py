@@ -16,7 +16,9 @@ A metric whose name contains ``loss``, ``distance``, ``error``, ``swd``,
 ``key:max`` says so explicitly. Groups are ranked by the first metric, and
 each is compared with the baseline group (the first in plan order, or the one
 ``--baseline key=value,...`` picks). Writes ``summary.csv``, ``summary.md``
-and ``summary.png`` into the sweep folder. When the groups differ in a
+and ``summary.png`` into the sweep folder (``sandbox summary SWEEP`` with
+``--metric`` or ``--baseline``: into ``SWEEP/summaries/<metrics>[@<baseline>]/``
+unless ``--out`` says where, so the sweep's own files stay as the sweep wrote them). When the groups differ in a
 ``guidance`` key (``guidance.scale: [1, 2, 3]``), ``summary.md`` also gets a
 "guidance trade-off" table and ``tradeoff.png`` plots quality
 (``class_accuracy``, else the ranking metric) against diversity
@@ -45,11 +47,12 @@ from sandbox.tools.summary.stats import (
     parse_baseline,
     parse_metric,
 )
-from sandbox.tools.summary.sweep import load_cells, summarize
+from sandbox.tools.summary.sweep import SUMMARIES, load_cells, summarize, summary_folder
 
 __all__ = [
     "DEFAULT_METRICS",
     "NOT_COMPARED",
+    "SUMMARIES",
     "CellResult",
     "Group",
     "Metric",
@@ -66,6 +69,7 @@ __all__ = [
     "rows",
     "summarize",
     "summarize_runs",
+    "summary_folder",
     "write_csv",
     "write_markdown",
     "write_plot",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,16 @@ from sandbox.errors import SandboxError
 from sandbox.tools.summary.cells import CellResult, read_cell
 from sandbox.tools.summary.render import SweepSummary, report_summary
 from sandbox.tools.summary.stats import aggregate, resolve_metrics
+
+#: where ``sandbox summary SWEEP --metric/--baseline`` writes, so the sweep's own summary files stay as written
+SUMMARIES = "summaries"
+
+
+def summary_folder(sweep_dir: str | Path, metrics: list[str] | None = None, baseline: str | None = None) -> Path:
+    """The folder for a summary with other metrics or another baseline than the sweep's own:
+    ``SWEEP/summaries/<metrics>[@<baseline>]/``, its name made of the options (``:`` and ``,`` become ``_``)."""
+    name = "+".join(metrics or ["default"]) + (f"@{baseline}" if baseline else "")
+    return Path(sweep_dir) / SUMMARIES / re.sub(r"[^\w.=+@-]+", "_", name)
 
 
 def load_cells(sweep_dir: Path) -> tuple[dict[str, Any], list[CellResult]]:
@@ -49,8 +60,10 @@ def summarize(
     baseline: str | None = None,
     console: Console | None = None,
     write: bool = True,
+    out: str | Path | None = None,
 ) -> SweepSummary:
-    """Aggregate a sweep folder, print the table and write summary.csv, summary.md and summary.png."""
+    """Aggregate a sweep folder, print the table and write summary.csv, summary.md and summary.png into
+    ``out`` (default: the sweep folder; none with ``write=False``)."""
     from sandbox.console import console as default_console
 
     console = console or default_console
@@ -59,4 +72,5 @@ def summarize(
     chosen = resolve_metrics(metrics, cells)
     groups = aggregate(plan, cells, chosen, baseline)
     summary = SweepSummary(sweep_dir=sweep_dir, axes=[a["key"] for a in plan["axes"]], metrics=chosen, groups=groups)
-    return report_summary(summary, console, sweep_dir if write else None)
+    folder = (Path(out) if out is not None else sweep_dir) if write else None
+    return report_summary(summary, console, folder)
