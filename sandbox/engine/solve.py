@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 
 from sandbox.engine.build import Parts, build_parts
-from sandbox.engine.device import pick_device
+from sandbox.engine.device import apply_threads, pick_device
 from sandbox.engine.precond import exact_denoise
 from sandbox.engine.run import FINAL_SEED
 from sandbox.engine.sample import carried_settings, ema_denoiser, find_checkpoint, resolve_run_grid, sampling_recipe
@@ -77,8 +77,10 @@ def load_target(path: str | Path, overrides: list[str], console: Console, truste
     else:
         raise SandboxError(f"{path}: no such run folder or recipe file")
     parts = build_parts(recipe)
-    if recipe.run.threads or parts.exact_x0 is not None:  # an analytic denoiser: tiny ops, threads only stall
+    if parts.exact_x0 is not None:  # an analytic denoiser: tiny ops, threads only stall
         torch.set_num_threads(recipe.run.threads or 1)
+    else:
+        apply_threads(recipe.run.threads)  # 0: the idle cores, one on a busy machine
     denoise: Denoise
     if parts.exact_x0 is not None:
         denoise = exact_denoise(parts.exact_x0, parts.schedule, recipe.train.target, recipe.train.sigma_data)

@@ -11,6 +11,7 @@ is listed after them and compared by the dataset's figures (``evaluate``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sandbox.engine.rundir import RunDir, read_json
+from sandbox.engine.rundir import RunDir, read_json, write_json
 from sandbox.engine.solve import (
     BATCH,
     REFERENCE_STEPS,
@@ -40,6 +41,9 @@ from sandbox.engine.solve import (
 )
 from sandbox.errors import SandboxError
 from sandbox.grids import SUFFIX, is_grid_file, read_grid
+from sandbox.registry import Component
+
+NFE = 10  # the default budget
 
 
 @dataclass
@@ -67,10 +71,12 @@ def rank(
     reference_sampler: Optional[str] = None,
     batch: int = BATCH,
     reference_steps: int = REFERENCE_STEPS,
-    progress: Optional[Callable[[str], None]] = None,
+    progress: Optional[Callable[[str, int, int], None]] = None,
 ) -> tuple[list[Ranked], Reference]:
     """Every sampler on a time grid x every grid (registered, and the run's tuned grids) at ``nfe``, against one
-    many-step reference from the same noise; deterministic samplers first, best first."""
+    many-step reference from the same noise; deterministic samplers first, best first.
+
+    ``progress(what, done, total)`` is called before each piece of work: the reference, then each sampler x grid."""
     registry = target.registry
     noise = starting_noise(target, batch)
     ref_name, ref_component, ref_params = sampler_params(target, reference_sampler)
@@ -79,12 +85,10 @@ def rank(
             f"the reference sampler '{ref_name}' draws noise as it steps; one reference for every sampler needs a "
             f"deterministic one: give --reference NAME (one of {', '.join(samplers_where(target, is_deterministic))})"
         )
-    ref = reference(target, reference_sampler, reference_steps, noise, noise[:0].double())
     grid_names: list[Any] = list(grids or registry.names("grid"))
     if target.run_dir is not None and not grids:
         grid_names += [str(p) for p in sorted(RunDir(target.run_dir).grids.glob(f"*{SUFFIX}"))]
-    rows: list[Ranked] = []
-    evaluate = target.parts.data.evaluate
+    cells: list[tuple[str, Component, Any, bool, Any]] = []
     for name in samplers or registry.names("sampler"):
         try:
             name, component, params = sampler_params(target, name)
@@ -92,28 +96,36 @@ def rank(
             continue
         stochastic = not is_deterministic(target, component, params)
         for grid in grid_names:
-            label = Path(grid).stem + " (tuned)" if is_grid_file(str(grid)) else str(grid)
-            row = Ranked(name, label, stochastic=stochastic)
-            rows.append(row)
-            if progress:
-                progress(f"{name} / {label}")
-            try:
-                value: Any = grid
-                if is_grid_file(str(grid)):
-                    saved = read_json(Path(grid)) or {}
-                    if saved.get("sampler") != name or saved.get("nfe") != nfe:
-                        rows.pop()  # a tuned grid goes with the sampler and NFE it was tuned for
-                        continue
-                    value = read_grid(grid)
-                gridded = with_values(params, grid=value)
-                steps = steps_for_nfe(target, component, gridded, nfe)
-                out, row.nfe = run_sampler(target, component, with_values(gridded, steps=steps), noise, seed=1)
-                row.steps = len(value) - 1 if isinstance(value, list) else steps  # a saved grid fixes its steps
-                row.error = mse(out, ref.train)
-                if evaluate is not None:
-                    row.quality = {k: float(v) for k, v in evaluate(out.float()).items()}
-            except Exception as exc:
-                row.failure = f"{type(exc).__name__}: {exc}"
+            if is_grid_file(str(grid)):
+                saved = read_json(Path(grid)) or {}
+                if saved.get("sampler") != name or saved.get("nfe") != nfe:
+                    continue  # a tuned grid goes with the sampler and NFE it was tuned for
+            cells.append((name, component, params, stochastic, grid))
+    total = len(cells) + 1
+    if progress:
+        progress(f"reference ({ref_name}, {reference_steps} steps)", 0, total)
+    ref = reference(target, reference_sampler, reference_steps, noise, noise[:0].double())
+    rows: list[Ranked] = []
+    evaluate = target.parts.data.evaluate
+    for done, (name, component, params, stochastic, grid) in enumerate(cells, 1):
+        label = Path(grid).stem + " (tuned)" if is_grid_file(str(grid)) else str(grid)
+        row = Ranked(name, label, stochastic=stochastic)
+        rows.append(row)
+        if progress:
+            progress(f"{name} / {label}", done, total)
+        try:
+            value: Any = read_grid(grid) if is_grid_file(str(grid)) else grid
+            gridded = with_values(params, grid=value)
+            steps = steps_for_nfe(target, component, gridded, nfe)
+            out, row.nfe = run_sampler(target, component, with_values(gridded, steps=steps), noise, seed=1)
+            row.steps = len(value) - 1 if isinstance(value, list) else steps  # a saved grid fixes its steps
+            row.error = mse(out, ref.train)
+            if evaluate is not None:
+                row.quality = {k: float(v) for k, v in evaluate(out.float()).items()}
+        except Exception as exc:
+            row.failure = f"{type(exc).__name__}: {exc}"
+    if progress:
+        progress("done", total, total)
     rows.sort(key=lambda r: (bool(r.failure), r.stochastic, r.error if math.isfinite(r.error) else math.inf))
     return rows, ref
 
@@ -146,43 +158,76 @@ def render_rank(rows: list[Ranked], ref: Reference, nfe: int, batch: int) -> Tab
     return table
 
 
+def ranking_json(rows: list[Ranked], ref: Reference, target: Target, nfe: int, batch: int) -> dict[str, Any]:
+    """What ``--json`` writes of a ranking: the model, the budget, the reference and the rows in rank order."""
+    return {
+        "source": target.source,
+        "nfe": nfe,
+        "samples": batch,
+        "reference": {
+            "sampler": ref.sampler,
+            "steps": ref.steps,
+            "nfe": ref.nfe,
+            "grid": ref.grid if isinstance(ref.grid, (str, list)) else str(ref.grid),
+            "self_error": ref.self_error,
+        },
+        "exit_status": 1 if any(row.failure for row in rows) else 0,
+        "rows": [{"rank": i, **dataclasses.asdict(row)} for i, row in enumerate(rows, 1)],
+    }
+
+
 def ranking_command(
     source: str,
     overrides: list[str],
     *,
-    nfe: int,
+    nfe: int = NFE,
     samplers: Optional[list[str]] = None,
     grids: Optional[list[str]] = None,
     reference_sampler: Optional[str] = None,
     batch: int = BATCH,
     reference_steps: int = REFERENCE_STEPS,
+    json_path: Optional[str] = None,
     console: Optional[Console] = None,
     trusted: tuple[str, ...] = (),
 ) -> int:
-    """``sandbox doctor RUN_DIR --nfe N``: print the ranking; exit status 1 if a combination failed.
+    """``sandbox doctor RUN_DIR --nfe N``: print the ranking (and write it to ``json_path``); exit status 1 if a
+    combination failed. ``overrides``: as ``sandbox sample`` takes them (a run folder: sampling keys only);
     ``trusted``: the local plugins named with ``--plugin`` that a run folder's recipe may load."""
+    import torch
+
     from sandbox.console import console as default_console
     from sandbox.console import counter
 
     console = console or default_console
-    target = load_target(source, overrides, console, trusted)
-    bar = counter(console, transient=True)
-    with bar:
-        task = bar.add_task("rank", total=None)
-        rows, ref = rank(
-            target,
-            nfe,
-            samplers=samplers,
-            grids=grids,
-            reference_sampler=reference_sampler,
-            batch=batch,
-            reference_steps=reference_steps,
-            progress=lambda text: bar.update(task, description=f"rank: {text}", advance=1),
-        )
+    threads = torch.get_num_threads()  # load_target sets run.threads; the caller's count comes back after
+    try:
+        target = load_target(source, overrides, console, trusted)
+        bar = counter(console, transient=True)
+        with bar:
+            task = bar.add_task("rank", total=None)
+            rows, ref = rank(
+                target,
+                nfe,
+                samplers=samplers,
+                grids=grids,
+                reference_sampler=reference_sampler,
+                batch=batch,
+                reference_steps=reference_steps,
+                progress=lambda text, done, total: bar.update(
+                    task, description=f"rank: {text}", completed=done, total=total
+                ),
+            )
+    finally:
+        torch.set_num_threads(threads)
     console.print(render_rank(rows, ref, nfe, batch))
     console.print(
         "Deterministic samplers first, best first; a sampler that draws noise is compared by the dataset's "
         "figures, not by its distance to the reference.",
         soft_wrap=True,
     )
+    if json_path:
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, ranking_json(rows, ref, target, nfe, batch))
+        console.print(f"results written to [bold]{escape(str(path))}[/]")
     return 1 if any(row.failure for row in rows) else 0
