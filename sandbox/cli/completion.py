@@ -2,9 +2,9 @@
 line's own argparse parser, so every command and option is there without a list kept by hand.
 
 Recipe arguments complete YAML files (and folders); run and sweep folders complete folders; component names
-complete where a command takes one: ``sampler.name=dd<TAB>`` gives ``ddim ddpm``, ``--launcher <TAB>`` the
-launchers. Names are asked at TAB time from ``sandbox list --names KIND``, which loads the plugins but never
-imports torch, so a plugin installed after the script was written is completed too.
+complete where a command takes one: ``sampler.name=dd<TAB>`` gives ``ddim ddpm``, ``--launcher <TAB>`` ``local``
+and the registered launchers. Names are asked at TAB time from ``sandbox list --names KIND``, which loads the
+plugins but never imports torch, so a plugin installed after the script was written is completed too.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ SHELLS = ("bash", "zsh")
 OVERRIDE_KINDS = {**{f"{kind}.name": kind for kind in KINDS}, "sampler.grid": "grid"}
 #: the options whose value is a registered name (doctor's filters, sweep's launcher)
 OPTION_KINDS = {"--sampler": "sampler", "--schedule": "schedule", "--grid": "grid", "--launcher": "launcher"}
+#: names an option takes besides the registered ones: ``--launcher local`` is the commands' own runner, no plugin
+OPTION_EXTRA = {"--launcher": ("local",)}
 #: the options and positionals whose value is a folder or a file
 DIRECTORY_DESTS = ("resume", "run_dir", "status", "paths", "out")
 FILE_DESTS = ("checkpoint", "json", "plugin")
@@ -35,9 +37,19 @@ def names(kind: str) -> list[str]:
     return get_registry().names(kind)
 
 
+def _extra_function(option: str) -> str:
+    """The shell function that completes ``option``'s registered names and its :data:`OPTION_EXTRA` ones."""
+    return f"_sandbox_option_{option.lstrip('-').replace('-', '_')}"
+
+
 def _bash_preamble() -> str:
     cases = "\n".join(f"        {key}) kind={kind} ;;" for key, kind in OVERRIDE_KINDS.items())
     kinds = "\n".join(f'_sandbox_kind_{kind}() {{ _sandbox_names {kind} "$1"; }}' for kind in ALL_KINDS)
+    kinds += "".join(
+        f'\n{_extra_function(option)}() {{ compgen -W "{" ".join(extra)} $(sandbox list --names '
+        f'{OPTION_KINDS[option]} 2>/dev/null)" -- "$1"; }}'
+        for option, extra in OPTION_EXTRA.items()
+    )
     return f"""\
 # the word under the cursor as typed: bash splits key=value at '=' (COMP_WORDBREAKS), so rebuild it
 _sandbox_word() {{
@@ -77,6 +89,12 @@ _sandbox_recipe_file() {{
 def _zsh_preamble() -> str:
     cases = "\n".join(f"      {key}) _sandbox_names {kind} ;;" for key, kind in OVERRIDE_KINDS.items())
     kinds = "\n".join(f"_sandbox_kind_{kind}() {{ _sandbox_names {kind} }}" for kind in ALL_KINDS)
+    kinds += "".join(
+        f"\n{_extra_function(option)}() {{ local -a names; names=({' '.join(extra)} "
+        f'${{(f)"$(sandbox list --names {OPTION_KINDS[option]} 2>/dev/null)"}}); '
+        f"_describe -t names {OPTION_KINDS[option]} names }}"
+        for option, extra in OPTION_EXTRA.items()
+    )
     keys = " ".join(f"{key}=" for key in OVERRIDE_KINDS)
     return f"""\
 # $1=kind: the registered names of a kind (asked from sandbox list --names, which never imports torch)
@@ -116,7 +134,9 @@ def attach(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             continue
         option = next((o for o in action.option_strings if o in OPTION_KINDS), None)
         complete: object = None
-        if option is not None:
+        if option in OPTION_EXTRA:
+            complete = dict.fromkeys(SHELLS, _extra_function(option))
+        elif option is not None:
             complete = dict.fromkeys(SHELLS, f"_sandbox_kind_{OPTION_KINDS[option]}")
         elif action.dest == "recipe":
             complete = dict.fromkeys(SHELLS, "_sandbox_recipe_file")

@@ -1,4 +1,5 @@
-"""``sandbox run``: train, evaluate and sample from a recipe, resume a run, or start it in N processes."""
+"""``sandbox run``: train, evaluate and sample from a recipe, resume a run, start it in N processes, or submit it as
+a launcher's job (``--launcher submitit``: one run on SLURM, requeued from its checkpoint)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train in N processes on this machine (one per GPU), started through torchrun; "
         "train.batch_size stays the global batch",
     )
+    parser.add_argument(
+        "--launcher",
+        metavar="NAME",
+        help="submit the run as a one-cell job of a registered launcher, e.g. submitit (a SLURM job, requeued "
+        "from its checkpoint near its time limit; sets launcher.name=NAME; resources from the recipe's launcher: "
+        "section, e.g. launcher.partition=debug); with --resume, the job resumes the run; local: run here",
+    )
+    parser.add_argument("--wait", action="store_true", help="with --launcher: wait for the job to end")
+    parser.add_argument(
+        "--status", metavar="RUN_DIR", help="show a run folder's state: done, queued, running, failed, interrupted"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides, e.g. train.steps=200")
     plugin_option(
         parser,
@@ -37,6 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sandbox.recipe import load_recipe
 
+    if args.status:
+        from sandbox.console import console
+        from sandbox.tools.sweep.status import run_status, run_table
+
+        console.print(run_table(args.status, run_status(args.status)))
+        return 0
+    if args.launcher and args.launcher != "local":
+        return _submit(args)
+    if args.wait:
+        raise SandboxError("--wait: applies to a run submitted with --launcher NAME")
     if args.nproc and args.nproc > 1:
         return _launch(args)
     if args.resume:
@@ -77,3 +99,35 @@ def _launch(args: argparse.Namespace) -> int:
     again = [*([args.recipe] if args.recipe else []), *(["--resume", args.resume] if args.resume else [])]
     again += [f"--plugin={plugin}" for plugin in args.plugin]
     return distributed.launch(args.nproc, ["run", *again, *args.overrides])
+
+
+def _submit(args: argparse.Namespace) -> int:
+    """``sandbox run --launcher NAME``: the run as a one-cell job (:func:`sandbox.tools.sweep.launch.submit_run`) in
+    a new run folder under ``run.output``, or with ``--resume`` in the run's own folder."""
+    import contextlib
+    from pathlib import Path
+
+    from sandbox.engine.rundir import new_run_dir
+    from sandbox.recipe import load_recipe
+    from sandbox.tools.sweep.launch import launcher_overrides, resume_task, run_task, submit_run
+
+    if args.nproc and args.nproc > 1:
+        raise SandboxError("--nproc: runs here through torchrun; a launcher's job is one process (leave one out)")
+    if args.resume:
+        overrides = ([args.recipe] if args.recipe else []) + list(args.overrides)  # `--resume DIR key=value`
+        task, section = resume_task(args.resume, overrides, args.plugin, args.launcher)
+    elif not args.recipe:
+        raise SandboxError("sandbox run needs a recipe file, or --resume RUN_DIR")
+    else:
+        overrides = launcher_overrides(args.launcher, list(args.overrides))
+        recipe = load_recipe(args.recipe, overrides)  # refuse a bad recipe (launcher section included) first
+        run_dir = new_run_dir(recipe.run.output, recipe.name).resolve()
+        task, section = run_task(args.recipe, overrides, run_dir), recipe.launcher
+    try:
+        row = submit_run(task, args.launcher, section, wait=args.wait)
+    except BaseException:
+        if not args.resume:
+            with contextlib.suppress(OSError):  # leave no empty run folder behind a refused submission
+                Path(task["run_dir"]).rmdir()
+        raise
+    return 1 if row.state in ("failed", "unknown") or (args.wait and row.state != "done") else 0

@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="local",
         metavar="NAME",
         help="local (default: processes on this machine, waited for) or a registered launcher, e.g. submitit "
-        "(a SLURM job array; resources from the recipe's launcher: section)",
+        "(a SLURM job array; sets launcher.name=NAME; resources from the recipe's launcher: section, e.g. "
+        "launcher.partition=debug; --dry-run shows them and the jobs)",
     )
     parser.add_argument("--wait", action="store_true", help="with a launcher: wait for its jobs, then summarize")
     parser.add_argument(
@@ -59,11 +60,15 @@ def run(args: argparse.Namespace) -> int:
         raise RecipeError("sandbox sweep: expected a recipe, or --status SWEEP_DIR")
     if args.launcher != "local" and args.jobs != 1:
         raise RecipeError(f"--jobs {args.jobs}: applies to --launcher local; the launcher's jobs run at once")
-    plan = plan_sweep(
-        args.recipe, args.overrides, axes=[parse_axis(a) for a in args.axis], seeds=args.seeds, out=args.out
-    )
+    from sandbox.tools.sweep.launch import launch_tables, launcher_overrides
+
+    overrides = launcher_overrides(args.launcher, list(args.overrides))  # --launcher NAME: launcher.name=NAME
+    plan = plan_sweep(args.recipe, overrides, axes=[parse_axis(a) for a in args.axis], seeds=args.seeds, out=args.out)
     if args.dry_run:
         console.print(plan_table(plan))
+        if args.launcher != "local" and any(cell.recipe is not None for cell in plan.cells):
+            for table in launch_tables(plan, args.launcher):
+                console.print(table)
         return 2 if any(cell.status == "invalid" for cell in plan.cells) else 0
     from sandbox.tools.summary import summarize
 

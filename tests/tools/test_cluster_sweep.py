@@ -5,8 +5,12 @@ while jobs are in flight, and ``--status``."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -197,3 +201,70 @@ def _preempt_and_rerun(tiny_recipe: Path, fast: list[str], plan, pause: Path) ->
 
     # sandbox sweep --status prints the same
     assert cli.main(["sweep", "--status", str(sweep)]) == 0
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_readme_cluster_command_plans_valid_cells_on_the_shipped_recipe_and_shows_the_launcher(tmp_path, capsys):
+    """README's ``sandbox sweep recipes/ablation.yaml --launcher submitit launcher.partition=debug``: --launcher sets
+    launcher.name itself (every cell was invalid without it), and --dry-run shows the executor, the resources and
+    the job array."""
+    recipe = str(REPO / "recipes" / "ablation.yaml")
+    command = ["sweep", recipe, "--launcher", "submitit", "launcher.partition=debug", f"run.output={tmp_path}"]
+    assert cli.main([*command, "--dry-run"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "invalid" not in out and "6 cells (6 to run)" in out
+    assert "Launcher submitit" in out and "the recipe's launcher: section" in out
+    for key, value in [("executor", "slurm"), ("partition", "debug"), ("gpus_per_task", "1"), ("timeout_min", "240")]:
+        assert re.search(rf"{key}\s+│\s+{value}\s", out), key
+    assert "Job array: 6 jobs (6 cells) in one submission" in out
+    assert not (tmp_path / "sweeps").exists()  # a dry run submits and writes nothing
+
+
+def test_dry_run_shows_each_job_as_a_training_then_the_cells_sampling_from_it(tiny_recipe, capsys):
+    with tiny_recipe.open("a") as handle:
+        handle.write("matrix:\n  denoiser.hidden: [16, 32]\n  sampler.steps: [4, 6]\n")
+    plan = plan_sweep(tiny_recipe, ["launcher.name=submitit"])
+    assert cli.main(["sweep", str(tiny_recipe), "--launcher", "submitit", "launcher.executor=local", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "Job array: 2 jobs (4 cells)" in out and re.search(r"executor\s+│\s+local\s", out)
+    c = plan.cells
+    assert c[1].trained_by == 0 and c[3].trained_by == 2
+    for train, sample in [(c[0], c[1]), (c[2], c[3])]:
+        assert re.search(rf"#{train.index} {train.id}\s+│\s+#{sample.index} {sample.id}", out), out
+
+
+def test_launcher_section_refused_by_the_dry_run_like_any_section(tiny_recipe, capsys):
+    command = ["sweep", str(tiny_recipe), "--launcher", "submitit", "launcher.timeout_min=0", "--dry-run"]
+    assert cli.main(command) == 2
+    assert "launcher.timeout_min" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+@pytest.mark.parametrize("command", ["sweep", "run"])
+def test_completion_offers_local_and_the_registered_launchers(tmp_path, command):
+    from sandbox.cli.completion import script
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "sandbox").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m sandbox "$@"\n')
+    (bindir / "sandbox").chmod(0o755)
+    (bindir / "completion.bash").write_text(script(cli._parser(), "bash"))
+
+    def complete(line: str) -> list[str]:
+        words = line.split() + ([""] if line.endswith(" ") else [])
+        snippet = (
+            f"source {shlex.quote(str(bindir / 'completion.bash'))}\n"
+            f"COMP_LINE={shlex.quote(line)}; COMP_POINT=${{#COMP_LINE}}\n"
+            f"COMP_WORDS=({' '.join(shlex.quote(w) for w in words)}); COMP_CWORD={len(words) - 1}\n"
+            '_shtab_sandbox sandbox; printf "%s\\n" "${COMPREPLY[@]}"\n'
+        )
+        env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+        result = subprocess.run(["bash", "-c", snippet], capture_output=True, text=True, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        return [word for word in result.stdout.splitlines() if word]
+
+    assert set(complete(f"sandbox {command} r.yaml --launcher ")) == {"local", "submitit"}
+    assert complete(f"sandbox {command} r.yaml --launcher lo") == ["local"]
+    assert "_sandbox_option_launcher" in script(cli._parser(), "zsh")
