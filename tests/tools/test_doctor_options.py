@@ -129,6 +129,8 @@ def test_progress_counts_the_reference_and_every_cell(run_dir):
     )
     assert len(rows) == 4 and [(d, t) for _, d, t in calls] == [(i, 5) for i in range(6)]
     assert calls[0][0].startswith("reference (ddim") and calls[-1][0] == "done"
+    every, _ = rank(target, 3, samplers=["ddim"], grids=["all"], batch=8, reference_steps=20)
+    assert {row.grid for row in every} == set(target.registry.names("grid"))  # --grid all: as the oracle matrix
 
 
 @pytest.fixture(scope="module")

@@ -85,6 +85,7 @@ def rank(
             f"the reference sampler '{ref_name}' draws noise as it steps; one reference for every sampler needs a "
             f"deterministic one: give --reference NAME (one of {', '.join(samplers_where(target, is_deterministic))})"
         )
+    grids = None if grids and "all" in grids else grids  # every grid: what the ranking runs by default
     grid_names: list[Any] = list(grids or registry.names("grid"))
     if target.run_dir is not None and not grids:
         grid_names += [str(p) for p in sorted(RunDir(target.run_dir).grids.glob(f"*{SUFFIX}"))]
