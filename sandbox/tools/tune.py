@@ -43,6 +43,7 @@ a recipe uses it as ``sampler.grid: path/to/<name>.json`` (:mod:`sandbox.grids` 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sandbox.console import counter
 from sandbox.engine.rundir import RunDir, new_run_dir, write_json, write_text
 from sandbox.engine.solve import (
     BATCH,
@@ -176,46 +178,57 @@ def tune_grid(
         raise SandboxError(f"--nfe {nfe}: sampler '{name}' takes one step there, which has no time to move")
     noise = starting_noise(target, 2 * batch)
     train, heldout = noise[:batch], noise[batch:]
-    ref = reference(target, reference_sampler or name, reference_steps, train, heldout)
+    bar = counter(console, transient=True) if console is not None else None
+    with bar if bar is not None else contextlib.nullcontext():
+        task = bar.add_task(f"tune-steps: {name} reference ({reference_steps} steps)", total=None) if bar else None
+        evaluated = [0]  # the sampler runs of the search, for the bar
+        ref = reference(target, reference_sampler or name, reference_steps, train, heldout)
 
-    batches = {"train": (train, ref.train, TRAIN_PATH), "heldout": (heldout, ref.heldout, HELDOUT_PATH)}
+        batches = {"train": (train, ref.train, TRAIN_PATH), "heldout": (heldout, ref.heldout, HELDOUT_PATH)}
 
-    def objective(times: list[float], batch_name: str = "train") -> float:
-        if not descending(times):
-            return math.inf
-        x, x_ref, path = batches[batch_name]
-        out, _ = run_sampler(target, component, with_values(params, grid=times), x, path=path)
-        return mse(out, x_ref)
+        def objective(times: list[float], batch_name: str = "train") -> float:
+            if not descending(times):
+                return math.inf
+            x, x_ref, path = batches[batch_name]
+            out, _ = run_sampler(target, component, with_values(params, grid=times), x, path=path)
+            if bar is not None and task is not None:
+                evaluated[0] += 1
+                bar.update(task, completed=evaluated[0])
+            return mse(out, x_ref)
 
-    # The search starts from the best of the sampler's own grid and every registered grid with as many steps
-    # (a noise-level grid can beat a time-uniform one by far: 64-D mixture, 20 NFE), so the tuned grid is never
-    # worse than any of them on the tuning batch.
-    candidates = {str(params.grid) if isinstance(params.grid, str) else "own": start}
-    for grid_name in target.registry.names("grid"):
-        with torch.no_grad():
-            times = grid_times(_grid_of(target, with_values(params, grid=grid_name)), schedule, steps)
-        if len(times) == len(start) and nfe_of(target, component, with_values(params, grid=times)) == used:
-            candidates.setdefault(grid_name, times)
-    scores = {label: objective(times) for label, times in candidates.items()}
-    origin = min(scores, key=lambda label: scores[label])
-    space = LogSnrGrid(schedule, candidates[origin])
-    best: dict[str, Any] = {"value": scores[origin], "times": candidates[origin]}
-    count = [len(candidates)]
+        # The search starts from the best of the sampler's own grid and every registered grid with as many steps
+        # (a noise-level grid can beat a time-uniform one by far: 64-D mixture, 20 NFE), so the tuned grid is never
+        # worse than any of them on the tuning batch.
+        candidates = {str(params.grid) if isinstance(params.grid, str) else "own": start}
+        for grid_name in target.registry.names("grid"):
+            with torch.no_grad():
+                times = grid_times(_grid_of(target, with_values(params, grid=grid_name)), schedule, steps)
+            if len(times) == len(start) and nfe_of(target, component, with_values(params, grid=times)) == used:
+                candidates.setdefault(grid_name, times)
+        if bar is not None and task is not None:  # at most: the search may converge before its budget
+            bar.update(task, description=f"tune-steps: {name} at NFE {used}", total=len(candidates) + iterations + 2)
+        scores = {label: objective(times) for label, times in candidates.items()}
+        origin = min(scores, key=lambda label: scores[label])
+        space = LogSnrGrid(schedule, candidates[origin])
+        best: dict[str, Any] = {"value": scores[origin], "times": candidates[origin]}
+        count = [len(candidates)]
 
-    def f(z: Any) -> float:
-        count[0] += 1
-        times = space.decode(z)
-        value = objective(times)
-        if value < best["value"]:
-            best["value"], best["times"] = value, times
-        return value
+        def f(z: Any) -> float:
+            count[0] += 1
+            times = space.decode(z)
+            value = objective(times)
+            if value < best["value"]:
+                best["value"], best["times"] = value, times
+            return value
 
-    if iterations:
-        z0 = space.encode(candidates[origin])
-        minimize(f, z0, method="Nelder-Mead", options={"maxfev": iterations, "adaptive": len(z0) > 3})
-    tuned_times = list(best["times"])
-    before = {"train": scores[next(iter(candidates))], "heldout": objective(start, "heldout")}
-    after = {"train": float(best["value"]), "heldout": objective(tuned_times, "heldout")}
+        if iterations:
+            z0 = space.encode(candidates[origin])
+            minimize(f, z0, method="Nelder-Mead", options={"maxfev": iterations, "adaptive": len(z0) > 3})
+        tuned_times = list(best["times"])
+        before = {"train": scores[next(iter(candidates))], "heldout": objective(start, "heldout")}
+        after = {"train": float(best["value"]), "heldout": objective(tuned_times, "heldout")}
+        if bar is not None and task is not None:
+            bar.update(task, total=evaluated[0])
     return Tuned(
         sampler=name,
         nfe=used,

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from sandbox.console import PlainProgress, status
 from sandbox.engine.rundir import RunDir, SweepDir, write_json
 from sandbox.engine.sweepdir import live_jobs
 from sandbox.errors import RecipeError
@@ -134,6 +135,10 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None, regi
             cell.status, cell.pid = "running", pid
             save("running")
 
+        # --jobs N, where the output is not a terminal: how many of the cells to run have ended, on time
+        plain = PlainProgress(console) if jobs > 1 and to_run and not console.is_terminal else None
+        ended = plain.add_task(f"sweep {plan.sweep_dir.name}: cells", total=len(to_run)) if plain else None
+
         def record(cell: Cell, result: dict[str, Any]) -> None:
             nonlocal finished
             cell.status, cell.seconds, cell.note = result["status"], result.get("seconds"), result.get("note")
@@ -142,12 +147,14 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None, regi
                 console.print(f"{cell.id}: {escape(note)}")
             finished += cell.status != "interrupted"
             console.print(_cell_line(cell, finished, total))
+            if plain is not None and ended is not None:
+                plain.advance(ended)
             if cell.status == "interrupted" and stop.signum is None:  # the cell's own handler had the signal
                 stop.signum = result.get("signal")
             save("running")
 
         try:
-            with handling(stop):  # the cells that train first, then those that only sample from them
+            with handling(stop), plain or contextlib.nullcontext():  # the cells that train, then those sampling
                 for batch in (
                     [c for c in to_run if c.trained_by is None],
                     [c for c in to_run if c.trained_by is not None],
@@ -192,7 +199,7 @@ def _run_here(
             return
         started(cell, os.getpid())
         try:
-            with console.status(f"running cell {cell.id} ({assignment_text(cell)}, seed {cell.seed})"):
+            with status(f"running cell {cell.id} ({assignment_text(cell)}, seed {cell.seed})", console):
                 result = run_interruptible(tasks[cell.index], registry)
         except KeyboardInterrupt:  # a second Ctrl-C during training: no checkpoint of this step
             stop.killed = True
