@@ -58,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
     if args.launcher and args.launcher != "local":
         return _submit(args)
     if args.wait:
-        raise SandboxError("--wait: applies to a run submitted with --launcher NAME")
+        from sandbox.errors import RecipeError
+
+        raise RecipeError("--wait: applies to a run submitted with --launcher NAME")
     if args.nproc and args.nproc > 1:
         return _launch(args)
     if args.resume:
@@ -112,7 +114,9 @@ def _submit(args: argparse.Namespace) -> int:
     from sandbox.tools.sweep.launch import launcher_overrides, resume_task, run_task, submit_run
 
     if args.nproc and args.nproc > 1:
-        raise SandboxError("--nproc: runs here through torchrun; a launcher's job is one process (leave one out)")
+        from sandbox.errors import RecipeError
+
+        raise RecipeError("--nproc: runs here through torchrun; a launcher's job is one process (leave one out)")
     if args.resume:
         overrides = ([args.recipe] if args.recipe else []) + list(args.overrides)  # `--resume DIR key=value`
         task, section = resume_task(args.resume, overrides, args.plugin, args.launcher)
