@@ -17,7 +17,7 @@ from sandbox import cli, protocols
 from sandbox.engine.run import run_recipe
 from sandbox.recipe import load_recipe
 from sandbox.registry import load_registry
-from sandbox.testing import check_denoiser, check_sampler, register_plugin
+from sandbox.testing import check_dataset, check_denoiser, check_sampler, register_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -102,8 +102,62 @@ def test_readme_commands_match_ci():
 
 
 @pytest.mark.slow
+def test_plugin_page_dataset_conforms_and_trains(monkeypatch, tmp_path):
+    """The dataset of docs/plugins.md on the digits written to a .npz file: checked by sandbox.testing, split
+    the same for every run, stored for the device, and trained on unconditionally and class-conditionally."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    module = block_module(monkeypatch, "plugins.md", 1, "my_dataset")
+    digits = load_digits()
+    path = tmp_path / "digits.npz"
+    np.savez(path, x=digits.images[:, None].astype(np.uint8), y=digits.target, classes=np.array(list("0123456789")))
+    with register_plugin(module, "my-dataset") as registry:
+        splits = check_dataset("my_npz", module.MyNpzParams(path=str(path)), registry=registry)
+        assert splits.shape == (1, 8, 8) and splits.classes == [str(d) for d in range(10)]
+        assert (len(splits.train), len(splits.val)) == (1617, 180)
+        x, label = splits.train[0]
+        assert x.dtype == torch.float32 and isinstance(label, int) and 0 <= label < 10
+        assert isinstance(splits.train, protocols.StoredItems) and isinstance(splits.train, protocols.StoredLabels)
+        stored = torch.cat([splits.train.stored(), splits.val.stored()]).float()
+        assert stored.min() == -1 and stored.max() == 1  # the file's range, scaled to [-1, 1]
+        decoded = splits.train.decode(splits.train.stored()[:3], torch.Generator())
+        assert torch.equal(decoded, torch.stack([splits.train[i][0] for i in range(3)]))
+        again = check_dataset("my_npz", module.MyNpzParams(path=str(path)), registry=registry)
+        assert torch.equal(again.val.stored(), splits.val.stored())  # one split for every run
+        real = splits.evaluate(torch.stack([splits.val[i][0] for i in range(len(splits.val))]))
+        noise = splits.evaluate(torch.randn(180, 1, 8, 8))
+        assert real == {"mean_error": 0.0, "std_error": 0.0} and noise["std_error"] > 0.3
+
+        unlabelled = check_dataset("my_npz", module.MyNpzParams(path=str(path), labels=False), registry=registry)
+        assert unlabelled.classes is None and not isinstance(unlabelled.train, protocols.StoredLabels)
+        assert isinstance(unlabelled.train[0], torch.Tensor)
+
+        quickstart = str(ROOT / "recipes" / "quickstart.yaml")
+        data = ["dataset.name=my_npz", f"dataset.path={path}"]
+        assert cli.main(["show", quickstart, *data, "dataset.val_fraction=1.5"]) == 2
+        assert cli.main(["show", quickstart, "dataset.name=my_npz", "dataset.path=mine.csv"]) == 2
+        few = ["train.steps=6", "train.val_every=3", "eval.num_samples=20", "sampler.steps=3", "run.threads=1"]
+        assert cli.main(["run", quickstart, *data, *few, f"run.output={tmp_path / 'plain'}"]) == 0
+        conditional = ["train.conditional=true", "guidance.name=cfg"]
+        assert cli.main(["run", quickstart, *data, *few, *conditional, f"run.output={tmp_path / 'cond'}"]) == 0
+        missing = ["dataset.name=my_npz", f"dataset.path={tmp_path / 'none.npz'}", f"run.output={tmp_path / 'no'}"]
+        assert cli.main(["run", quickstart, *missing]) == 2
+    (run,) = (tmp_path / "plain").glob("quickstart-*")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["train"]["steps"] == 6
+    assert set(summary["sample_quality"]["generated"]) >= {"mean_error", "std_error"}
+    assert (
+        summary["sample_quality"]["real_heldout"]["mean_error"] < summary["sample_quality"]["generated"]["mean_error"]
+    )
+    (conditional_run,) = (tmp_path / "cond").glob("quickstart-*")
+    summary = json.loads((conditional_run / "summary.json").read_text())
+    assert summary["classes"] == [str(d) for d in range(10)] and summary["train"]["steps"] == 6
+
+
+@pytest.mark.slow
 def test_plugin_page_sampler_conforms_and_runs(monkeypatch, tiny_recipe):
-    module = block_module(monkeypatch, "plugins.md", 1, "my_sampler")
+    module = block_module(monkeypatch, "plugins.md", 2, "my_sampler")
     with register_plugin(module, "my-sampler") as registry:
         sampler = check_sampler("my_ancestral", registry=registry)
         assert sampler.nfe(registry.get("schedule", "cosine").build()) == 200
@@ -125,7 +179,7 @@ def test_plugin_page_sampler_conforms_and_runs(monkeypatch, tiny_recipe):
 
 @pytest.mark.slow
 def test_plugin_page_denoiser_conforms_and_trains_on_digits(monkeypatch, tmp_path):
-    module = block_module(monkeypatch, "plugins.md", 2, "my_denoiser")
+    module = block_module(monkeypatch, "plugins.md", 3, "my_denoiser")
     with register_plugin(module, "my-denoiser") as registry:
         check_denoiser("tiny_conv", (1, 8, 8), registry=registry)
         check_denoiser("tiny_conv", (3, 16, 16), module.TinyConvParams(width=7), registry=registry)
