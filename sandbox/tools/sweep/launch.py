@@ -16,7 +16,15 @@ from its training). The sweep records every submission in the sweep folder's
 ``jobs.json`` (:mod:`sandbox.engine.sweepdir`), written only by the submitting
 ``sandbox sweep`` under the folder's lock, and asks the launcher for the state
 of the recorded jobs before submitting anything, so a cell whose job is
-queued or running is never submitted again.
+queued or running is never submitted again. ``--dry-run`` shows the
+launcher's parameters and the jobs (:func:`launch_tables`).
+
+One run is a one-cell job (``sandbox run RECIPE --launcher NAME``,
+:func:`submit_run`): the same launchers run :func:`run_one` on its task,
+which starts the run in its folder or resumes it from its latest checkpoint
+after a requeue; the submission is recorded in the run folder's
+``jobs.json``, and a folder whose job is queued or running is not submitted
+again.
 """
 
 from __future__ import annotations
@@ -117,7 +125,7 @@ def launch_tables(plan: Plan, launcher_name: str, registry: Registry | None = No
     resources.add_column("parameter", no_wrap=True)
     resources.add_column("value", overflow="fold")
     for key, value in values.items():
-        resources.add_row(key, escape(str(value)))
+        resources.add_row(key, "null" if value is None else escape(str(value)))
     live = live_jobs(plan.sweep_dir, registry)
     groups = job_groups(plan, live)
     cells = sum(len(g) for g in groups)
