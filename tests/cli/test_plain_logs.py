@@ -175,3 +175,23 @@ def test_progress_seconds_refuses_what_is_not_a_duration(monkeypatch, value):
     monkeypatch.setenv(PROGRESS_SECONDS, value)
     with pytest.raises(SandboxError, match=PROGRESS_SECONDS):
         progress_seconds()
+
+
+def test_doctor_prints_progress_lines_and_a_whole_table(monkeypatch, one_thread):
+    from sandbox.tools.doctor.oracle import run_doctor
+    from sandbox.tools.doctor.report import render
+
+    monkeypatch.setenv(PROGRESS_SECONDS, "0")
+    out = type(sandbox_console.console)(file=io.StringIO(), highlight=False)
+    budgets = (4, 8, 12, 16)
+    report = run_doctor(
+        samples=100, budgets=budgets, samplers=["ddim"], schedules=["cosine"], targets=["v"], console=out
+    )
+    progress_lines = out.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert progress_lines and all(line.startswith("doctor: ddim / ") for line in progress_lines), progress_lines
+    assert re.search(r" (\d+)/\1 \(100\.0%\)  elapsed \d+:\d\d:\d\d$", progress_lines[-1]), progress_lines
+    out.file = io.StringIO()
+    out.print(render(report))
+    rows = [line for line in out.file.getvalue().splitlines() if line[:1] in "┏┃┡│└"]  # type: ignore[attr-defined]
+    assert len(rows) == 3 + len(report.rows) + 1, rows  # the table is wider than 80 columns
+    assert len(rows[0]) > 80 and "…" not in "".join(rows) and all(f"NFE ~{b}" in rows[1] for b in budgets)
