@@ -26,12 +26,23 @@ def summary_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", metavar="KEY=VALUE,...", help="the group to compare with (default: the first)")
 
 
+def thread_count(text: str) -> int:
+    """An argparse type: 0 (automatic) or a positive number of threads."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: expected 0 (automatic) or a positive number of threads")
+    return value
+
+
 def threads_option(parser: argparse.ArgumentParser) -> None:
     """``--threads N``: torch's CPU threads for every command that computes (``run.threads``; 0: chosen from the
     machine, :func:`sandbox.engine.device.choose_threads`)."""
     parser.add_argument(
         "--threads",
-        type=int,
+        type=thread_count,
         default=None,
         metavar="N",
         help="CPU threads for torch (sets run.threads; 0, the default: all idle cores, one on a busy machine)",
@@ -41,10 +52,6 @@ def threads_option(parser: argparse.ArgumentParser) -> None:
 def threads_override(args: argparse.Namespace) -> list[str]:
     """``--threads N`` as the override ``run.threads=N`` (nothing when not given)."""
     threads = getattr(args, "threads", None)
-    if threads is not None and threads < 0:
-        from sandbox.errors import SandboxError
-
-        raise SandboxError(f"--threads {threads}: expected 0 (automatic) or a positive number of threads")
     return [f"run.threads={threads}"] if threads is not None else []
 
 

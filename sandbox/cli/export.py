@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sandbox.cli.common import plugin_option
+from sandbox.cli.common import plugin_option, threads_option
 
 NAME = "export"
 HELP = "write a run's EMA network and schedule for another library (diffusers)"
@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint to export (default ema.safetensors, else as sandbox sample picks)",
     )
     plugin_option(parser)
+    threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,5 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from sandbox.tools.export import export_run  # imports torch
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
-    export_run(Path(args.run_dir), Path(args.out), fmt=args.format, checkpoint_path=checkpoint, trusted=args.plugin)
+    export_run(
+        Path(args.run_dir),
+        Path(args.out),
+        fmt=args.format,
+        checkpoint_path=checkpoint,
+        trusted=args.plugin,
+        threads=args.threads,
+    )
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sandbox.cli.common import count, plugin_option
+from sandbox.cli.common import count, plugin_option, threads_option, threads_override
 
 NAME = "sample"
 HELP = "draw samples from a run's EMA weights, with its sampler or another"
@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--png", action="store_true", help="also write one PNG per sample in png/ (image data)")
     plugin_option(parser)
+    threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     sample_run(
         Path(args.run_dir),
-        [*args.overrides, *option_overrides(args)],
+        [*args.overrides, *option_overrides(args), *threads_override(args)],
         num=args.num,
         png=args.png,
         checkpoint_path=Path(args.checkpoint) if args.checkpoint else None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sandbox.cli.common import count, plugin_option
+from sandbox.cli.common import count, plugin_option, threads_option, threads_override
 
 NAME = "tune-steps"
 HELP = "tune a sampler's time grid at a given NFE to a run's network (or an analytic recipe)"
@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=count, default=200, help="objective evaluations (default 200)")
     parser.add_argument("--reference-steps", type=count, default=500, help="steps of the reference (default 500)")
     plugin_option(parser)
+    threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     tune_command(
         args.target,
-        list(args.overrides),
+        [*args.overrides, *threads_override(args)],
         nfe=args.nfe,
         sampler=args.sampler,
         name=args.name,

@@ -19,6 +19,7 @@ from sandbox.console import fmt, progress, table
 from sandbox.engine import checkpoint, distributed, fid
 from sandbox.engine.build import Parts, build_parts, count_parameters
 from sandbox.engine.condition import Conditions, class_spread, draw_labels, model_classes, steer
+from sandbox.engine.device import apply_threads
 from sandbox.engine.events import RunEvents, enabled_loggers
 from sandbox.engine.guide import load_guide
 from sandbox.engine.health import sample_health
@@ -139,7 +140,12 @@ def component_rows(recipe: Recipe, parts: Parts) -> list[list[Any]]:
 
 
 def prepare(
-    recipe: Recipe, run_dir: Optional[Path], held: ExitStack, *, resume: bool = False
+    recipe: Recipe,
+    run_dir: Optional[Path],
+    held: ExitStack,
+    *,
+    resume: bool = False,
+    previous_threads: Optional[int] = None,
 ) -> tuple[torch.device, Parts, Path]:
     """Seed, pick the device, build and check every part, then open the run folder with the resolved recipe.
 
@@ -147,15 +153,16 @@ def prepare(
     sweep's cell folder (which must not exist yet), or with ``resume`` the
     folder of the run to continue. Under torchrun, every process joins the
     process group and gets its own device (:func:`sandbox.engine.distributed.setup`);
-    rank 0 alone creates the folder and tells the others its path. Rank 0 takes the folder's
+    rank 0 alone creates the folder and tells the others its path. Torch's CPU threads come from
+    ``run.threads`` (:func:`sandbox.engine.device.apply_threads`; a resumed run keeps ``previous_threads``,
+    its first session's choice, when the setting is automatic). Rank 0 takes the folder's
     :class:`~sandbox.engine.runlock.RunLock` into ``held`` (a resume before any work), so a second
     process on the folder stops at once.
     """
     if run_dir is None:
         check_output(recipe.run.output, recipe.name)  # before any work
     torch.manual_seed(recipe.run.seed)
-    if recipe.run.threads:
-        torch.set_num_threads(recipe.run.threads)
+    apply_threads(recipe.run.threads, previous_threads)
     device = distributed.setup(recipe)
     if resume and run_dir is not None and distributed.is_main():
         held.enter_context(RunLock(run_dir))
@@ -335,14 +342,18 @@ def _run_recipe(
     resume: bool,
     state: Optional[dict[str, Any]],
 ) -> Path:
-    device, parts, run_dir = prepare(recipe, run_dir, held, resume=resume)
+    previous = state.get("threads") if state is not None else None
+    device, parts, run_dir = prepare(
+        recipe, run_dir, held, resume=resume, previous_threads=previous if isinstance(previous, int) else None
+    )
     main = distributed.is_main()
     start_step = int(state["step"]) if state is not None else 0
     events.start(RunInfo(recipe.name, run_dir, recipe.to_dict(), start_step, distributed.world_size()))
     console = (console or default_console) if main else Console(quiet=True)  # rank 0 alone prints
     console.print(
         table(
-            f"Recipe '{recipe.name}' on {device}",
+            f"Recipe '{recipe.name}' on {device}"
+            + (f" ({torch.get_num_threads()} CPU threads)" if device.type == "cpu" else ""),
             ["kind", "name", "provider", "parameters", "settings"],
             component_rows(recipe, parts),
         )

@@ -29,7 +29,7 @@ from sandbox.console import console as default_console
 from sandbox.console import counter, fmt, table
 from sandbox.engine import checkpoint, fid
 from sandbox.engine.build import Parts, build_parts
-from sandbox.engine.device import pick_device
+from sandbox.engine.device import apply_threads, pick_device
 from sandbox.engine.guide import load_guide
 from sandbox.engine.health import sample_health
 from sandbox.engine.images import save_png
@@ -190,8 +190,7 @@ def sample_run(
     if n < 1:
         raise SandboxError(f"--num {n}: expected 1 or more samples")
     torch.manual_seed(recipe.run.seed)
-    if recipe.run.threads:
-        torch.set_num_threads(recipe.run.threads)
+    apply_threads(recipe.run.threads)
     device = pick_device(recipe.run.device)
     parts = build_parts(recipe)
     fid.require(recipe.eval.metrics, parts.data.shape)  # image metrics: the extra and the weights, before sampling

@@ -206,6 +206,7 @@ class Trainer:
             "data": data,
             "loop": asdict(self.state),
             "recipe": self.recipe.to_dict(),
+            "threads": torch.get_num_threads(),  # what run.threads: 0 chose, which a resumed run keeps
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

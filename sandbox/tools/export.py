@@ -52,6 +52,7 @@ from sandbox.console import console as default_console
 from sandbox.contract import is_analytic
 from sandbox.engine.build import build_component, build_denoiser
 from sandbox.engine.checkpoint import save_safetensors
+from sandbox.engine.device import apply_threads
 from sandbox.engine.rundir import RunDir, read_json, write_json
 from sandbox.errors import ParameterError, RecipeError, SandboxError
 from sandbox.plugins import load_entry_points, load_local_plugins, new_plugin_manager
@@ -245,11 +246,13 @@ def export_run(
     checkpoint_path: Optional[Path] = None,
     console: Optional[Console] = None,
     trusted: Sequence[str] = (),
+    threads: Optional[int] = None,
 ) -> Path:
     """Write the run's EMA network and scheduler as a diffusers ``DDPMPipeline`` folder ``out``; return ``out``.
 
     ``trusted``: the local plugins named with ``--plugin`` that the run's recipe may load
-    (:func:`sandbox.engine.sample.sampling_recipe`)."""
+    (:func:`sandbox.engine.sample.sampling_recipe`); ``threads``: torch's CPU threads (``--threads``; None:
+    the run's ``run.threads``)."""
     from sandbox.engine.sample import sampling_recipe
 
     console = console or default_console
@@ -259,6 +262,7 @@ def export_run(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SandboxError(f"{out} exists and is not an empty folder: name a new one")
     recipe = sampling_recipe(run_dir, [], trusted)
+    apply_threads(threads if threads is not None else recipe.run.threads)
     registry = recipe.registry
     assert registry is not None
     components = {kind: registry.get(kind, name, key=f"{kind}.name") for kind, (name, _) in recipe.components.items()}

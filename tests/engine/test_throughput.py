@@ -116,7 +116,10 @@ def test_the_loss_sum_does_not_depend_on_reads_in_between(tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_reduced_precision_trains_on_the_cpu_and_checkpoints_fp32_weights(precision, tmp_path):
+def test_reduced_precision_trains_on_the_cpu_and_checkpoints_fp32_weights(precision, tmp_path, monkeypatch):
+    from sandbox.engine import acceleration
+
+    monkeypatch.setattr(acceleration, "cpu_flags", lambda: frozenset())  # a CPU without bf16 or fp16 units
     with pytest.warns(UserWarning, match="fast only where the CPU"):
         train = trainer(tmp_path, f"run.precision={precision}", "train.steps=4", "train.log_every=2")
     train.fit()
