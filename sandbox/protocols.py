@@ -485,7 +485,9 @@ class JobState:
 
 
 class Launcher(Protocol):
-    """What a launcher's ``build(params)`` returns: it runs a sweep's cells as the jobs of a scheduler.
+    """What a launcher's ``build(params)`` returns: it runs a sweep's cells, or one run, as the jobs of a scheduler.
+
+    ``sandbox run RECIPE --launcher NAME`` submits a single run as a job of one cell, the same way.
 
     ``sandbox sweep --launcher NAME`` groups the cells still to run into jobs
     (a cell that trains, then the cells that only sample from its training),

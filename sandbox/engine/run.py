@@ -214,9 +214,15 @@ def train(
         trainer.load_state_dict(state)
         console.print(f"resuming at step {trainer.state.step:,} of {trainer.steps:,}")
     elif resume:
+        started = RunDir(run_dir).status.exists() or RunDir(run_dir).metrics.exists()
         if main:
             trainer.metrics.truncate_after(0)
-        console.print("no checkpoint yet: training again from step 0 in the same folder")
+        # a folder made for a job (sandbox run --launcher) starts here; one whose run stopped early starts over
+        console.print(
+            "no checkpoint yet: training again from step 0 in the same folder"
+            if started
+            else f"training from step 0 in {run_dir}"
+        )
     if main:
         before = read_json(RunDir(run_dir).status) if resume else None
         if isinstance(before, dict) and before.get("status") == "training":  # its lock was free: it died

@@ -44,6 +44,8 @@ class RunDir:
         grids/                 <name>.json, time grids tuned by sandbox tune-steps
         error.json             a sweep's cell that failed: the message, the exception's type, the traceback
         console.txt            a sweep's cell: what it printed, each session appended
+        jobs.json, jobs/       a run sent to a cluster (sandbox run --launcher): its submissions and job logs,
+                               named as a sweep's (:class:`SweepDir`)
         .lock                  held by the process training the run (:class:`RunLock`)
     """
 
