@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from sandbox.cli.common import count, plugin_option
+from sandbox.cli.common import count, plugin_option, threads_option, threads_override
 from sandbox.errors import SandboxError
 
 NAME = "run"
@@ -44,11 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "with --resume: trust this local plugin, so the run folder's recipe may load it (repeatable; a run "
         "folder loads no other code than installed plugins)",
     )
+    threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from sandbox.recipe import load_recipe
 
+    args.overrides = [*args.overrides, *threads_override(args)]  # --threads N is run.threads=N
     if args.status:
         from sandbox.console import console
         from sandbox.tools.sweep.status import run_status, run_table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sandbox.cli.common import count, summary_options
+from sandbox.cli.common import count, summary_options, threads_option
 
 NAME = "sweep"
 HELP = "run the cartesian product of a recipe's matrix axes (resumable)"
@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seeds", type=count, default=1, help="seeds per cell: run.seed + 0..N-1 (default 1)")
     parser.add_argument("--jobs", type=count, default=1, help="cells run at once, each in its own process")
+    threads_option(parser)
     parser.add_argument("--dry-run", action="store_true", help="print the plan and run nothing")
     parser.add_argument("--out", help="sweep folder (default <run.output>/sweeps/<recipe stem>)")
     parser.add_argument(
@@ -81,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         return 1 if any(row.state in ("failed", "invalid") for row in rows) else 0
     from sandbox.tools.sweep import run_sweep  # imports torch
 
-    run_sweep(plan, jobs=args.jobs)  # holds the sweep folder's lock; stops on SIGINT / SIGTERM
+    # holds the sweep folder's lock; stops on SIGINT / SIGTERM
+    run_sweep(plan, jobs=args.jobs, threads=args.threads or 0)
     if plan.interrupted is not None:
         import shlex
 
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
         again = ["sandbox", "sweep", args.recipe, *args.overrides, *(f"--axis={a}" for a in args.axis)]
         again += [f"--seeds={args.seeds}", f"--jobs={args.jobs}", *([f"--out={args.out}"] if args.out else [])]
+        again += [f"--threads={args.threads}"] if args.threads is not None else []
         message = f"sweep interrupted; resume it with the same command: {shlex.join(again)}"
         error_console.print(message, markup=False, soft_wrap=True)
         return 128 + plan.interrupted

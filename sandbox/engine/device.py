@@ -54,11 +54,19 @@ def busy_cores() -> float:
         return 0.0
 
 
+#: the threads a sweep gives its cell process (``cores // jobs``, or ``--threads``), which the automatic choice
+#: keeps: the load average lags a minute behind cells that have just started
+assigned: Optional[int] = None
+
+
 def choose_threads(setting: int, *, cores: Optional[int] = None, busy: Optional[float] = None) -> int:
-    """``run.threads``: ``setting`` when positive; 0 (automatic): the usable cores that the load average leaves
-    idle, rounded to the nearest, at least 1 (all of them on an idle machine, one on a busy one)."""
+    """``run.threads``: ``setting`` when positive; 0 (automatic): the count a sweep assigned this process, else the
+    usable cores that the load average leaves idle, rounded to the nearest, at least 1 (all of them on an idle
+    machine, one on a busy one)."""
     if setting > 0:
         return setting
+    if assigned is not None and cores is None and busy is None:
+        return assigned
     cores = usable_cores() if cores is None else cores
     busy = busy_cores() if busy is None else busy
     return max(1, min(cores, int(cores - busy + 0.5)))

@@ -65,3 +65,24 @@ def test_a_negative_thread_count_is_refused(command, tmp_path, capsys):
         cli.main([command, str(tmp_path), *extra, "--threads", "-1"])
     assert exit.value.code == 2
     assert "-1: expected 0 (automatic) or a positive number of threads" in capsys.readouterr().err
+
+
+def test_a_sweeps_cell_keeps_the_threads_it_was_given(monkeypatch):
+    """A sweep assigns each cell process its share of the cores (or --threads); the cell's run.threads: 0 keeps
+    it instead of reading a load average that lags a minute behind cells that have just started."""
+    from sandbox.tools.sweep.local import assigned_threads
+
+    monkeypatch.setattr(device, "busy_cores", lambda: 0.0)
+    monkeypatch.setattr(device, "usable_cores", lambda: 8)
+    assert choose_threads(0) == 8
+    with assigned_threads(3):
+        assert choose_threads(0) == 3 and choose_threads(5) == 5
+    assert choose_threads(0) == 8
+
+
+def test_run_and_sweep_take_threads_as_run_threads(tiny_recipe, capsys):
+    assert cli.main(["show", str(tiny_recipe)]) == 0
+    assert cli.main(["run", str(tiny_recipe), "--threads", "1", "train.steps=2", "train.val_every=0"]) == 0
+    (run,) = (tiny_recipe.parent / "runs").iterdir()
+    assert "threads: 1" in (run / "recipe.yaml").read_text()
+    assert "(1 CPU threads)" in " ".join(capsys.readouterr().out.split())

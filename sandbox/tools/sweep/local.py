@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from sandbox.console import PlainProgress, status
+from sandbox.engine.device import choose_threads
 from sandbox.engine.rundir import RunDir, SweepDir, write_json
 from sandbox.engine.sweepdir import live_jobs
 from sandbox.errors import RecipeError
@@ -40,17 +41,25 @@ def _cell_process(task: dict[str, Any], conn: Any, threads: int, lock: Inherited
     stop_with_parent()
     import torch
 
+    from sandbox.engine import device
+
+    device.assigned = threads  # the cell's share of the cores, kept by run.threads: 0
     torch.set_num_threads(threads)
     result = run_interruptible(task, on_ready=lambda: conn.send(("ready", os.getpid())))
     with contextlib.suppress(OSError):  # the sweep may be gone
         conn.send(("result", result))
 
 
-def _cores() -> int:
+@contextlib.contextmanager
+def assigned_threads(threads: int) -> Iterator[None]:
+    """``--threads N`` for the cells this process runs itself: their ``run.threads: 0`` takes N."""
+    from sandbox.engine import device
+
+    before, device.assigned = device.assigned, (threads or device.assigned)
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        yield
+    finally:
+        device.assigned = before
 
 
 def _cell_line(cell: Cell, done: int, total: int) -> str:
@@ -80,14 +89,22 @@ def _died(folder: Path, exitcode: int | None, stop: SweepStop) -> dict[str, Any]
     return {"status": "failed", "error": message}
 
 
-def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None, registry: Registry | None = None) -> Plan:
+def run_sweep(
+    plan: Plan,
+    *,
+    jobs: int = 1,
+    threads: int = 0,
+    console: Console | None = None,
+    registry: Registry | None = None,
+) -> Plan:
     """Run every cell not yet done, ``jobs`` at a time; returns the plan with each cell's final status.
 
     Holds the folder's :class:`SweepLock` throughout (cell statuses are read
     again under it) and stops on SIGINT / SIGTERM, setting
     ``plan.interrupted``. With ``jobs > 1`` each cell runs in its own
     spawned process (the installed plugins' registry; ``registry`` is used
-    only in this process) with ``cores // jobs`` torch threads; on a machine
+    only in this process) with ``threads`` torch threads (``--threads``; 0: the idle cores // ``jobs``,
+    :func:`sandbox.engine.device.choose_threads`), which its ``run.threads: 0`` keeps; on a machine
     with several CUDA GPUs, cell ``i`` of the ones to run gets
     ``cuda:{i % n_gpus}`` when its device is ``auto`` or ``cuda``.
     """
@@ -162,9 +179,10 @@ def run_sweep(plan: Plan, *, jobs: int = 1, console: Console | None = None, regi
                     if stop.signum is not None or not batch:
                         continue
                     if jobs == 1:
-                        _run_here(batch, tasks, stop, registry, console, started, record)
+                        with assigned_threads(threads):
+                            _run_here(batch, tasks, stop, registry, console, started, record)
                     else:
-                        _run_processes(plan, batch, tasks, jobs, stop, lock, started, record)
+                        _run_processes(plan, batch, tasks, jobs, threads, stop, lock, started, record)
         finally:
             for cell in plan.cells:  # a duplicate shares its twin's folder and outcome
                 if cell.duplicate_of is not None and cell.recipe is not None:
@@ -214,6 +232,7 @@ def _run_processes(
     cells: list[Cell],
     tasks: dict[int, dict[str, Any]],
     jobs: int,
+    threads: int,
     stop: SweepStop,
     lock: SweepLock,
     started: Callable[[Cell, int], None],
@@ -225,7 +244,7 @@ def _run_processes(
     from multiprocessing.connection import wait
 
     context = multiprocessing.get_context("spawn")
-    threads = max(1, _cores() // jobs)
+    threads = threads or max(1, choose_threads(0) // jobs)
     queue = list(cells)
     running: dict[Any, tuple[Cell, Any]] = {}  # the pipe a cell process reports on -> (cell, process)
     try:
