@@ -181,19 +181,19 @@ def tune_grid(
     bar = counter(console, transient=True) if console is not None else None
     with bar if bar is not None else contextlib.nullcontext():
         task = bar.add_task(f"tune-steps: {name} reference ({reference_steps} steps)", total=None) if bar else None
-        evaluated = [0]  # the sampler runs of the search, for the bar
+        evaluated = [0]  # the evaluations on the tuning batch, for the bar
         ref = reference(target, reference_sampler or name, reference_steps, train, heldout)
 
         batches = {"train": (train, ref.train, TRAIN_PATH), "heldout": (heldout, ref.heldout, HELDOUT_PATH)}
 
         def objective(times: list[float], batch_name: str = "train") -> float:
+            if bar is not None and task is not None and batch_name == "train":
+                evaluated[0] += 1
+                bar.advance(task)
             if not descending(times):
                 return math.inf
             x, x_ref, path = batches[batch_name]
             out, _ = run_sampler(target, component, with_values(params, grid=times), x, path=path)
-            if bar is not None and task is not None:
-                evaluated[0] += 1
-                bar.update(task, completed=evaluated[0])
             return mse(out, x_ref)
 
         # The search starts from the best of the sampler's own grid and every registered grid with as many steps
@@ -206,7 +206,9 @@ def tune_grid(
             if len(times) == len(start) and nfe_of(target, component, with_values(params, grid=times)) == used:
                 candidates.setdefault(grid_name, times)
         if bar is not None and task is not None:  # at most: the search may converge before its budget
-            bar.update(task, description=f"tune-steps: {name} at NFE {used}", total=len(candidates) + iterations + 2)
+            bar.update(
+                task, description=f"tune-steps: {name} at NFE {used}", total=len(candidates) + iterations, completed=0
+            )
         scores = {label: objective(times) for label, times in candidates.items()}
         origin = min(scores, key=lambda label: scores[label])
         space = LogSnrGrid(schedule, candidates[origin])

@@ -195,3 +195,40 @@ def test_doctor_prints_progress_lines_and_a_whole_table(monkeypatch, one_thread)
     rows = [line for line in out.file.getvalue().splitlines() if line[:1] in "┏┃┡│└"]  # type: ignore[attr-defined]
     assert len(rows) == 3 + len(report.rows) + 1, rows  # the table is wider than 80 columns
     assert len(rows[0]) > 80 and "…" not in "".join(rows) and all(f"NFE ~{b}" in rows[1] for b in budgets)
+
+
+def test_sweep_prints_each_cell_as_it_starts_and_a_whole_summary_table(tiny_recipe, monkeypatch, one_thread):
+    from sandbox.tools.summary import summarize
+    from sandbox.tools.sweep import parse_axis, plan_sweep, run_sweep
+
+    monkeypatch.setenv(PROGRESS_SECONDS, "0")
+    fast = ["train.steps=10", "train.val_every=5", "train.sample_every=0", "eval.num_samples=32"]
+    plan = plan_sweep(tiny_recipe, fast, axes=[parse_axis("denoiser.hidden=8,16")])
+    out = type(sandbox_console.console)(file=io.StringIO(), highlight=False)
+    run_sweep(plan, console=out)
+    lines = out.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    started = [i for i, line in enumerate(lines) if line.startswith("running cell ")]
+    ended = [i for i, line in enumerate(lines) if line.startswith(("[1/2]", "[2/2]"))]
+    assert len(started) == len(ended) == 2 and started[0] < ended[0] < started[1] < ended[1], lines
+
+    out.file = io.StringIO()
+    summarize(plan.sweep_dir, console=out, write=False)
+    rows = [line for line in out.file.getvalue().splitlines() if line[:1] in "┏┃┡│└"]  # type: ignore[attr-defined]
+    assert len(rows) >= 5 and len({len(row) for row in rows}) == 1 and "…" not in "".join(rows), rows
+    assert all(row.rstrip()[-1] in "┓┃┩│┘" for row in rows)
+
+
+def test_tune_steps_prints_its_evaluations(tmp_path, monkeypatch, one_thread):
+    from sandbox.engine.solve import load_target
+    from sandbox.tools.tune import tune_grid
+
+    monkeypatch.setenv(PROGRESS_SECONDS, "0")
+    oracle = Path(__file__).resolve().parents[2] / "recipes" / "oracle_mixture.yaml"
+    target = load_target(oracle, [f"run.output={tmp_path}"], Console(file=io.StringIO()))
+    out = Console(file=io.StringIO(), width=300)
+    tuned = tune_grid(target, 5, sampler="ddim", batch=8, iterations=6, reference_steps=20, console=out)
+    lines = out.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    search = [line for line in lines if line.startswith("tune-steps: ddim at NFE 5 ")]
+    counts = [int(re.split(r"[ /]", line)[5]) for line in search]
+    assert set(counts) == set(range(tuned.evaluations + 1)) and "left " in search[1], lines
+    assert search[-1].startswith(f"tune-steps: ddim at NFE 5 {tuned.evaluations}/{tuned.evaluations} (100.0%)")
