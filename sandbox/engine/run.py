@@ -15,7 +15,7 @@ import torch
 from rich.console import Console
 
 from sandbox.console import console as default_console
-from sandbox.console import fmt, progress, table
+from sandbox.console import counter, fmt, progress, table
 from sandbox.engine import checkpoint, distributed, fid
 from sandbox.engine.build import Parts, build_parts, count_parameters
 from sandbox.engine.condition import Conditions, class_spread, draw_labels, model_classes, steer
@@ -103,6 +103,28 @@ def generate(
     if isinstance(model, torch.nn.Module):
         model.train(training)
     return Drawn(torch.cat(out), labels, nfe, forwards, steps, time.perf_counter() - start)
+
+
+def draw(
+    recipe: Recipe, parts: Parts, model: LabelledDenoise, device: torch.device, n: int, seed: int, console: Console
+) -> Drawn:
+    """:func:`generate` with the run's guide and a bar that moves by ``batch / NFE`` samples per denoise call."""
+    nfe = parts.sampler.nfe(parts.schedule)
+    bar = counter(console)
+    with bar:
+        task = bar.add_task(f"sample ({recipe.components['sampler'][0]})", total=n)
+        drawn = generate(
+            recipe,
+            parts,
+            model,
+            device,
+            n,
+            seed,
+            guide=parts.guide,
+            on_call=lambda b: bar.advance(task, b / max(nfe, 1)),
+        )
+        bar.update(task, completed=n)
+    return drawn
 
 
 def _reporting(denoise: Denoise, on_call: Callable[[int], None]) -> Denoise:
@@ -379,9 +401,7 @@ def _run_recipe(
     if not main:
         return run_dir  # rank 0 alone samples and scores
     console.print(f"sampling {recipe.eval.num_samples} with {recipe.components['sampler'][0]}...")
-    drawn = generate(
-        recipe, parts, denoise, device, recipe.eval.num_samples, recipe.run.seed + FINAL_SEED, guide=parts.guide
-    )
+    drawn = draw(recipe, parts, denoise, device, recipe.eval.num_samples, recipe.run.seed + FINAL_SEED, console)
     samples = drawn.samples
     picture = render(parts, samples, drawn.labels)
     if picture is not None:

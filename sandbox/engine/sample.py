@@ -26,7 +26,7 @@ import torch
 from rich.console import Console
 
 from sandbox.console import console as default_console
-from sandbox.console import counter, fmt, table
+from sandbox.console import fmt, table
 from sandbox.engine import checkpoint, fid
 from sandbox.engine.build import Parts, build_parts
 from sandbox.engine.device import apply_threads, pick_device
@@ -35,7 +35,7 @@ from sandbox.engine.health import sample_health
 from sandbox.engine.images import save_png
 from sandbox.engine.precond import LabelledDenoise, Preconditioned, exact_denoise
 from sandbox.engine.resume import RESUMABLE
-from sandbox.engine.run import FINAL_SEED, Drawn, generate, guidance_text, real_heldout, render, sampling_record, score
+from sandbox.engine.run import FINAL_SEED, draw, guidance_text, real_heldout, render, sampling_record, score
 from sandbox.engine.rundir import RunDir, SampleDir, atomic_write, new_run_dir, read_json, write_json
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.recipe import Recipe, load_recipe
@@ -219,7 +219,7 @@ def sample_run(
     label = getattr(params, "steps", None) or nfe_planned
     folder = SampleDir(new_run_dir(RunDir(run_dir).samples, f"{sampler}-{label}"))
     try:
-        drawn = _draw(recipe, parts, denoise, device, n, nfe_planned, console)
+        drawn = draw(recipe, parts, denoise, device, n, recipe.run.seed + FINAL_SEED, console)
         samples, labels = drawn.samples, drawn.labels
         picture = render(parts, samples, labels)
         if picture is not None:
@@ -257,27 +257,6 @@ def sample_run(
         raise
     console.print(_table(summary))
     return folder.path
-
-
-def _draw(
-    recipe: Recipe, parts: Parts, model: LabelledDenoise, device: torch.device, n: int, nfe: int, console: Console
-) -> Drawn:
-    """:func:`sandbox.engine.run.generate` with a bar that moves by ``batch / nfe`` samples per denoise call."""
-    bar = counter(console)
-    with bar:
-        task = bar.add_task(f"sample ({recipe.components['sampler'][0]})", total=n)
-        drawn = generate(
-            recipe,
-            parts,
-            model,
-            device,
-            n,
-            recipe.run.seed + FINAL_SEED,
-            guide=parts.guide,
-            on_call=lambda b: bar.advance(task, b / max(nfe, 1)),
-        )
-        bar.update(task, completed=n)
-    return drawn
 
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -98,12 +98,27 @@ def test_a_schedule_or_target_with_a_recipe_is_refused_before_any_work(capsys, o
         (["sampler.steps=3"], "key=value overrides"),
         (["--nfe", "5"], "--nfe"),
         (["--reference", "ddim"], "--reference"),
-        (["--threads", "2"], "--threads"),
     ],
 )
 def test_the_oracle_matrix_refuses_the_rankings_options(capsys, args, named):
     assert cli.main(["doctor", *args]) == 2
     assert f"{named} applies to sandbox doctor RUN_DIR_OR_RECIPE only" in capsys.readouterr().err
+
+
+def test_the_oracle_matrix_runs_on_the_threads_asked_for(monkeypatch):
+    from sandbox.tools.doctor import report
+
+    seen = {}
+
+    def run_doctor(registry, **options):
+        seen["threads"] = options["threads"]
+        raise SystemExit(0)
+
+    monkeypatch.setattr(report, "run_doctor", run_doctor)
+    for args, threads in ((["--threads", "2"], 2), ([], 1), (["--threads", "0"], 1)):
+        with pytest.raises(SystemExit):
+            cli.main(["doctor", *args])
+        assert seen["threads"] == threads  # one unless given: thousands of tiny operations
 
 
 @pytest.mark.slow

@@ -40,7 +40,6 @@ RANKING_ONLY = {
     "--nfe": "the oracle matrix runs at its own NFE budgets",
     "--reference": "the oracle matrix is measured against the exact mixture, not a many-step reference",
     "key=value overrides": "the oracle matrix has no recipe to override",
-    "--threads": "the oracle matrix runs on one thread (thousands of tiny operations)",
 }
 
 
@@ -64,9 +63,10 @@ def doctor_command(
 
     Both modes take ``samples``, ``json_path``, ``samplers``, ``grids`` and ``plugins``. Given a run folder or
     recipe, the ranking on it also takes ``overrides`` (a run folder: sampling keys only, as ``sandbox sample``),
-    ``nfe``, ``reference`` and ``threads`` (``run.threads``), and ``plugins`` are the local plugins its recipe may
+    ``nfe`` and ``reference``, ``threads`` is ``run.threads``, and ``plugins`` are the local plugins its recipe may
     load (``--plugin``: a run folder is data, not code). Without one, the oracle matrix also takes ``schedules``
-    and ``targets``. An option of the other mode is refused (:class:`OptionError`, exit status 2) naming it."""
+    and ``targets``, and runs on ``threads`` threads (one unless given). An option of the other mode is refused
+    (:class:`OptionError`, exit status 2) naming it."""
     given = {
         "--schedule": schedules is not None,
         "--target": targets is not None,
@@ -99,6 +99,7 @@ def doctor_command(
         grids=grids,
         plugins=plugins,
         console=console,
+        threads=threads or 1,  # 0 (automatic) or unset: one thread, the matrix being thousands of tiny operations
     )
 
 

@@ -246,6 +246,7 @@ def run_doctor(
     targets: Sequence[str] | None = None,
     grids: Sequence[str] | None = None,
     console: Console | None = None,
+    threads: int = 1,
 ) -> Report:
     """Sample the mixture with the oracle for every selected sampler x grid x schedule x target at each budget.
 
@@ -261,8 +262,8 @@ def run_doctor(
     for target in targets or ():
         if target not in TARGETS:
             raise SandboxError(f"unknown target '{target}'; expected one of {', '.join(TARGETS)}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # thousands of tiny ops: threads only add overhead, and stall on a busy machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # default 1: thousands of tiny ops, which threads only slow, more so when busy
     grid_names: list[str | None] = [None]
     if grids:
         every = registry.names("grid")
@@ -271,7 +272,7 @@ def run_doctor(
         with use_registry(registry):  # the samplers' grids resolve in the doctor's registry (its --plugin ones too)
             return _run(registry, samples, budgets, seed, samplers, schedules, targets, grid_names, console)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def _run(

@@ -134,11 +134,13 @@ def oracle_command(
     budgets: Sequence[int] = BUDGETS,
     console: Console | None = None,
     plugins: Sequence[str] = (),
+    threads: int = 1,
 ) -> int:
     """``sandbox doctor`` without a run: run the matrix, print the table, the failures and a summary; return the
     exit status.
 
-    ``plugins`` are local plugin modules or files, loaded as a recipe's ``plugins:`` list is.
+    ``plugins`` are local plugin modules or files, loaded as a recipe's ``plugins:`` list is; ``threads``: torch's
+    CPU threads (``--threads``; one by default: the matrix is thousands of tiny operations).
     """
     from sandbox.console import console as default_console
 
@@ -158,6 +160,7 @@ def oracle_command(
         targets=targets,
         grids=grids,
         console=console,
+        threads=threads,
     )
     console.print(render(report))
     guided = render_guided(report)
