@@ -272,6 +272,14 @@ def test_readme_is_a_front_page():
     assert len(README.splitlines()) <= 220
     assert "**83%**" in README and "**95%**" in README  # the quickstart's figure, against real digits
     assert 'python -m pytest -m "not slow"' in README
+    assert "**98.8%**" in README and "**95.6%**" in README  # the conditional recipe's figure, against real digits
+
+
+def test_readme_says_what_the_sandbox_does_not_do_yet():
+    """A newcomer learns the limits before looking for them: README's "Not yet" list, one point a line."""
+    section = README[README.index("## Not yet") : README.index("\n## ", README.index("## Not yet") + 1)]
+    points = re.findall(r"^- ", section, flags=re.M)
+    assert len(points) >= 4 and "bits per dimension" in section and "class labels only" in section
 
 
 def links(text: str) -> list[str]:
