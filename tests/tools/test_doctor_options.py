@@ -126,7 +126,9 @@ def test_threads_set_run_threads_and_come_back(run_dir, tmp_path):
     before = torch.get_num_threads()
     data = ranked(run_dir, tmp_path, "--threads", "1")
     assert data["exit_status"] == 0 and torch.get_num_threads() == before
-    assert cli.main(["doctor", str(run_dir), "--threads", "-1", *FAST]) != 0
+    with pytest.raises(SystemExit) as refused:  # argparse refuses a negative count: exit status 2
+        cli.main(["doctor", str(run_dir), "--threads", "-1", *FAST])
+    assert refused.value.code == 2
 
 
 @pytest.mark.slow
