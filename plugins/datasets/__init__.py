@@ -3,7 +3,13 @@
 This module must stay torch-free: the CLI lists components without importing torch.
 """
 
-from sandbox_plugins.datasets.params import Cifar10Params, DigitsParams, GaussianMixtureParams, Toy2DParams
+from sandbox_plugins.datasets.params import (
+    Cifar10Params,
+    DigitsParams,
+    GaussianMixtureParams,
+    ImageFolderParams,
+    Toy2DParams,
+)
 
 from sandbox import hookimpl
 
@@ -14,7 +20,13 @@ def register_datasets(register):
         "cifar10",
         "sandbox_plugins.datasets.cifar10:build",
         params=Cifar10Params,
-        description="CIFAR-10 32x32 RGB photos (torchvision files on disk), validation carved from train",
+        description="CIFAR-10 RGB photos, 32x32 or resized (torchvision files on disk), validation carved from train",
+    )
+    register(
+        "image_folder",
+        "sandbox_plugins.datasets.image_folder:build",
+        params=ImageFolderParams,
+        description="A folder of your own images (PNG, JPEG, WebP, BMP, TIFF), resized and cached as uint8",
     )
     register(
         "digits",

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from sandbox_plugins.datasets.items import Uint8Images
 from sandbox_plugins.datasets.params import Cifar10Params
+from sandbox_plugins.datasets.resize import fit_array
 from sandbox_plugins.datasets.split import carve_validation
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity
@@ -210,15 +211,18 @@ def build(params: Cifar10Params) -> DataSplits:
     """Train and validation splits of CIFAR-10's labelled training images, scaled to [-1, 1]."""
     images, labels = load_images(params)
     train_idx, val_idx = carve_validation(len(images), params.val_size, params.split_seed)
+    side = params.resolution
+    if side != SHAPE[-1]:  # the rule of image_folder (resize.fit): antialiased Lanczos; 32 keeps the bytes as read
+        images = torch.from_numpy(fit_array(images.numpy(), side))
     flip = ", random horizontal flips" if params.flip else ""
     return DataSplits(
         train=Uint8Images(images, train_idx, flip=params.flip, labels=labels),
         val=Uint8Images(images, val_idx, flip=False, labels=labels),
-        shape=SHAPE,
+        shape=(3, side, side),
         cache_dir=params.root,  # FID's reference statistics of the training split are cached beside the files
         classes=list(CLASSES),
         description=(
-            f"CIFAR-10 32x32 RGB in [-1, 1]: {len(train_idx)} train / {len(val_idx)} val images "
+            f"CIFAR-10 {side}x{side} RGB in [-1, 1]: {len(train_idx)} train / {len(val_idx)} val images "
             f"(val carved from the training set, seed {params.split_seed}){flip}"
         ),
     )

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from sandbox.errors import ParameterError
-from sandbox.params import at_least, one_of, positive
+from sandbox.params import at_least, between, one_of, positive
 
 # fmt: off
 CIFAR10_TRAIN = 50_000       # training images of the official CIFAR-10 files
+CIFAR10_MAX_RESOLUTION = 512 # largest accepted cifar10 `resolution` (pixels; 50,000 images of 3 x 512 x 512 bytes)
 DIGITS = 1_797               # images in scikit-learn's bundled digits
 DIGITS_MAX_SIZE = 256        # largest accepted digits `size` (pixels)
 TOY_SHAPES = ("moons", "swissroll", "checkerboard", "gaussians8")
@@ -57,10 +58,40 @@ class Cifar10Params:
     flip: bool = True           # random horizontal flip, training split only
     split_seed: int = 0         # seed of the permutation that picks the validation images
     verify: bool = True         # check torchvision's md5 of the official files; false loads locally written ones
+    resolution: int = 32        # side of the square images (pixels); other than 32 resizes (antialiased Lanczos)
     # fmt: on
 
     def __post_init__(self) -> None:
         _integer_in(self, "val_size", 1, CIFAR10_TRAIN - 1, f"CIFAR-10 has {CIFAR10_TRAIN} training images")
+        _integer_in(self, "resolution", 1, CIFAR10_MAX_RESOLUTION, "pixels; 32 is native")
+
+
+@dataclass
+class ImageFolderParams:
+    """A folder of your own images (PNG, JPEG, WebP, BMP, TIFF), resized to a square and cached as uint8."""
+
+    # fmt: off
+    root: str = "data/my_images"  # folder searched recursively for images (path, relative to the working dir)
+    resolution: int = 64        # side of the square items (pixels): shorter side resized, then cropped
+    channels: int = 3           # 1 (grey) or 3 (RGB); every image is converted to it
+    crop: str = "center"        # "center", or "random": a random window of an image stored 1.125x larger
+    flip: bool = False          # random horizontal flip, training split only
+    classes: bool = False       # first-level subfolders are classes (sorted names); items are (x, label)
+    val_fraction: float = 0.05  # share of images held out, chosen by a hash of each path: stable when files are added
+    split_seed: int = 0         # seed mixed into that hash (another seed, another validation set)
+    skip_bad: bool = False      # skip files that do not decode (counted in the run's header) instead of failing
+    workers: int = 0            # decoding processes when the cache is built; 0 = every usable core
+    # fmt: on
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.root, str) or not self.root.strip():
+            raise ParameterError("root", self.root, "the path of a folder of images")
+        at_least(self, "resolution", 1)
+        if isinstance(self.channels, bool) or self.channels not in (1, 3):
+            raise ParameterError("channels", self.channels, "1 (grey) or 3 (RGB)")
+        one_of(self, "crop", ("center", "random"))
+        between(self, "val_fraction", 0.0, 1.0, low_open=True, high_open=True)
+        at_least(self, "workers", 0)
 
 
 @dataclass

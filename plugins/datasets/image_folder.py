@@ -1,0 +1,420 @@
+"""A folder of your own images, searched recursively, decoded once into a memory-mapped uint8 cache.
+
+**Files.** PNG, JPEG, WebP, BMP and TIFF (:data:`resize.EXTENSIONS`, any case) anywhere below ``root``,
+except in hidden folders (a name starting with ``.``, such as the cache's own). Each is decoded with Pillow
+and brought to ``channels`` and ``resolution`` by :mod:`sandbox_plugins.datasets.resize`'s rule (any mode;
+the shorter side resized with antialiasing, the longer centre-cropped); items are scaled to [-1, 1].
+
+**Crop.** ``center``: the cache holds each image at ``resolution``, and an item is that image. ``random``:
+the cache holds each image at ``round(1.125 * resolution)`` (:data:`RANDOM_CROP_MARGIN`, by the same rule),
+and each training access takes a random ``resolution x resolution`` window of it (the resize-then-random-crop
+of common pipelines); validation items are its centre window. ``flip`` mirrors training items.
+
+**Classes.** With ``classes``, the first-level subfolders holding images are the classes (sorted names),
+items are ``(x, label)``, and an image directly in ``root`` is an error.
+
+**Validation split.** A file is held out when ``sha256("<split_seed>:<relative path>")``, read as a number in
+[0, 1), is below ``val_fraction``: a decision about that file alone, so adding or removing other files never
+moves a validation image into training (nor the reverse). A held-out count would move files; there is none.
+
+**Cache.** ``root/.sandbox-cache/<fingerprint>/`` holds ``images.npy`` (``uint8 [N, C, S, S]``, opened
+memory-mapped, so a dataset larger than memory works) and ``index.json`` (each row's file and label, the
+classes, the files that did not decode). The fingerprint is the sha256 of the sorted list of relative paths
+with their sizes and modification times, and of the settings that change the stored pixels (resolution,
+channels, crop, classes), so a changed, added or removed file builds a new cache; ``val_fraction``,
+``split_seed``, ``flip`` and ``skip_bad`` reuse it. Where ``root`` cannot be written, the cache goes under
+``$SANDBOX_CACHE/image_folder/`` (default ``~/.cache/diffusion-sandbox``). A cache is written under a
+temporary name and renamed whole; old fingerprints' folders are left for the user to delete. Decoding runs
+in ``workers`` processes with a progress bar. FID and KID reference statistics are cached in the same folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union, cast
+
+import numpy as np
+import torch
+from sandbox_plugins.datasets import resize
+from sandbox_plugins.datasets.items import LabelledUint8Images, Uint8Images
+from sandbox_plugins.datasets.params import ImageFolderParams
+
+from sandbox.errors import ParameterError
+from sandbox.protocols import DataSplits
+
+# fmt: off
+CACHE = ".sandbox-cache"     # the cache's folder inside root (hidden, so the search skips it)
+CACHE_VERSION = 1            # bump when the stored pixels of the same settings change
+RANDOM_CROP_MARGIN = 1.125   # crop "random": images stored this much larger than the items
+POOL_MIN_FILES = 64          # fewer files than this are decoded in this process (a pool costs more to start)
+LISTED_BAD = 5               # files named in the message about files that do not decode
+# fmt: on
+
+
+# ------------------------------------------------------------------------------------------------ the files
+
+
+@dataclass
+class Listing:
+    """The images found under a root: relative POSIX paths (sorted), and their labels when there are classes."""
+
+    root: Path
+    files: list[str]
+    labels: Optional[list[int]] = None
+    classes: Optional[list[str]] = None
+
+
+def _walk(root: Path) -> tuple[list[str], list[str]]:
+    """``(images, others)``: relative paths of the image files below ``root`` and of every other file."""
+    images: list[str] = []
+    others: list[str] = []
+    seen: set[str] = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a symbolic link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        base = Path(folder).relative_to(root)
+        for name in names:
+            relative = (base / name).as_posix()
+            wanted = not name.startswith(".") and name.lower().endswith(resize.EXTENSIONS)
+            (images if wanted else others).append(relative)
+    return sorted(images), sorted(others)
+
+
+def list_images(params: ImageFolderParams) -> Listing:
+    """The images under ``params.root``; a :class:`ParameterError` when there is no folder or no image in it."""
+    root = Path(params.root).expanduser()
+    if not root.exists():
+        raise ParameterError("root", params.root, "a folder of images, but nothing is there")
+    if not root.is_dir():
+        raise ParameterError("root", params.root, "a folder of images, but it is a file")
+    files, others = _walk(root)
+    if not files:
+        held = (
+            f"no image files: {len(others)} other files (such as '{others[0]}')"
+            if others
+            else "no files at all (it is empty)"
+        )
+        raise ParameterError(
+            "root", params.root, f"a folder holding PNG, JPEG, WebP, BMP or TIFF files, but it holds {held}"
+        )
+    if not params.classes:
+        return Listing(root, files)
+    loose = [f for f in files if "/" not in f]
+    if loose:
+        raise ParameterError(
+            "classes",
+            params.classes,
+            f"every image inside a class subfolder of '{params.root}', but {len(loose)} are directly in it "
+            f"(such as '{loose[0]}'); move them into a subfolder, or set classes=false",
+        )
+    classes = sorted({f.split("/", 1)[0] for f in files})
+    number = {name: i for i, name in enumerate(classes)}
+    return Listing(root, files, [number[f.split("/", 1)[0]] for f in files], classes)
+
+
+def held_out(path: str, seed: int, fraction: float) -> bool:
+    """Whether the file at relative ``path`` is held out: its hash with ``seed``, in [0, 1), is below ``fraction``."""
+    digest = hashlib.sha256(f"{seed}:{path}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < fraction
+
+
+# ------------------------------------------------------------------------------------------------ the cache
+
+
+def stored_side(params: ImageFolderParams) -> int:
+    """The side of the cached images: ``resolution``, or ``round(1.125 * resolution)`` for random crops."""
+    return params.resolution if params.crop == "center" else round(RANDOM_CROP_MARGIN * params.resolution)
+
+
+def fingerprint(listing: Listing, params: ImageFolderParams) -> str:
+    """sha256 of the files (relative path, size, modification time) and the settings that change the pixels."""
+    settings = {
+        "version": CACHE_VERSION,
+        "side": stored_side(params),
+        "channels": params.channels,
+        "crop": params.crop,
+        "classes": params.classes,
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for path in listing.files:
+        try:
+            stat = (listing.root / path).stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:  # a dangling link: it will not decode, and is listed as such
+            size, mtime = -1, -1
+        digest.update(f"\n{path}\0{size}\0{mtime}".encode())
+    return digest.hexdigest()[:32]
+
+
+def user_cache() -> Path:
+    """``$SANDBOX_CACHE``, else ``~/.cache/diffusion-sandbox`` (where the digit classifier is cached too)."""
+    return Path(os.environ.get("SANDBOX_CACHE") or Path.home() / ".cache" / "diffusion-sandbox")
+
+
+def cache_parents(root: Path) -> list[Path]:
+    """Where a root's caches live: inside it, else in the user's cache (a folder per root, by its path's hash)."""
+    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return [root / CACHE, user_cache() / "image_folder" / tag]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the system tells it)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def _decode_all(listing: Listing, channels: int, side: int, workers: int, store: Any) -> None:
+    """Decode every file, calling ``store(row, image or None, why)`` in file order, with a progress bar."""
+    from sandbox.console import console, counter
+
+    jobs = [(row, str(listing.root / path), channels, side) for row, path in enumerate(listing.files)]
+    processes = min(usable_cores() if workers == 0 else workers, len(jobs))
+    pooled = processes > 1 and len(jobs) >= POOL_MIN_FILES
+    console.print(
+        f"decoding {len(jobs):,} images of '{listing.root}' to {side}x{side} "
+        f"(once, {processes if pooled else 1} process{'es' if pooled else ''}; later runs read the cache)"
+    )
+    started = time.perf_counter()
+    with counter(console, transient=True) as progress:
+        task = progress.add_task("decoding images", total=len(jobs))
+        if not pooled:
+            for job in jobs:
+                store(*resize.decode(job))
+                progress.advance(task)
+        else:  # spawn: fresh interpreters that import only Pillow and NumPy (resize is torch-free)
+            chunk = max(1, min(64, len(jobs) // (processes * 8)))
+            with multiprocessing.get_context("spawn").Pool(processes) as pool:
+                for result in pool.imap(resize.decode, jobs, chunksize=chunk):
+                    store(*result)
+                    progress.advance(task)
+    seconds = time.perf_counter() - started
+    console.print(f"decoded {len(jobs):,} images in {seconds:.1f} s ({len(jobs) / max(seconds, 1e-9):,.0f} files/s)")
+
+
+def _write(listing: Listing, params: ImageFolderParams, folder: Path) -> None:
+    """Decode the files into ``folder`` (a fresh temporary folder): ``images.npy`` and ``index.json``."""
+    side, channels = stored_side(params), params.channels
+    path = folder / "images.npy"
+    array = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.uint8, shape=(len(listing.files), channels, side, side)
+    )
+    good: list[int] = []
+    bad: list[list[str]] = []
+
+    def store(row: int, image: Optional[np.ndarray], why: str) -> None:
+        if image is None:
+            bad.append([listing.files[row], why])
+        else:
+            array[len(good)] = image
+            good.append(row)
+
+    _decode_all(listing, channels, side, params.workers, store)
+    array.flush()
+    if not good:
+        first, why = bad[0]
+        raise ParameterError(
+            "root", params.root, f"images that decode, but none of its {len(bad)} image files does ('{first}': {why})"
+        )
+    if len(good) < len(listing.files):  # keep the rows that decoded, in a file of their own size
+        rows = np.load(path, mmap_mode="r")
+        kept = np.lib.format.open_memmap(
+            folder / "kept.npy", mode="w+", dtype=np.uint8, shape=(len(good), *rows.shape[1:])
+        )
+        for start in range(0, len(good), 1024):
+            stop = min(start + 1024, len(good))
+            kept[start:stop] = rows[start:stop]
+        kept.flush()
+        del rows, kept
+        os.replace(folder / "kept.npy", path)
+    index = {
+        "version": CACHE_VERSION,
+        "files": [listing.files[row] for row in good],
+        "labels": [listing.labels[row] for row in good] if listing.labels is not None else None,
+        "classes": listing.classes,
+        "bad": bad,
+    }
+    (folder / "index.json").write_text(json.dumps(index))
+
+
+def _build_cache(listing: Listing, params: ImageFolderParams, key: str) -> Path:
+    """Build the cache in the first parent that can be written; returns its folder."""
+    for parent in cache_parents(listing.root):
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            temporary = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=parent))
+        except OSError:  # a read-only root: the user's cache instead
+            continue
+        try:
+            _write(listing, params, temporary)
+            final = parent / key
+            try:
+                os.rename(temporary, final)
+            except OSError:
+                if not (final / "index.json").is_file():
+                    raise
+                shutil.rmtree(temporary, ignore_errors=True)  # another process built the same cache first
+            return final
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+    raise ParameterError(
+        "root", listing.root, f"a cache folder that can be written (tried {cache_parents(listing.root)})"
+    )
+
+
+def cached(listing: Listing, params: ImageFolderParams) -> tuple[Path, dict[str, Any]]:
+    """The cache folder of these files and settings (built when missing) and its index."""
+    key = fingerprint(listing, params)
+    for parent in cache_parents(listing.root):
+        folder = parent / key
+        try:
+            return folder, json.loads((folder / "index.json").read_text())
+        except (OSError, ValueError):
+            continue
+    folder = _build_cache(listing, params, key)
+    return folder, json.loads((folder / "index.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------------ the splits
+
+
+class CroppedImages(Uint8Images):
+    """:class:`Uint8Images` stored larger than its items: item ``i`` is a ``size x size`` window of its image.
+
+    With ``random`` the window's corner is drawn uniformly on each access (from torch's global generator, as
+    ``torchvision.transforms.RandomCrop`` does), else the window is centred; ``flip`` then mirrors as
+    :class:`Uint8Images` does. :meth:`decode` draws the corners, then the flips, from its ``generator``.
+    """
+
+    def __new__(
+        cls,
+        images: Any = None,
+        indices: Any = None,
+        flip: bool = False,
+        labels: Optional[torch.Tensor] = None,
+        size: int = 0,
+        random: bool = True,
+    ) -> CroppedImages:
+        chosen = LabelledCroppedImages if cls is CroppedImages and labels is not None else cls
+        return cast(CroppedImages, super().__new__(chosen))
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        indices: torch.Tensor,
+        flip: bool = False,
+        labels: Optional[torch.Tensor] = None,
+        size: int = 0,
+        random: bool = True,
+    ):
+        super().__init__(images, indices, flip, labels)
+        self.size = size
+        self.random = random
+
+    def _corners(self, n: int, spare: int, generator: Optional[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.random:
+            return torch.full((n,), spare // 2), torch.full((n,), spare // 2)
+        corners = torch.randint(spare + 1, (2, n), generator=generator)
+        return corners[0], corners[1]
+
+    def _image(self, index: int) -> torch.Tensor:
+        image = self.images[self.indices[index]]
+        top, left = (int(c) for c in self._corners(1, image.shape[-1] - self.size, None))
+        x = image[..., top : top + self.size, left : left + self.size].float().div_(127.5).sub_(1.0)
+        if self.flip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        return x
+
+    def decode(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, channels, device = len(batch), batch.shape[1], batch.device
+        top, left = (c.to(device) for c in self._corners(n, batch.shape[-1] - self.size, generator))
+        steps = torch.arange(self.size, device=device)
+        windows = batch[
+            torch.arange(n, device=device)[:, None, None, None],
+            torch.arange(channels, device=device)[None, :, None, None],
+            (top[:, None] + steps)[:, None, :, None],
+            (left[:, None] + steps)[:, None, None, :],
+        ]
+        return super().decode(windows, generator)
+
+
+class LabelledCroppedImages(CroppedImages, LabelledUint8Images):
+    """:class:`CroppedImages` with a class label per image: item ``i`` is ``(x, int(labels[indices[i]]))``."""
+
+
+def _split(
+    images: torch.Tensor, indices: torch.Tensor, labels: Optional[torch.Tensor], params: ImageFolderParams, train: bool
+) -> Union[Uint8Images, CroppedImages]:
+    flip = params.flip and train
+    if params.crop == "center":
+        return Uint8Images(images, indices, flip=flip, labels=labels)
+    return CroppedImages(images, indices, flip=flip, labels=labels, size=params.resolution, random=train)
+
+
+def _bad_files(bad: list[list[str]]) -> str:
+    named = ", ".join(f"'{path}' ({why})" for path, why in bad[:LISTED_BAD])
+    more = f" and {len(bad) - LISTED_BAD} others" if len(bad) > LISTED_BAD else ""
+    return f"{named}{more}"
+
+
+def build(params: ImageFolderParams) -> DataSplits:
+    """Train and validation splits of the images under ``params.root``, cached as uint8, in [-1, 1]."""
+    listing = list_images(params)
+    folder, index = cached(listing, params)
+    bad = index["bad"]
+    if bad and not params.skip_bad:
+        raise ParameterError(
+            "root",
+            params.root,
+            f"images that all decode, but {len(bad)} of its {len(listing.files)} image files do not: "
+            f"{_bad_files(bad)}; fix or remove them, or set skip_bad=true to train without them",
+        )
+    files = index["files"]
+    val_mask = torch.tensor([held_out(path, params.split_seed, params.val_fraction) for path in files])
+    n_val = int(val_mask.sum())
+    if not 0 < n_val < len(files):
+        raise ParameterError(
+            "val_fraction",
+            params.val_fraction,
+            f"a share that holds out at least one of the {len(files)} images and keeps one for training, but it "
+            f"holds out {n_val} (each file by a hash of its path: try another split_seed, or another val_fraction)",
+        )
+    images = torch.from_numpy(np.load(folder / "images.npy", mmap_mode="c"))
+    labels = torch.tensor(index["labels"], dtype=torch.int64) if index["labels"] is not None else None
+    train_idx, val_idx = torch.nonzero(~val_mask).flatten(), torch.nonzero(val_mask).flatten()
+    side = params.resolution
+    colour = "RGB" if params.channels == 3 else "grey"
+    crop = (
+        "centre crop"
+        if params.crop == "center"
+        else f"random {side}x{side} crops of {stored_side(params)}-pixel images"
+    )
+    extras = [crop] + (["random horizontal flips"] if params.flip else [])
+    if index["classes"] is not None:
+        extras.append(f"{len(index['classes'])} classes")
+    if bad:
+        extras.append(f"skipped {len(bad)} files that do not decode")
+    return DataSplits(
+        train=_split(images, train_idx, labels, params, train=True),
+        val=_split(images, val_idx, labels, params, train=False),
+        shape=(params.channels, side, side),
+        cache_dir=str(folder),  # FID's reference statistics of the training split are cached beside the images
+        classes=index["classes"],
+        description=(
+            f"image folder '{params.root}' {side}x{side} {colour} in [-1, 1]: {len(train_idx)} train / "
+            f"{len(val_idx)} val images (val by a hash of each path, fraction {params.val_fraction:g}, "
+            f"seed {params.split_seed}), {', '.join(extras)}"
+        ),
+    )
