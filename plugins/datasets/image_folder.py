@@ -381,6 +381,15 @@ def build(params: ImageFolderParams) -> DataSplits:
             f"images that all decode, but {len(bad)} of its {len(listing.files)} image files do not: "
             f"{_bad_files(bad)}; fix or remove them, or set skip_bad=true to train without them",
         )
+    if bad:  # skip_bad: said now, above the run's header, and in the description
+        from sandbox.console import console
+
+        console.print(
+            f"skip_bad: skipping {len(bad)} of the {len(listing.files)} image files, which do not decode: "
+            f"{_bad_files(bad)}",
+            markup=False,
+            highlight=False,
+        )
     files = index["files"]
     val_mask = torch.tensor([held_out(path, params.split_seed, params.val_fraction) for path in files])
     n_val = int(val_mask.sum())

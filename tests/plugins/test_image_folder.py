@@ -190,7 +190,7 @@ def test_a_read_only_root_caches_in_the_user_cache(tmp_path):
     assert data.cache_dir and Path(data.cache_dir).is_relative_to(tmp_path / "user-cache")
 
 
-def test_a_file_that_does_not_decode_is_named_or_skipped_with_a_count(tmp_path, count_decodes):
+def test_a_file_that_does_not_decode_is_named_or_skipped_with_a_count(tmp_path, count_decodes, capsys):
     root = tmp_path / "images"
     write_plain(root, [f"{i}.png" for i in range(8)])
     for name in ("broken.png", "empty.jpg", "text.tif"):
@@ -200,7 +200,9 @@ def test_a_file_that_does_not_decode_is_named_or_skipped_with_a_count(tmp_path, 
     message = str(refused.value.in_section("dataset"))
     assert "'dataset.root'" in message and "3 of its 11 image files do not" in message
     assert "'broken.png'" in message and "skip_bad=true" in message
+    capsys.readouterr()
     skipped = image_folder.build(params(root, skip_bad=True))
+    assert "skip_bad: skipping 3 of the 11 image files" in " ".join(capsys.readouterr().out.split())
     assert len(count_decodes) == 11  # the cache of the first try is reused
     assert len(skipped.train) + len(skipped.val) == 8 and "skipped 3 files that do not decode" in skipped.description
     assert skipped.train.stored().shape[1:] == (3, 8, 8)
