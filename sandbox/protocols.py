@@ -116,6 +116,12 @@ class DataSplits:
     """``evaluate_classes(samples, labels) -> {metric: value}``: how well samples drawn for the classes
     ``labels`` (``int64 [N]``) show them, such as the share a classifier assigns to the requested class; the
     engine reports it for held-out real items with their own labels too."""
+    to_data: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    """``to_data(x) -> x`` in the data's own units: the inverse of the dataset's normalisation, for a dataset that
+    rescales its items (per-feature standardisation, say). The engine applies it to samples before it saves them
+    (``samples/final.pt``, ``sandbox sample``'s ``samples.pt``); everything else (``render``, ``evaluate``,
+    ``evaluate_classes``, FID) is given samples as the model draws them, like the items of ``train`` and ``val``,
+    so an ``evaluate`` that scores in data units applies ``to_data`` itself. None: the items are in data units."""
 
 
 def null_label(classes: int) -> int:

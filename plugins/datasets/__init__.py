@@ -8,6 +8,7 @@ from sandbox_plugins.datasets.params import (
     DigitsParams,
     GaussianMixtureParams,
     ImageFolderParams,
+    TensorFileParams,
     Toy2DParams,
 )
 
@@ -45,4 +46,10 @@ def register_datasets(register):
         "sandbox_plugins.datasets.toy2d:build",
         params=Toy2DParams,
         description="2-D toy sets (moons, swissroll, checkerboard, gaussians8), scored by sliced Wasserstein",
+    )
+    register(
+        "tensor_file",
+        "sandbox_plugins.datasets.tensor_file:build",
+        params=TensorFileParams,
+        description="Your own arrays of any item shape (.npy, .npz, .pt, .safetensors), normalised per feature",
     )

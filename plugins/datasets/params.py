@@ -172,3 +172,29 @@ class GaussianMixtureParams:
                     raise ParameterError(f"weights[{i}]", weight, "a finite weight >= 0")
             if not sum(self.weights) > 0:
                 raise ParameterError("weights", self.weights, "weights >= 0, not all zero")
+
+
+TENSOR_FILE_SUFFIXES = (".npy", ".npz", ".pt", ".safetensors")
+NORMALIZATIONS = ("standard", "minmax", "none")
+
+
+@dataclass
+class TensorFileParams:
+    """Your own arrays (vectors, sequences, images) from a .npy, .npz, .pt or .safetensors file."""
+
+    # fmt: off
+    path: str = ""              # the file (.npy, .npz, .pt or .safetensors), [N, ...]: N items of any shape
+    key: str = ""               # the array's name in a .npz, .safetensors or dict .pt; "" = the only array, else x
+    labels_key: str = ""        # integer class labels [N] in the same file (their name); "" = unlabelled
+    normalize: str = "standard"  # per feature: standard (mean 0, std 1), minmax ([-1, 1]) or none; training split
+    val_fraction: float = 0.1   # share of the items held out for validation (when val_size is 0)
+    val_size: int = 0           # held-out items (count); 0 = val_fraction of them
+    split_seed: int = 0         # seed of the permutation that picks the validation items
+    # fmt: on
+
+    def __post_init__(self) -> None:
+        if self.path and not str(self.path).lower().endswith(TENSOR_FILE_SUFFIXES):
+            raise ParameterError("path", self.path, f"a file ending in {', '.join(TENSOR_FILE_SUFFIXES)}")
+        one_of(self, "normalize", NORMALIZATIONS)
+        between(self, "val_fraction", 0.0, 1.0, low_open=True, high_open=True)
+        at_least(self, "val_size", 0)

@@ -136,6 +136,12 @@ def _reporting(denoise: Denoise, on_call: Callable[[int], None]) -> Denoise:
     return reported
 
 
+def in_data_units(parts: Parts, samples: torch.Tensor) -> torch.Tensor:
+    """``samples`` as they are saved: in the data's own units (the dataset's ``to_data``, where it has one)."""
+    to_data = parts.data.to_data
+    return to_data(samples) if to_data is not None else samples
+
+
 def real_heldout(parts: Parts, n: int) -> torch.Tensor:
     n = min(n, len(parts.data.val))
     return torch.stack([first_tensor(parts.data.val[i]) for i in range(n)]).float()
@@ -407,7 +413,8 @@ def _run_recipe(
     if picture is not None:
         save_png(picture, RunDir(run_dir).final_picture)
         events.emit("on_samples", step=trained.step, images=picture)
-    checkpoint.atomic_write(RunDir(run_dir).final_samples, lambda handle: torch.save(samples, handle))
+    saved = in_data_units(parts, samples)
+    checkpoint.atomic_write(RunDir(run_dir).final_samples, lambda handle: torch.save(saved, handle))
     if drawn.labels is not None:
         labels = drawn.labels
         checkpoint.atomic_write(RunDir(run_dir).final_labels, lambda handle: torch.save(labels, handle))

@@ -35,7 +35,16 @@ from sandbox.engine.health import sample_health
 from sandbox.engine.images import save_png
 from sandbox.engine.precond import LabelledDenoise, Preconditioned, exact_denoise
 from sandbox.engine.resume import RESUMABLE
-from sandbox.engine.run import FINAL_SEED, draw, guidance_text, real_heldout, render, sampling_record, score
+from sandbox.engine.run import (
+    FINAL_SEED,
+    draw,
+    guidance_text,
+    in_data_units,
+    real_heldout,
+    render,
+    sampling_record,
+    score,
+)
 from sandbox.engine.rundir import RunDir, SampleDir, atomic_write, new_run_dir, read_json, write_json
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.recipe import Recipe, load_recipe
@@ -224,7 +233,8 @@ def sample_run(
         picture = render(parts, samples, labels)
         if picture is not None:
             save_png(picture, folder.picture)
-        atomic_write(folder.samples, lambda handle: torch.save(samples, handle))
+        saved_samples = in_data_units(parts, samples)
+        atomic_write(folder.samples, lambda handle: torch.save(saved_samples, handle))
         if labels is not None:
             atomic_write(folder.labels, lambda handle: torch.save(labels, handle))
         if png:

@@ -59,7 +59,10 @@ def exact_data():
     """A built-in dataset with a closed-form denoiser (for analytic denoisers such as the oracle), or None."""
     for name in REGISTRY.names("dataset"):
         if name != "cifar10":
-            data = REGISTRY.get("dataset", name).build()
+            try:
+                data = REGISTRY.get("dataset", name).build()
+            except ParameterError:  # its defaults name no data (a file of your own): no closed form either
+                continue
             if data.exact_x0 is not None and len(data.shape) == 1:
                 return data
     return None
@@ -93,7 +96,9 @@ def dataset_params(tmp_path_factory):
         }
         (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}, protocol=2))
-    return {"cifar10": {"root": str(root), "verify": False, "val_size": 4}}
+    arrays = tmp_path_factory.mktemp("arrays") / "x.npy"
+    np.save(arrays, rng.normal(size=(16, 3)).astype(np.float32))
+    return {"cifar10": {"root": str(root), "verify": False, "val_size": 4}, "tensor_file": {"path": str(arrays)}}
 
 
 @pytest.fixture(scope="module", autouse=True)

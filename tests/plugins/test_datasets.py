@@ -98,9 +98,12 @@ DATASETS = get_registry().names("dataset")
 
 
 @pytest.fixture(scope="module", params=DATASETS)
-def built(request, fake_cifar):
+def built(request, fake_cifar, tmp_path_factory):
     component = get_registry().get("dataset", request.param)
     params = _cifar_params(fake_cifar[0]) if request.param == "cifar10" else component.default_params()
+    if request.param == "tensor_file":  # a small array file of its own
+        params.path = str(tmp_path_factory.mktemp("arrays") / "x.npy")
+        np.save(params.path, np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32))
     return request.param, component.build(params)
 
 
