@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from sandbox.console import console as default_console
 from sandbox.console import counter, fmt, progress, table
@@ -396,6 +397,8 @@ def _run_recipe(
         f"data: {len(parts.data.train):,} train, {len(parts.data.val):,} validation, shape "
         f"{tuple(parts.data.shape)}; run folder [bold]{run_dir}[/]"
     )
+    if parts.data.description:
+        console.print(f"data: {escape(parts.data.description)}", soft_wrap=True)
     if parts.exact_x0 is not None:  # an analytic denoiser: nothing to train
         trained = TrainState()
         denoise = exact_denoise(parts.exact_x0, parts.schedule, recipe.train.target, recipe.train.sigma_data)
