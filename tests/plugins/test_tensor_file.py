@@ -167,7 +167,8 @@ dataset: {dataset}
 schedule: {{name: cosine}}
 denoiser: {{name: mlp, hidden: 32, layers: 2}}
 sampler: {{name: ddim, steps: 8}}
-train: {{steps: {steps}, batch_size: 64, lr: 2e-3, target: v, log_every: 10, val_every: 0, sample_every: 0, warmup_steps: 2}}
+train: {{steps: {steps}, batch_size: 64, lr: 2e-3, target: v, warmup_steps: 2,
+        log_every: 10, val_every: 0, sample_every: 0}}
 eval: {{val_batches: 1, num_samples: 128, sample_batch: 128, grid_samples: 16}}
 run: {{device: cpu, seed: 0, threads: 1, output: {tmp_path / "runs"}}}
 """
@@ -300,3 +301,25 @@ def test_val_size_as_large_as_the_data_names_the_key(tmp_path, capsys):
     path = write(tmp_path / "p.npy", {"x": points(10)})
     err = refused(capsys, tmp_path, f"{{name: tensor_file, path: {path}, val_size: 10}}")
     assert "recipe key 'dataset.val_size': 10" in err
+
+
+class Payload:
+    """An object a full unpickler would construct: weights_only refuses it."""
+
+
+def test_a_pt_file_with_an_object_is_refused_not_run(tmp_path, capsys):
+    path = tmp_path / "obj.pt"
+    torch.save({"x": torch.zeros(4, 2), "payload": Payload()}, path)
+    err = refused(capsys, tmp_path, f"{{name: tensor_file, path: {path}}}")
+    assert "recipe key 'dataset.path'" in err and "a readable .pt file" in err
+
+
+def test_a_run_on_uint8_images_draws_a_grid_and_saves_pixel_values(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, size=(256, 1, 8, 8), dtype=np.uint8)
+    path = write(tmp_path / "images.safetensors", {"images": images})
+    assert cli.main(["run", str(recipe(tmp_path, f"{{name: tensor_file, path: {path}, normalize: minmax}}", 20))]) == 0
+    run_dir = only_run(tmp_path)
+    samples = torch.load(run_dir / "samples" / "final.pt", weights_only=True)
+    assert samples.shape == (128, 1, 8, 8)
+    assert 60 < float(samples.mean()) < 200  # pixel values around 127.5, not the model's [-1, 1]
+    assert (run_dir / "samples" / "final.png").is_file()  # (1, 8, 8) items: the engine's image grid
