@@ -9,6 +9,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -259,6 +261,22 @@ def test_a_pool_of_processes_stores_what_one_process_does(tmp_path, monkeypatch)
     assert pooled.cache_dir
     index = json.loads((Path(pooled.cache_dir) / "index.json").read_text())
     assert index["files"] == names and [path for path, _why in index["bad"]] == ["broken.png"]
+
+
+@pytest.mark.slow
+def test_a_pool_works_where_main_is_no_file(tmp_path):
+    """From ``python -`` (or a notebook) the decoding workers must not need to re-import ``__main__``."""
+    write_plain(tmp_path / "images", [f"{i}.png" for i in range(8)])
+    script = (
+        "from sandbox_plugins.datasets import image_folder\n"
+        "from sandbox_plugins.datasets.params import ImageFolderParams\n"
+        "image_folder.POOL_MIN_FILES = 0\n"
+        f"data = image_folder.build(ImageFolderParams(root={str(tmp_path / 'images')!r}, resolution=8, workers=2,"
+        " val_fraction=0.5))\n"
+        "print('items', len(data.train) + len(data.val))\n"
+    )
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "items 8" in done.stdout and "2 processes" in done.stdout, done.stderr[-2000:]
 
 
 # ------------------------------------------------------------------------------------------------ bad input
