@@ -117,6 +117,7 @@ BAD = [  # (overrides on recipes/quickstart.yaml, the exact recipe key(s) the me
     (["dataset.name=toy2d", "dataset.noise=-0.1"], "recipe key 'dataset.noise'"),
     (["dataset.name=cifar10", "dataset.val_size=0"], "recipe key 'dataset.val_size'"),
     (["dataset.name=tensor_file", "dataset.normalize=zscore"], "recipe key 'dataset.normalize'"),
+    (["dataset.name=image_folder", "dataset.channels=2"], "recipe key 'dataset.channels'"),
     (["dataset.name=gaussian_mixture", "dataset.radius=inf"], "recipe key 'dataset.radius'"),
     (
         ["dataset.name=gaussian_mixture", "dataset.weights=[1,2]"],

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sandbox import hookimpl
 from sandbox.errors import ParameterError
@@ -98,7 +99,14 @@ def dataset_params(tmp_path_factory):
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}, protocol=2))
     arrays = tmp_path_factory.mktemp("arrays") / "x.npy"
     np.save(arrays, rng.normal(size=(16, 3)).astype(np.float32))
-    return {"cifar10": {"root": str(root), "verify": False, "val_size": 4}, "tensor_file": {"path": str(arrays)}}
+    images = tmp_path_factory.mktemp("images")
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 256, size=(8 + i, 12, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    return {
+        "cifar10": {"root": str(root), "verify": False, "val_size": 4},
+        "tensor_file": {"path": str(arrays)},
+        "image_folder": {"root": str(images), "resolution": 8, "val_fraction": 0.25},
+    }
 
 
 @pytest.fixture(scope="module", autouse=True)

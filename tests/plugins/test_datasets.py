@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 from sandbox_plugins.datasets import digits_classifier
 from sandbox_plugins.datasets.metrics import sliced_wasserstein
 from sandbox_plugins.datasets.params import TOY_SHAPES, Cifar10Params, DigitsParams, Toy2DParams
@@ -104,6 +105,12 @@ def built(request, fake_cifar, tmp_path_factory):
     if request.param == "tensor_file":  # a small array file of its own
         params.path = str(tmp_path_factory.mktemp("arrays") / "x.npy")
         np.save(params.path, np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32))
+    if request.param == "image_folder":  # a few written images of its own, of mixed sizes
+        params.root, params.resolution, params.val_fraction = str(tmp_path_factory.mktemp("images")), 8, 0.25
+        rng = np.random.default_rng(0)
+        for i in range(16):
+            pixels = rng.integers(0, 256, size=(8 + i, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(f"{params.root}/{i}.png")
     return request.param, component.build(params)
 
 
