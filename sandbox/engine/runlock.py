@@ -4,6 +4,9 @@
 (:attr:`sandbox.engine.rundir.RunDir.lock`) with the holder's PID and host in
 it, so a second ``sandbox run --resume`` is refused naming them, and
 :func:`lock_holder` tells a reader whether a run that says "training" is alive.
+The record a lock file keeps of its holder is written and read here only
+(:func:`write_holder`, :func:`read_holder`, :func:`holder_alive`); the sweep's
+lock keeps the same record.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class RunInUse(SandboxError):
 
 
 def host() -> str:
+    """This machine's name, as a lock records its holder's."""
     return socket.gethostname()
 
 
@@ -41,13 +45,35 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _holder(fd: int) -> dict[str, Any] | None:
+def write_holder(fd: int) -> None:
+    """Record this process as the holder of the lock file open at ``fd``: ``{"pid", "host"}``, replacing what
+    was there."""
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": host()}).encode() + b"\n")
+
+
+def read_holder(fd: int) -> dict[str, Any] | None:
+    """The holder the lock file open at ``fd`` records (:func:`write_holder`), ``{"pid", "host"}``, or None when it
+    records none; a bare PID (a sweep lock written before the host was recorded) reads as ``{"pid", "host": None}``.
+    """
     os.lseek(fd, 0, os.SEEK_SET)
     try:
         data = json.loads(os.read(fd, 4096).decode())
     except ValueError:
         return None
+    if isinstance(data, int) and not isinstance(data, bool):
+        return {"pid": data, "host": None}
     return data if isinstance(data, dict) else None
+
+
+def holder_alive(holder: dict[str, Any]) -> bool:
+    """Whether a lock's recorded holder (:func:`read_holder`) still runs: its PID is looked up here when it held
+    the lock on this host (or did not say where); one on another host cannot be looked up and counts as alive."""
+    pid = holder.get("pid")
+    if not isinstance(pid, int):
+        return True
+    return holder.get("host") not in (None, host()) or pid_alive(pid)
 
 
 class RunLock:
@@ -78,7 +104,7 @@ class RunLock:
             except BlockingIOError:
                 time.sleep(0.02 * (attempt + 1))
         else:
-            holder = _holder(fd) or {}
+            holder = read_holder(fd) or {}
             os.close(fd)
             who = f"PID {holder.get('pid', '?')} on host {holder.get('host', '?')}"
             raise RunInUse(
@@ -87,8 +113,7 @@ class RunLock:
                 "run this command again"
             ) from None
         try:
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps({"pid": os.getpid(), "host": host()}).encode() + b"\n")
+            write_holder(fd)
         except OSError as exc:
             os.close(fd)
             raise SandboxError(f"could not write the lock {self.path}: {exc.strerror or exc}") from exc
@@ -115,7 +140,7 @@ def lock_holder(run_dir: str | Path) -> dict[str, Any] | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _holder(fd) or {"pid": None, "host": None}
+            return read_holder(fd) or {"pid": None, "host": None}
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:

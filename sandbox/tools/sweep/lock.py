@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.engine.rundir import SweepDir
-from sandbox.engine.runlock import pid_alive
+from sandbox.engine.runlock import holder_alive, host, read_holder, write_holder
 from sandbox.errors import SandboxError
 
 
 class SweepLock:
-    """An exclusive ``fcntl.flock`` on ``<sweep>/.lock``, which holds the sweep's PID.
+    """An exclusive ``fcntl.flock`` on ``<sweep>/.lock``, which records the sweep's PID and host as a run's lock
+    does (:func:`sandbox.engine.runlock.write_holder`).
 
     The OS releases it when the last process holding it ends, so a crashed
     sweep never leaves it stuck. The sweep's cell processes inherit it
@@ -33,19 +34,20 @@ class SweepLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip()
+            holder = read_holder(fd) or {}
             os.close(fd)
-            if not holder.isdigit():
+            pid, where = holder.get("pid"), holder.get("host")
+            on = f" on host {where}" if where not in (None, host()) else ""
+            if not isinstance(pid, int):
                 who = "another sandbox sweep"
-            elif pid_alive(int(holder)):
-                who = f"another sandbox sweep, PID {holder} (stop it with kill {holder})"
+            elif holder_alive(holder):
+                who = f"another sandbox sweep, PID {pid}{on} (stop it with kill {pid}{on})"
             else:
-                who = f"the cell processes of sandbox sweep PID {holder}, which ended; they stop within a step"
+                who = f"the cell processes of sandbox sweep PID {pid}, which ended; they stop within a step"
             raise SandboxError(
                 f"sweep folder {self.sweep_dir} is in use by {who}; run this command again when it is free"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        write_holder(fd)
         self.fd = fd
         return self
 
