@@ -5,8 +5,9 @@ into ``sweep.json``, one run folder per cell, and each launcher submission
 into ``jobs.json`` (:class:`sandbox.engine.rundir.SweepDir` names them). Two
 tools read them: the sweep (``--status``, and before it submits or runs a
 cell) and the summary (what a live sweep's unfinished cells are doing). What
-both need lives here, below them: the state of each cell
-(:func:`sweep_status`), the record of the launchers' jobs and their states
+both need lives here, below them: the state of a run folder, a cell's or one
+run's that ``sandbox run --launcher`` submitted (:func:`folder_state`), and of
+each cell (:func:`sweep_status`), the record of the launchers' jobs and their states
 (:func:`read_jobs`, :func:`job_states`), and how an axis value is spelled on
 the command line (:func:`split_list`, :func:`parse_value`), which ``--axis``
 and ``--baseline`` share so that a baseline matches the values a sweep recorded.
@@ -173,19 +174,72 @@ class CellStatus:
 
 
 def _step_of(run: RunDir) -> tuple[str | None, Any]:
-    """A cell folder's ``status.json`` status and step (the step it started or stopped at)."""
+    """A run folder's ``status.json`` status and step (the step it started or stopped at)."""
     status = read_json(run.status) if run.status.exists() else None
     return (status.get("status"), status.get("step")) if isinstance(status, dict) else (None, None)
 
 
 def _checkpointed(run: RunDir) -> int | None:
-    """The step of a cell folder's newest step checkpoint, from the file names (without importing torch)."""
+    """The step of a run folder's newest step checkpoint, from the file names (without importing torch)."""
     steps = [int(m.group(1)) for p in run.checkpoints.glob("step_*.pt") if (m := re.match(r"step_(\d+)\.pt$", p.name))]
     return max(steps) if steps else None
 
 
+def folder_state(
+    run_dir: str | Path,
+    job: tuple[dict[str, Any], JobState] | None = None,
+    *,
+    resume: str,
+    sweep_pid: int | None = None,
+) -> tuple[str, str]:
+    """A run folder's state and its detail, as ``sandbox sweep --status`` shows a cell's and ``sandbox run
+    --status`` a run's: the first of these that holds.
+
+    - ``done``: its ``summary.json`` is readable;
+    - ``queued`` or ``running``: its newest job (``job``: the record and the launcher's state) is queued or
+      running, and running once the run has begun in the folder;
+    - ``unknown``: the launcher cannot tell;
+    - ``running``: a process holds the folder's lock (:func:`~sandbox.engine.runlock.lock_holder`);
+    - ``failed``: its ``error.json``;
+    - ``running``: ``sweep_pid``, the live local sweep that runs it, is given;
+    - ``interrupted``: ``status.json`` says training while nothing holds the lock (the process died), or says
+      interrupted (stopped after a checkpoint); ``resume`` says how it resumes;
+    - ``failed``: its job ended without a result;
+    - else ``to run``.
+    """
+    run = RunDir(run_dir)
+    record, state = job if job is not None else (None, None)
+    name = f"job {record.get('job_id')}" if record is not None else ""
+    status, step = _step_of(run)
+    saved = _checkpointed(run)
+    error = read_json(run.error) if run.error.exists() else None
+    if isinstance(read_json(run.summary), dict):
+        return "done", ""
+    if state is not None and state.phase in ("queued", "running"):
+        detail = state.raw if saved is None else f"{state.raw}, checkpoint at step {saved}"
+        return ("running" if state.phase == "running" and run.is_run() else "queued"), detail
+    if state is not None and state.phase == "unknown":
+        return "unknown", f"{name}: {state.raw}; not submitted again meanwhile"
+    if (holder := lock_holder(run.path)) is not None:
+        return "running", f"step {step} (PID {holder.get('pid')} on {holder.get('host')})"
+    if isinstance(error, dict):
+        return "failed", str(error.get("message", f"{run.ERROR} is unreadable"))
+    if sweep_pid is not None:
+        return "running", f"step {step} (sandbox sweep PID {sweep_pid})"
+    where = f"checkpoint at step {saved}" if saved is not None else "no checkpoint"
+    if status == "training":  # its lock is free: the process that trained it is gone
+        return "interrupted", f"died at or after step {step} ({where}); {resume}"
+    if status == "interrupted":
+        return "interrupted", f"stopped at step {step} ({where}); {resume}"
+    if state is not None:
+        after = f" after step {step}" if step is not None else ""
+        return "failed", f"{name} ended ({state.raw}) without a result{after}"
+    return "to run", ""
+
+
 def sweep_status(sweep_dir: str | Path, registry: Registry | None = None) -> list[CellStatus]:
-    """Each cell of the sweep in ``sweep_dir`` (its ``sweep.json``), from its folder and its newest job's state."""
+    """Each cell of the sweep in ``sweep_dir`` (its ``sweep.json``), from its folder and its newest job's state
+    (:func:`folder_state`)."""
     sweep = SweepDir(sweep_dir)
     plan = read_json(sweep.plan)
     if not isinstance(plan, dict) or not isinstance(plan.get("cells"), list):
@@ -198,37 +252,18 @@ def sweep_status(sweep_dir: str | Path, registry: Registry | None = None) -> lis
         if entry["id"] in seen:
             continue  # a duplicate cell shares its twin's folder
         seen.add(entry["id"])
-        run = RunDir(sweep.cell(entry["id"]))
         row = CellStatus(entry["id"], dict(entry.get("group", {})), int(entry.get("seed", 0)), "to run")
-        job, state = jobs.get(entry["id"], (None, None))
+        job = jobs.get(entry["id"])
         if job is not None:
-            row.job, row.log = str(job.get("job_id")), job.get("stderr")
-        status, step = _step_of(run)
-        error = read_json(run.error) if run.error.exists() else None
+            row.job, row.log = str(job[0].get("job_id")), job[0].get("stderr")
         if entry.get("status") == "invalid":
             row.state, row.detail = "invalid", entry.get("error") or ""
-        elif isinstance(read_json(run.summary), dict):
-            row.state = "done"
-        elif state is not None and state.phase in ("queued", "running"):
-            row.state = "running" if state.phase == "running" and run.path.exists() else "queued"
-            saved = _checkpointed(run)
-            row.detail = state.raw if saved is None else f"{state.raw}, checkpoint at step {saved}"
-        elif state is not None and state.phase == "unknown":
-            row.state, row.detail = "unknown", f"job {row.job}: {state.raw}; not submitted again meanwhile"
-        elif isinstance(error, dict):
-            row.state, row.detail = "failed", str(error.get("message", f"{run.ERROR} is unreadable"))
-        elif status == "training" and (holder := lock_holder(run.path)) is not None:
-            row.state, row.detail = "running", f"step {step} (PID {holder.get('pid')} on {holder.get('host')})"
-        elif local and entry.get("status") == "running":
-            row.state, row.detail = "running", f"step {step} (sandbox sweep PID {plan['pid']})"
-        elif status == "training":  # its lock is free: the process that trained it is gone
-            row.state, row.detail = "interrupted", f"died at or after step {step}; sandbox sweep resumes it"
-        elif status == "interrupted":
-            row.state, row.detail = "interrupted", f"checkpoint at step {step}; sandbox sweep resumes it"
-        elif state is not None:
-            row.state = "failed"
-            row.detail = f"job {row.job} ended ({state.raw}) without a result" + (
-                f" after step {step}" if step is not None else ""
+        else:
+            row.state, row.detail = folder_state(
+                sweep.cell(entry["id"]),
+                job,
+                resume="sandbox sweep resumes it",
+                sweep_pid=plan["pid"] if local and entry.get("status") == "running" else None,
             )
         rows.append(row)
     return rows

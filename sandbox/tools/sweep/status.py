@@ -1,5 +1,6 @@
 """``sandbox sweep --status``: one row per cell, done, running, queued, failed, ... (read by
-:func:`sandbox.engine.sweepdir.sweep_status`); ``sandbox run --status``: the same for one run folder."""
+:func:`sandbox.engine.sweepdir.sweep_status`); ``sandbox run --status``: the same for one run folder (both states
+from :func:`sandbox.engine.sweepdir.folder_state`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from sandbox.engine.rundir import RunDir, read_json
-from sandbox.engine.runlock import lock_holder
-from sandbox.engine.sweepdir import STATES, CellStatus, _checkpointed, _step_of, job_states, read_jobs
+from sandbox.engine.rundir import RunDir
+from sandbox.engine.sweepdir import STATES, CellStatus, folder_state, job_states, read_jobs
 from sandbox.errors import SandboxError
 from sandbox.registry import Registry
 
@@ -43,40 +43,21 @@ def status_table(sweep_dir: Path, rows: list[CellStatus]) -> Table:
 
 
 def run_status(run_dir: str | Path, registry: Registry | None = None) -> CellStatus:
-    """A run folder's state as ``sandbox sweep --status`` gives a cell's, from its files and its newest job's
-    state (``jobs.json``, written by ``sandbox run --launcher``): done, queued, running, failed, interrupted."""
+    """A run folder's state as ``sandbox sweep --status`` gives a cell's
+    (:func:`sandbox.engine.sweepdir.folder_state`), from its files and its newest job's state (``jobs.json``,
+    written by ``sandbox run --launcher``): done, queued, running, failed, interrupted."""
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise SandboxError(f"{run.path}: no such run folder")
     recorded = read_jobs(run.path)
     if not run.recipe.is_file() and not recorded:
         raise SandboxError(f"{run.path} is not a run folder (it has no {RunDir.RECIPE} and no recorded job)")
-    job, state = job_states(run.path, registry).get(run.path.name, (None, None)) if recorded else (None, None)
+    job = job_states(run.path, registry).get(run.path.name) if recorded else None
     row = CellStatus(run.path.name, {}, 0, "to run")
     if job is not None:
-        row.job, row.log = str(job.get("job_id")), job.get("stderr")
-    again = f"sandbox run --resume {run.path}" + (f" --launcher {job['launcher']}" if job is not None else "")
-    status, step = _step_of(run)
-    error = read_json(run.error) if run.error.exists() else None
-    holder = lock_holder(run.path)
-    if isinstance(read_json(run.summary), dict):
-        row.state = "done"
-    elif state is not None and state.phase in ("queued", "running"):
-        row.state = "running" if state.phase == "running" and run.recipe.exists() else "queued"
-        saved = _checkpointed(run)
-        row.detail = state.raw if saved is None else f"{state.raw}, checkpoint at step {saved}"
-    elif state is not None and state.phase == "unknown":
-        row.state, row.detail = "unknown", f"job {row.job}: {state.raw}; not submitted again meanwhile"
-    elif holder is not None:
-        row.state, row.detail = "running", f"step {step} (PID {holder.get('pid')} on {holder.get('host')})"
-    elif isinstance(error, dict):
-        row.state, row.detail = "failed", str(error.get("message", f"{run.ERROR} is unreadable"))
-    elif status in ("training", "interrupted"):
-        how = f"checkpoint at step {_checkpointed(run)}" if _checkpointed(run) is not None else f"step {step}"
-        row.state, row.detail = "interrupted", f"stopped at or after step {step} ({how}); resume it: {again}"
-    elif state is not None:
-        row.state = "failed"
-        row.detail = f"job {row.job} ended ({state.raw}) without a result"
+        row.job, row.log = str(job[0].get("job_id")), job[0].get("stderr")
+    again = f"sandbox run --resume {run.path}" + (f" --launcher {job[0]['launcher']}" if job is not None else "")
+    row.state, row.detail = folder_state(run.path, job, resume=f"resume it: {again}")
     return row
 
 
