@@ -13,7 +13,8 @@ from rich.console import Console
 from sandbox import cli, hookimpl
 from sandbox.registry import get_registry, load_registry
 from sandbox.targets import TARGETS
-from sandbox.tools.doctor.oracle import BAD, DIVERGED, FAILED, INACCURATE, NONFINITE, NOT_RUN, OK, run_doctor
+from sandbox.tools.doctor.cells import BAD, DIVERGED, FAILED, INACCURATE, NONFINITE, NOT_RUN, OK
+from sandbox.tools.doctor.oracle import run_doctor
 from sandbox.tools.doctor.report import render
 
 REGISTRY = get_registry()
@@ -224,7 +225,7 @@ def test_an_unknown_grid_is_refused(capsys):
 
 
 def test_guided_rows_check_each_sampler_class_by_class_at_the_largest_budget():
-    from sandbox.tools.doctor.oracle import FINAL_CLASS_SWD
+    from sandbox.tools.doctor.guided import FINAL_CLASS_SWD
     from sandbox.tools.doctor.report import render_guided
 
     report = run_doctor(samples=500, budgets=(10, 25), samplers=["ddim", "heun"], schedules=["edm"], targets=["v"])
@@ -249,9 +250,9 @@ def test_guided_rows_check_each_sampler_class_by_class_at_the_largest_budget():
 
 
 def test_guided_rows_catch_sampling_that_ignores_the_class(monkeypatch):
-    from sandbox.tools.doctor import oracle
+    from sandbox.tools.doctor import guided
 
-    monkeypatch.setattr(oracle, "GUIDED", {"scale": 0.0})  # w = 0: the unconditional mixture for every class
+    monkeypatch.setattr(guided, "GUIDED", {"scale": 0.0})  # w = 0: the unconditional mixture for every class
     report = run_doctor(samples=300, budgets=(25,), samplers=["dpmpp_2m"], schedules=["cosine"], targets=["x0"])
     (row,) = report.guided
     assert row.guidance == "cfg w=0" and row.cells[0].status == INACCURATE and "class_swd" in row.cells[0].error

@@ -5,10 +5,11 @@ exact ``E[x_0 | x_t]`` of a fixed 2-D ``gaussian_mixture``, so whatever
 distance remains between the samples and the mixture is the sampler's and
 the schedule's own discretisation error (plus the target conversion of
 :func:`sandbox.engine.precond.exact_denoise` and the finite-sample noise floor). Each
-combination runs at a few budgets of network evaluations (NFE); a cell fails
-when it raises, returns non-finite values, lands farther from the mixture
-than :data:`DIVERGED_SWD`, or, at the largest budget, is not below
-:data:`FINAL_SWD`. A cell that passes but scores worse than the sampler's
+combination runs at a few budgets of network evaluations (NFE); a cell
+(:mod:`sandbox.tools.doctor.cells`) fails when it raises, returns non-finite
+values, lands farther from the mixture than
+:data:`~sandbox.tools.doctor.cells.DIVERGED_SWD`, or, at the largest budget, is
+not below :data:`FINAL_SWD`. A cell that passes but scores worse than the sampler's
 starting noise itself (the prior, N(0, I)) is shown in yellow: legitimate
 for a coarse budget, worth knowing before choosing one.
 
@@ -16,23 +17,19 @@ Each sampler runs on its own default time grid, or (``grids``) on each named
 registered grid, ``all`` for every one; a sampler without a ``grid`` parameter
 runs its defaults. The doctor iterates the registry: a sampler, grid or
 schedule is checked the moment it registers. It names only the three built-ins it uses on purpose, the
-``oracle`` denoiser, the ``gaussian_mixture`` dataset and the ``cfg`` guidance. A sampler's ``steps`` at a
+``oracle`` denoiser, the ``gaussian_mixture`` dataset and the ``cfg`` guidance
+(:data:`sandbox.tools.doctor.guided.GUIDANCE`). A sampler's ``steps`` at a
 budget are :func:`sandbox.sampling.steps_for_budget`'s.
 
-Guided rows check class-conditional sampling: each sampler, on its own grid, the first schedule and at
-the largest budget only, draws every starting point for a class (the held-out draw's labels, so the classes
-come in the mixture's proportions) through :data:`GUIDANCE` at :data:`GUIDED` (``w = 1``: exactly each
-class's own component) with the exact conditional ``E[x_0 | x_t, c]``. A row fails as a cell does, with
-the mixture's ``class_swd`` (each class's distance to its exact component) in place of the distance and
-:data:`FINAL_CLASS_SWD` in place of :data:`FINAL_SWD`; the held-out draw's own ``class_swd`` is its floor.
+The guided rows (:mod:`sandbox.tools.doctor.guided`) check class-conditional
+sampling: each sampler once, through a guidance, scored class by class.
 
-:func:`run_doctor` runs the matrix; :mod:`sandbox.tools.doctor.report` prints it.
+:func:`run_doctor` runs the matrix and the guided rows; :mod:`sandbox.tools.doctor.report` prints them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,19 +39,30 @@ import torch
 from rich.console import Console
 
 from sandbox.console import counter
-from sandbox.engine.condition import Conditions, steer
 from sandbox.engine.precond import exact_denoise
 from sandbox.engine.rundir import json_safe
 from sandbox.errors import SandboxError
-from sandbox.protocols import first_tensor, item_label, null_label
-from sandbox.registry import Component, Registry, get_registry, use_registry
-from sandbox.sampling import CountingDenoise, nfe_for_steps, steps_for_budget
+from sandbox.protocols import first_tensor
+from sandbox.registry import Registry, get_registry, use_registry
 from sandbox.targets import TARGETS
+from sandbox.tools.doctor.cells import (
+    BAD,
+    DIVERGED_SWD,
+    FAILED,
+    NOT_RUN,
+    OK,
+    Cell,
+    Row,
+    grid_label,
+    has_param,
+    plan,
+    run_cell,
+    with_params,
+)
+from sandbox.tools.doctor.guided import FINAL_CLASS_SWD, GUIDANCE, GUIDED, class_floor, guided_label, guided_row
 
 DATASET = "gaussian_mixture"
 DENOISER = "oracle"
-GUIDANCE = "cfg"
-GUIDED = {"scale": 1.0}  # classifier-free guidance at w = 1: exactly each class's own distribution
 #: the fixed mixture: 8 components of std 0.1 on the unit circle, unequal weights
 MIXTURE = {
     "dim": 2,
@@ -68,39 +76,8 @@ MIXTURE = {
 # fmt: off
 BUDGETS = (10, 25, 100)  # NFE budgets (network evaluations per sample)
 SAMPLES = 2000           # samples per cell
-DIVERGED_SWD = 2.0       # sliced Wasserstein distance above which a cell diverged: twice the mixture's radius
 FINAL_SWD = 0.1          # the largest budget must score below this (noise floor of 2,000 exact draws: about 0.03)
-FINAL_CLASS_SWD = 0.05   # a guided row's class_swd must be below this (its floor, the held-out draw: about 0.015)
 # fmt: on
-
-OK, FAILED, NONFINITE, DIVERGED, INACCURATE, NOT_RUN = "ok", "failed", "non-finite", "diverged", "inaccurate", "n/a"
-BAD = (FAILED, NONFINITE, DIVERGED, INACCURATE)
-
-
-@dataclass
-class Cell:
-    """One (sampler, schedule, target) at one NFE budget."""
-
-    # fmt: off
-    budget: int
-    status: str = NOT_RUN
-    steps: int | None = None                # the sampler's `steps` parameter used (None: its defaults)
-    nfe: int | None = None                  # denoise calls per sample made (guided: network evaluations)
-    swd: float | None = None                # sliced Wasserstein distance to the exact mixture (guided: class_swd)
-    gauss_w2: float | None = None           # W2 between fitted and exact Gaussians
-    seconds: float = 0.0
-    error: str = ""
-    # fmt: on
-
-
-@dataclass
-class Row:
-    sampler: str
-    schedule: str
-    target: str
-    cells: list[Cell]
-    grid: str = "-"  # the time grid (sampler.grid); "-": a sampler without one
-    guidance: str = ""  # guided rows: the guidance, e.g. "cfg w=1" (their cells' swd is the class_swd)
 
 
 @dataclass
@@ -154,77 +131,6 @@ class Report:
                 "guided_rows": [dataclasses.asdict(row) for row in self.guided],
             }
         )
-
-
-def _with(component: Component, **values: Any) -> Any:
-    params = component.default_params()
-    for key, value in values.items():
-        setattr(params, key, value)
-    return params
-
-
-def has_steps(component: Component) -> bool:
-    """Whether the component's parameters have a ``steps`` field the doctor can set."""
-    return _has(component, "steps")
-
-
-def _has(component: Component, key: str) -> bool:
-    return component.params is not None and key in {f.name for f in dataclasses.fields(component.params)}
-
-
-def grid_label(component: Component, grid: Any = None) -> str:
-    """The grid a row runs on: ``grid``, else the sampler's default ``grid`` (a list is shown as its length)."""
-    if not _has(component, "grid"):
-        return "-"
-    value = grid if grid is not None else component.default_params().grid
-    return value if isinstance(value, str) else f"{len(value)} times"
-
-
-def _run_cell(
-    cell: Cell,
-    component: Component,
-    params: Any,
-    schedule,
-    denoiser,
-    noise: torch.Tensor,
-    evaluate,
-    seed: int,
-    final: bool,
-    *,
-    metric: str = "swd",
-    limit: float = FINAL_SWD,
-) -> None:
-    """Sample ``noise`` with ``params`` and score the result by ``evaluate(out)[metric]``: diverged above
-    :data:`DIVERGED_SWD`, inaccurate at the ``final`` budget unless below ``limit``."""
-    start = time.perf_counter()
-    try:
-        sampler = component.build(params)
-        counter = CountingDenoise(denoiser)
-        out = sampler(counter, noise.clone(), schedule, generator=torch.Generator().manual_seed(seed))
-        cell.nfe = counter.nfe
-        if not isinstance(out, torch.Tensor) or out.shape != noise.shape:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise TypeError(f"the sampler returned {shape}; expected a tensor of shape {tuple(noise.shape)}")
-        if not bool(torch.isfinite(out).all()):
-            cell.status = NONFINITE
-            cell.error = f"{int((~torch.isfinite(out)).any(dim=1).sum())} of {len(out)} samples are not finite"
-            return
-        scores = evaluate(out)
-        cell.swd = float(scores[metric])
-        cell.gauss_w2 = float(scores["gauss_w2"]) if "gauss_w2" in scores else None
-        if not cell.swd <= DIVERGED_SWD:
-            cell.status = DIVERGED
-            cell.error = f"sliced Wasserstein distance {cell.swd:.3g} > {DIVERGED_SWD}"
-        elif final and not cell.swd < limit:
-            cell.status = INACCURATE
-            cell.error = f"at the largest budget the distance {cell.swd:.3g} ({metric}) is not below {limit}"
-        else:
-            cell.status = OK
-    except Exception as exc:
-        cell.status = FAILED
-        cell.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        cell.seconds = time.perf_counter() - start
 
 
 def _selected(names: Iterable[str], only: Sequence[str] | None, kind: str, registry: Registry) -> list[str]:
@@ -288,7 +194,7 @@ def _run(
 ) -> Report:
     start = time.perf_counter()
     data_component = registry.get("dataset", DATASET)
-    data = data_component.build(_with(data_component, **{**MIXTURE, "n_val": samples}))
+    data = data_component.build(with_params(data_component, **{**MIXTURE, "n_val": samples}))
     oracle_component = registry.get("denoiser", DENOISER)
     exact_x0 = oracle_component.build(oracle_component.default_params(), tuple(data.shape)).bind(data)
 
@@ -309,7 +215,7 @@ def _run(
     runs = [
         (name, grid)
         for name in sampler_names
-        for grid in (grid_names if _has(registry.get("sampler", name), "grid") else [None])
+        for grid in (grid_names if has_param(registry.get("sampler", name), "grid") else [None])
     ]
     guided_target = "x0" if "x0" in target_names else target_names[0]
     conditional = data.classes is not None and data.evaluate_classes is not None
@@ -328,8 +234,8 @@ def _run(
             for sampler_name, grid in runs:
                 component = registry.get("sampler", sampler_name)
                 label = grid_label(component, grid)
-                plan = (
-                    _plan(component, schedule, budgets, exact_denoise(exact_x0, schedule), tuple(data.shape), grid)
+                steps_at = (
+                    plan(component, schedule, budgets, exact_denoise(exact_x0, schedule), tuple(data.shape), grid)
                     if schedule is not None
                     else {}
                 )
@@ -338,20 +244,20 @@ def _run(
                     row = Row(sampler_name, schedule_name, target, cells, label)
                     rows.append(row)
                     bar.update(task, description=f"doctor: {sampler_name} / {label} / {schedule_name} / {target}")
-                    if schedule is None or isinstance(plan, str):
+                    if schedule is None or isinstance(steps_at, str):
                         for cell in cells:
-                            cell.status, cell.error = FAILED, schedule_error or str(plan)
+                            cell.status, cell.error = FAILED, schedule_error or str(steps_at)
                         bar.advance(task, len(cells))
                         continue
                     denoiser = exact_denoise(exact_x0, schedule, target)
-                    last = max(plan)
-                    for i, steps in plan.items():
+                    last = max(steps_at)
+                    for i, steps in steps_at.items():
                         cells[i].steps = steps
                         values: dict[str, Any] = {"steps": steps} if steps is not None else {}
                         if grid is not None:
                             values["grid"] = grid
-                        params = _with(component, **values)
-                        _run_cell(
+                        params = with_params(component, **values)
+                        run_cell(
                             cells[i],
                             component,
                             params,
@@ -361,19 +267,19 @@ def _run(
                             data.evaluate,
                             seed + 2,
                             final=i == last,
+                            limit=FINAL_SWD,
                         )
                     bar.advance(task, len(cells))
         guided: list[Row] = []
-        class_floor: dict[str, float] = {}
+        floor: dict[str, float] = {}
         if conditional:
-            labels = torch.stack([item_label(item) for item in held_out])
-            class_floor = data.evaluate_classes(torch.stack([first_tensor(item) for item in held_out]), labels)
+            labels, floor = class_floor(data, held_out)
             # one guided row per sampler, on the first schedule and at the largest budget only: the matrix
             # above covers the schedules; these check that each sampler carries the classes through guidance
             for sampler_name in sampler_names:
-                bar.update(task, description=f"doctor: {sampler_name} / {schedule_names[0]} / {_guided_label()}")
+                bar.update(task, description=f"doctor: {sampler_name} / {schedule_names[0]} / {guided_label()}")
                 guided.append(
-                    _guided_row(
+                    guided_row(
                         registry,
                         sampler_name,
                         schedule_names[0],
@@ -396,76 +302,5 @@ def _run(
         seconds=time.perf_counter() - start,
         providers=providers,
         guided=guided,
-        class_noise_floor=class_floor,
+        class_noise_floor=floor,
     )
-
-
-def _guided_row(
-    registry: Registry,
-    sampler_name: str,
-    schedule_name: str,
-    target: str,
-    budget: int,
-    exact_x0,
-    data,
-    labels: torch.Tensor,
-    noise: torch.Tensor,
-    seed: int,
-) -> Row:
-    """One sampler on its own grid, drawing each noise row for its label under :data:`GUIDANCE` at
-    :data:`GUIDED`, at ``budget``; scored by ``class_swd`` (each class against its exact component)."""
-    component = registry.get("sampler", sampler_name)
-    cell = Cell(budget=budget)
-    row = Row(sampler_name, schedule_name, target, [cell], grid_label(component), _guided_label())
-    try:
-        schedule_component = registry.get("schedule", schedule_name)
-        schedule = schedule_component.build(schedule_component.default_params())
-        guidance_component = registry.get("guidance", GUIDANCE)
-        guidance = guidance_component.build(dataclasses.replace(guidance_component.default_params(), **GUIDED))
-        plan = _plan(component, schedule, (budget,), exact_denoise(exact_x0, schedule), tuple(noise.shape[1:]))
-        if isinstance(plan, str):
-            raise SandboxError(plan)
-    except Exception as exc:
-        cell.status, cell.error = FAILED, f"{type(exc).__name__}: {exc}"
-        return row
-    cell.steps = plan[0]
-    params = _with(component, **({"steps": cell.steps} if cell.steps is not None else {}))
-    model = exact_denoise(exact_x0, schedule, target)  # model(x_t, t, labels): the exact E[x_0 | x_t, c]
-    conditions = Conditions(model, labels, null_label(len(data.classes)), schedule)
-    denoiser = steer(guidance, conditions)
-    _run_cell(
-        cell,
-        component,
-        params,
-        schedule,
-        denoiser,
-        noise,
-        lambda out: data.evaluate_classes(out, labels),
-        seed + 2,
-        final=True,
-        metric="class_swd",
-        limit=FINAL_CLASS_SWD,
-    )
-    if cell.nfe is not None:  # network evaluations per sample, which guidance may make more than denoise calls
-        cell.nfe = conditions.evaluations
-    return row
-
-
-def _guided_label() -> str:
-    """``cfg w=1``: the guidance of the guided rows."""
-    return f"{GUIDANCE} w={GUIDED['scale']:g}"
-
-
-def _plan(
-    component: Component, schedule, budgets: tuple[int, ...], denoise, shape: tuple[int, ...], grid: str | None = None
-) -> dict[int, int | None] | str:
-    """Budget column -> the sampler's ``steps`` there; a sampler without ``steps`` runs its defaults once,
-    in the column whose budget is nearest (in log) to its NFE. A string is the reason no plan exists."""
-    try:
-        if has_steps(component):
-            return {i: steps_for_budget(component, schedule, b, denoise, shape, grid) for i, b in enumerate(budgets)}
-        nfe = nfe_for_steps(component, schedule, None, denoise, shape, grid)
-        column = min(range(len(budgets)), key=lambda i: abs(math.log(max(nfe, 1) / budgets[i])))
-        return {column: None}
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"

@@ -16,21 +16,9 @@ from sandbox.engine.rundir import write_json
 from sandbox.errors import SandboxError
 from sandbox.plugins import LOCAL_PREFIX, is_path
 from sandbox.registry import get_registry, with_local
-from sandbox.tools.doctor.oracle import (
-    BAD,
-    BUDGETS,
-    DIVERGED_SWD,
-    FAILED,
-    FINAL_CLASS_SWD,
-    FINAL_SWD,
-    NONFINITE,
-    NOT_RUN,
-    OK,
-    SAMPLES,
-    Cell,
-    Report,
-    run_doctor,
-)
+from sandbox.tools.doctor.cells import BAD, DIVERGED_SWD, FAILED, NONFINITE, NOT_RUN, OK, Cell
+from sandbox.tools.doctor.guided import FINAL_CLASS_SWD
+from sandbox.tools.doctor.oracle import BUDGETS, FINAL_SWD, SAMPLES, Report, run_doctor
 
 
 def render(report: Report, *, title: str | None = None) -> Table:
