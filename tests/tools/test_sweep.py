@@ -1,5 +1,5 @@
 """``sandbox sweep``: plan expansion, cell identity, resuming, invalid and failing cells, parallel jobs,
-signals, the folder lock."""
+signals, the folder lock and its holder record, run and cell states."""
 
 from __future__ import annotations
 
@@ -242,3 +242,56 @@ def text_of(renderable) -> str:
     console = Console(record=True, width=200)
     console.print(renderable)
     return console.export_text()
+
+
+def test_a_run_and_a_sweep_cell_climb_the_same_ladder_of_states(tmp_path):
+    from sandbox.engine.rundir import RunDir, SweepDir, write_json
+    from sandbox.engine.runlock import RunLock
+    from sandbox.engine.sweepdir import CellStatus, sweep_status
+    from sandbox.tools.sweep.status import run_status
+
+    sweep = SweepDir(tmp_path / "sweep")
+    sweep.path.mkdir()
+    write_json(sweep.plan, {"state": "done", "cells": [{"id": "c0", "group": {}, "seed": 0, "status": "running"}]})
+    for folder in (tmp_path / "run", sweep.cell("c0")):
+        run = RunDir(folder)
+        run.checkpoints.mkdir(parents=True)
+        run.recipe.write_text("name: tiny\n")
+        (run.checkpoints / "step_000005.pt").write_bytes(b"")
+        write_json(run.status, {"status": "training", "step": 7})
+
+    def states() -> tuple[CellStatus, CellStatus]:
+        return run_status(tmp_path / "run"), sweep_status(sweep.path)[0]
+
+    resumes = (f"resume it: sandbox run --resume {tmp_path / 'run'}", "sandbox sweep resumes it")
+    for row, resume in zip(states(), resumes, strict=True):
+        assert row.state == "interrupted"
+        assert row.detail == f"died at or after step 7 (checkpoint at step 5); {resume}"
+    with RunLock(tmp_path / "run"), RunLock(sweep.cell("c0")):
+        assert all(row.state == "running" and "step 7 (PID" in row.detail for row in states())
+    for folder in (tmp_path / "run", sweep.cell("c0")):
+        write_json(RunDir(folder).status, {"status": "interrupted", "step": 5})
+    assert all(row.state == "interrupted" and row.detail.startswith("stopped at step 5") for row in states())
+    for folder in (tmp_path / "run", sweep.cell("c0")):
+        write_json(RunDir(folder).error, {"message": "it broke"})
+    assert all((row.state, row.detail) == ("failed", "it broke") for row in states())
+    for folder in (tmp_path / "run", sweep.cell("c0")):
+        write_json(RunDir(folder).summary, {})
+    assert all(row.state == "done" for row in states())
+
+
+def test_the_sweep_lock_records_its_holder_as_a_run_lock_does(tmp_path):
+    import os
+    import socket
+
+    from sandbox.engine.rundir import SweepDir
+    from sandbox.errors import SandboxError
+    from sandbox.tools.sweep import SweepLock
+
+    with SweepLock(tmp_path):
+        assert json.loads(SweepDir(tmp_path).lock.read_text()) == {"pid": os.getpid(), "host": socket.gethostname()}
+        with pytest.raises(SandboxError, match=f"another sandbox sweep, PID {os.getpid()} \\(stop it with kill"):
+            SweepLock(tmp_path).__enter__()
+        SweepDir(tmp_path).lock.write_text(f"{os.getpid()}\n")  # a bare PID, as sweeps recorded it before the host
+        with pytest.raises(SandboxError, match=f"another sandbox sweep, PID {os.getpid()} \\(stop"):
+            SweepLock(tmp_path).__enter__()
