@@ -6,7 +6,7 @@ for a class (the held-out draw's labels, so the classes come in the mixture's pr
 ``E[x_0 | x_t, c]``. A row fails as a cell of the matrix (:mod:`sandbox.tools.doctor.oracle`) does, with the
 mixture's ``class_swd`` (each class's distance to its exact component) in place of the distance and
 :data:`FINAL_CLASS_SWD` in place of :data:`~sandbox.tools.doctor.oracle.FINAL_SWD`; the held-out draw's own
-``class_swd`` is its floor (:func:`class_floor`).
+``class_swd`` is its floor (:func:`held_out_classes`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ GUIDED = {"scale": 1.0}  # classifier-free guidance at w = 1: exactly each class
 FINAL_CLASS_SWD = 0.05  # a guided row's class_swd must be below this (its floor, the held-out draw: about 0.015)
 
 
-def class_floor(data: Any, held_out: list[Any]) -> tuple[torch.Tensor, dict[str, float]]:
+def held_out_classes(data: Any, held_out: list[Any]) -> tuple[torch.Tensor, dict[str, float]]:
     """The held-out draw's labels, which the guided rows sample for, and its own ``class_swd``: their floor."""
     labels = torch.stack([item_label(item) for item in held_out])
     return labels, data.evaluate_classes(torch.stack([first_tensor(item) for item in held_out]), labels)

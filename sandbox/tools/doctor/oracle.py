@@ -59,7 +59,7 @@ from sandbox.tools.doctor.cells import (
     run_cell,
     with_params,
 )
-from sandbox.tools.doctor.guided import FINAL_CLASS_SWD, GUIDANCE, GUIDED, class_floor, guided_label, guided_row
+from sandbox.tools.doctor.guided import FINAL_CLASS_SWD, GUIDANCE, GUIDED, guided_label, guided_row, held_out_classes
 
 DATASET = "gaussian_mixture"
 DENOISER = "oracle"
@@ -273,7 +273,7 @@ def _run(
         guided: list[Row] = []
         floor: dict[str, float] = {}
         if conditional:
-            labels, floor = class_floor(data, held_out)
+            labels, floor = held_out_classes(data, held_out)
             # one guided row per sampler, on the first schedule and at the largest budget only: the matrix
             # above covers the schedules; these check that each sampler carries the classes through guidance
             for sampler_name in sampler_names:
