@@ -122,6 +122,14 @@ class DataSplits:
     (``samples/final.pt``, ``sandbox sample``'s ``samples.pt``); everything else (``render``, ``evaluate``,
     ``evaluate_classes``, FID) is given samples as the model draws them, like the items of ``train`` and ``val``,
     so an ``evaluate`` that scores in data units applies ``to_data`` itself. None: the items are in data units."""
+    levels: Optional[int] = None
+    """Discrete data: each coordinate of an item takes one of ``levels`` evenly spaced values from -1 to 1 (256 for
+    8-bit images scaled to [-1, 1]), so its likelihood is a probability, reported in bits per dimension
+    (:mod:`sandbox.engine.likelihood`). None: continuous data, whose likelihood is a density (nats per dimension)."""
+    log_density: Optional[Callable[[torch.Tensor, float], torch.Tensor]] = None
+    """``log_density(x, noise) -> [N]``: the exact ``log p(x)`` of the data smoothed by ``N(0, noise^2 I)``, in
+    nats per item, where it is known in closed form (an exact mixture); the likelihood reports it beside its
+    estimates."""
 
 
 def null_label(classes: int) -> int:

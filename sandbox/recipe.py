@@ -43,7 +43,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sandbox.errors import ParameterError, RecipeError
-from sandbox.params import at_least, between, one_of, positive
+from sandbox.params import at_least, between, finite, one_of, positive
 from sandbox.plugins import LOCAL_PREFIX, plugin_specs, refuse_untrusted
 from sandbox.registry import KINDS, Registry
 from sandbox.targets import TARGETS, WEIGHTINGS
@@ -52,6 +52,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 RECIPE_KEYS = ("name", "base", "plugins", *KINDS, "guidance", "launcher", "matrix", "train", "eval", "run")
 IMAGE_METRICS = ("fid", "kid")  # eval.metrics: Frechet and Kernel Inception Distance (sandbox.engine.fid)
+METRICS = (*IMAGE_METRICS, "nll")  # eval.metrics; nll: the likelihood of the validation split (eval.nll)
+NLL_ESTIMATORS = ("vlb", "elbo", "ode")  # sandbox.engine.likelihood
 
 
 @dataclass
@@ -94,28 +96,70 @@ class TrainConfig:
 
 
 @dataclass
+class NllConfig:
+    """``eval.nll``: how ``eval.metrics: [nll]`` and ``sandbox likelihood`` estimate ``-log p(x)``."""
+
+    # fmt: off
+    estimators: list[str] = field(default_factory=lambda: ["ode"])  # vlb, elbo and/or ode
+    items: int = 1000              # validation items scored (0: the whole split)
+    batch: int = 500               # items per batch
+    draws: int = 16                # elbo: log-SNR draws per item
+    variance: str = "beta"         # vlb: the reverse variance, beta (beta_t) or posterior (beta~_t)
+    divergence: str = "auto"       # ode: exact, hutchinson, or auto (exact for vectors of <= 64 coordinates)
+    probes: int = 1                # ode: Hutchinson probes per item
+    rtol: float = 1e-5             # ode: the solver's relative tolerance
+    atol: float = 1e-5             # ode: the solver's absolute tolerance
+    log_snr_max: float = 12.0      # the data's end: at most this log-SNR (and the schedule's lowest time)
+    dequantize: Optional[bool] = None  # ode: uniform dequantisation of discrete data; null: on for discrete data
+    seed: int = 0                  # the estimators' noise
+    # fmt: on
+
+    def __post_init__(self) -> None:
+        try:
+            bad = [e for e in self.estimators if e not in NLL_ESTIMATORS]
+            if not self.estimators or bad or len(set(self.estimators)) != len(self.estimators):
+                expected = f"a non-empty list of distinct names from {', '.join(NLL_ESTIMATORS)}"
+                raise ParameterError("estimators", list(self.estimators), expected)
+            at_least(self, "items", 0)
+            for key in ("batch", "draws", "probes"):
+                at_least(self, key, 1)
+            one_of(self, "variance", ("posterior", "beta"))
+            one_of(self, "divergence", ("auto", "exact", "hutchinson"))
+            positive(self, "rtol", "atol")
+            finite(self, "log_snr_max")
+        except ParameterError as exc:
+            raise ParameterError(f"nll.{exc.key}", exc.value, exc.expected) from None
+
+
+@dataclass
 class EvalConfig:
     # fmt: off
     val_batches: int = 8           # validation batches per evaluation (0: the whole split)
     num_samples: int = 64          # samples generated at the end of the run
     sample_batch: int = 256        # samples per sampler call
     grid_samples: int = 64         # samples drawn in each intermediate grid
-    metrics: list[str] = field(default_factory=list)  # image metrics of the final samples: fid, kid
+    metrics: list[str] = field(default_factory=list)  # fid, kid (of the final samples), nll (of the validation split)
     classes: Optional[list[Any]] = None  # a conditional run's classes to draw (indices or names); null: all, balanced
+    nll: NllConfig = field(default_factory=NllConfig)  # the likelihood's estimators and settings
     # fmt: on
 
     def __post_init__(self) -> None:
         at_least(self, "val_batches", 0)
         for key in ("num_samples", "sample_batch", "grid_samples"):
             at_least(self, key, 1)
-        unknown = [m for m in self.metrics if m not in IMAGE_METRICS]
+        unknown = [m for m in self.metrics if m not in METRICS]
         if unknown or len(set(self.metrics)) != len(self.metrics):
-            expected = f"a list of distinct names from {', '.join(IMAGE_METRICS)}"
+            expected = f"a list of distinct names from {', '.join(METRICS)}"
             raise ParameterError("metrics", list(self.metrics), expected)
         if self.classes is not None and (
             not self.classes or not all(isinstance(c, (int, str)) and not isinstance(c, bool) for c in self.classes)
         ):
             raise ParameterError("classes", list(self.classes), "a non-empty list of class indices or names, or null")
+
+    @property
+    def image_metrics(self) -> list[str]:
+        """The metrics of :data:`IMAGE_METRICS` asked for (FID and KID, :mod:`sandbox.engine.fid`)."""
+        return [m for m in self.metrics if m in IMAGE_METRICS]
 
 
 @dataclass

@@ -221,6 +221,7 @@ def build(params: Cifar10Params) -> DataSplits:
         shape=(3, side, side),
         cache_dir=params.root,  # FID's reference statistics of the training split are cached beside the files
         classes=list(CLASSES),
+        levels=256,  # 8-bit pixels: the likelihood is in bits per dimension
         description=(
             f"CIFAR-10 {side}x{side} RGB in [-1, 1]: {len(train_idx)} train / {len(val_idx)} val images "
             f"(val carved from the training set, seed {params.split_seed}){flip}"

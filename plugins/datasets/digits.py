@@ -77,6 +77,7 @@ def build(params: DigitsParams) -> DataSplits:
         evaluate=partial(_evaluate, classifier=classifier),
         classes=list(CLASSES),
         evaluate_classes=partial(_evaluate_classes, classifier=classifier),
+        levels=17 if params.size == NATIVE else None,  # pixel values 0..16, unless resampled
         description=(
             f"scikit-learn 8x8 handwritten digits at {params.size}x{params.size} in [-1, 1]: "
             f"{len(train_idx)} train / {len(val_idx)} val (seed {params.split_seed})"

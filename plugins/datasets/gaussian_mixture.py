@@ -128,7 +128,7 @@ class GaussianMixture:
         """
         # fmt: off
         b = x_t.shape[0]
-        x = x_t.detach().reshape(b, -1).to(torch.float64).cpu()
+        x = x_t.reshape(b, -1).to(torch.float64).cpu()  # differentiable: the likelihood's divergence
         a = self._per_item(alpha, b)                # [B, 1]
         s = self._per_item(sigma, b)                # [B, 1]
         means, s2 = self.means, self.stds**2        # [K, D], [K]
@@ -146,6 +146,15 @@ class GaussianMixture:
         # sum_k r_k (mu_k + g_k (x - alpha mu_k)) = (sum_k r_k g_k) x + sum_k r_k (1 - alpha g_k) mu_k
         x0 = (r * gain).sum(1, keepdim=True) * x + (r * (1 - a * gain)) @ means
         return x0.to(device=x_t.device, dtype=x_t.dtype).reshape(x_t.shape)
+
+    def log_density(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
+        """``log sum_k w_k N(x; mu_k, (s_k^2 + noise^2) I)`` per item (float64 nats): the exact log-density of the
+        mixture, smoothed by ``N(0, noise^2 I)`` (the law of ``x_0 + noise eps``)."""
+        flat = x.detach().reshape(len(x), -1).to(torch.float64).cpu()
+        var = self.stds**2 + noise**2  # [K]
+        dist2 = ((flat * flat).sum(1, keepdim=True) - 2 * flat @ self.means.T + (self.means**2).sum(1)).clamp(min=0)
+        log_k = self.log_weights - 0.5 * self.dim * torch.log(2 * math.pi * var) - 0.5 * dist2 / var
+        return torch.logsumexp(log_k, dim=1)
 
     def _condition(self, r: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The responsibilities ``r [B, K]`` with each labelled row replaced by its component's one-hot."""
@@ -314,6 +323,7 @@ def build(params: GaussianMixtureParams) -> DataSplits:
         exact_x0=mix.exact_x0,
         classes=[f"component {k}" for k in range(mix.components)],
         evaluate_classes=evaluate_classes,
+        log_density=mix.log_density,
         description=(
             f"gaussian_mixture: {mix.means.shape[0]} components of shape {list(mix.shape)}, "
             f"std {', '.join(f'{s:g}' for s in stds)}: {params.n_train} train / {params.n_val} val items, "

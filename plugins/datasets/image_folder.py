@@ -442,6 +442,7 @@ def build(params: ImageFolderParams) -> DataSplits:
         shape=(params.channels, side, side),
         cache_dir=str(folder),  # FID's reference statistics of the training split are cached beside the images
         classes=index["classes"],
+        levels=256,  # cached as 8-bit pixels: the likelihood is in bits per dimension
         description=(
             f"image folder '{params.root}' {side}x{side} {colour} in [-1, 1]: {len(train_idx)} train / "
             f"{len(val_idx)} val images (val by a hash of each path, fraction {params.val_fraction:g}, "

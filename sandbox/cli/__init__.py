@@ -21,6 +21,7 @@ from sandbox.errors import SandboxError
 COMMANDS = (
     "run",
     "sample",
+    "likelihood",
     "export",
     "show",
     "list",

@@ -13,7 +13,7 @@ import torch
 from sandbox.contract import PROBLEMS, conditional_denoiser_problems, is_analytic, takes_classes
 from sandbox.engine.condition import check_conditional
 from sandbox.errors import ContractError, ParameterError, RecipeError, SandboxError
-from sandbox.protocols import DataSplits, ExactX0, Guidance, Sampler, Schedule
+from sandbox.protocols import DataSplits, ExactX0, Guidance, Sampler, Schedule, first_tensor, item_label
 from sandbox.recipe import Recipe
 from sandbox.registry import Component, Registry, use_registry
 
@@ -170,3 +170,14 @@ def check_sample_memory(recipe: Recipe, shape: tuple[int, ...]) -> None:
 
 def _gb(size: int) -> str:
     return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+
+
+def real_heldout(parts: Parts, n: int) -> torch.Tensor:
+    """The first ``n`` items of the validation split (all of them when it is smaller), as one float tensor."""
+    n = min(n, len(parts.data.val))
+    return torch.stack([first_tensor(parts.data.val[i]) for i in range(n)]).float()
+
+
+def heldout_labels(parts: Parts, n: int) -> torch.Tensor:
+    """The labels of the items :func:`real_heldout` returns (a labelled dataset)."""
+    return torch.stack([item_label(parts.data.val[i]) for i in range(min(n, len(parts.data.val)))])

@@ -18,19 +18,20 @@ from rich.markup import escape
 from sandbox.console import console as default_console
 from sandbox.console import counter, fmt, progress, table
 from sandbox.engine import checkpoint, distributed, fid
-from sandbox.engine.build import Parts, build_parts, count_parameters
+from sandbox.engine.build import Parts, build_parts, count_parameters, heldout_labels, real_heldout
 from sandbox.engine.condition import Conditions, class_spread, draw_labels, model_classes, steer
 from sandbox.engine.device import apply_threads
 from sandbox.engine.events import RunEvents, enabled_loggers
 from sandbox.engine.guide import load_guide
 from sandbox.engine.health import sample_health
 from sandbox.engine.images import class_grid, grid, save_png
+from sandbox.engine.likelihood import evaluate as nll
 from sandbox.engine.precond import LabelledDenoise, Preconditioned, exact_denoise
 from sandbox.engine.rundir import RunDir, check_output, new_run_dir, read_json, write_json, write_text
 from sandbox.engine.runlock import RunLock, host
 from sandbox.engine.training import Trainer, TrainState
 from sandbox.errors import Diverged, Interrupted
-from sandbox.protocols import Denoise, RunInfo, first_tensor, item_label
+from sandbox.protocols import Denoise, RunInfo
 from sandbox.recipe import Recipe
 from sandbox.registry import KINDS
 from sandbox.sampling import CountingDenoise
@@ -143,16 +144,6 @@ def in_data_units(parts: Parts, samples: torch.Tensor) -> torch.Tensor:
     return to_data(samples) if to_data is not None else samples
 
 
-def real_heldout(parts: Parts, n: int) -> torch.Tensor:
-    n = min(n, len(parts.data.val))
-    return torch.stack([first_tensor(parts.data.val[i]) for i in range(n)]).float()
-
-
-def heldout_labels(parts: Parts, n: int) -> torch.Tensor:
-    """The labels of the items :func:`real_heldout` returns (a labelled dataset)."""
-    return torch.stack([item_label(parts.data.val[i]) for i in range(min(n, len(parts.data.val)))])
-
-
 def component_rows(recipe: Recipe, parts: Parts) -> list[list[Any]]:
     rows = []
     for kind in KINDS:
@@ -196,7 +187,9 @@ def prepare(
     if resume and run_dir is not None and distributed.is_main():
         held.enter_context(RunLock(run_dir))
     parts = build_parts(recipe)  # every part is checked against its protocol before any work
-    fid.require(recipe.eval.metrics, parts.data.shape)  # image metrics: the extra and the weights, before any work
+    fid.require(recipe.eval.image_metrics, parts.data.shape)  # FID and KID: the extra and the weights, before work
+    if nll.wanted(recipe):
+        nll.check(recipe, parts)  # the likelihood's estimators apply to this schedule and data
     parts.guide = load_guide(recipe, tuple(parts.data.shape), parts.classes, device, None)
     if distributed.is_main():
         if run_dir is None:
@@ -326,9 +319,9 @@ def score(
             by_class["generated"].update(parts.data.evaluate_classes(samples, labels))
             by_class["real_heldout"].update(parts.data.evaluate_classes(real, real_labels))
         quality = {side: {**quality.get(side, {}), **by_class[side]} for side in by_class}
-    if recipe.eval.metrics:
+    if recipe.eval.image_metrics:
         images = fid.image_metrics(
-            recipe.eval.metrics,
+            recipe.eval.image_metrics,
             parts.data,
             recipe.to_dict()["dataset"],
             {"generated": samples, "real_heldout": real},
@@ -437,6 +430,8 @@ def _run_recipe(
         sampling_record(drawn),
         grid=picture is not None,
     )
+    if nll.wanted(recipe):
+        summary["likelihood"] = nll.likelihood(recipe, parts, denoise, device, console)
     write_json(RunDir(run_dir).summary, {**summary, "sample_health": health})
     write_json(RunDir(run_dir).status, {"status": "finished", "step": trained.step})
     events.end("finished", {**summary, "sample_health": health})
@@ -536,6 +531,7 @@ def summary_table(recipe: Recipe, summary: dict[str, Any]) -> Any:
         rows.append(
             [f"{metric}: generated / real held-out", f"{fmt(value)} / {fmt(quality['real_heldout'].get(metric))}"]
         )
+    rows += nll.rows(summary.get("likelihood", {}))
     rows.append(["run folder", summary["run_dir"]])
     if summary["outputs"]["grid"]:
         rows.append(["sample grid", str(Path(summary["run_dir"]) / summary["outputs"]["grid"])])

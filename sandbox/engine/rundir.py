@@ -42,6 +42,7 @@ class RunDir:
         checkpoints/           final.pt, step_NNNNNN.pt, and latest (the newest's name)
         samples/               step_NNNNNN.png, final.png, final.pt (and png/, one file per sample)
         grids/                 <name>.json, time grids tuned by sandbox tune-steps
+        likelihood/            <estimators>-<stamp>/likelihood.json, one folder per sandbox likelihood
         error.json             a sweep's cell that failed: the message, the exception's type, the traceback
         console.txt            a sweep's cell: what it printed, each session appended
         jobs.json, jobs/       a run sent to a cluster (sandbox run --launcher): its submissions and job logs,
@@ -60,6 +61,8 @@ class RunDir:
     CHECKPOINTS = "checkpoints"
     SAMPLES = "samples"
     GRIDS = "grids"
+    LIKELIHOOD = "likelihood"          # sandbox likelihood: one folder per call, its likelihood.json
+    LIKELIHOOD_FILE = "likelihood.json"
     FINAL_CHECKPOINT = "final.pt"
     STEP_CHECKPOINT = "step_{:06d}.pt"
     LATEST = "latest"                  # names the newest good checkpoint
@@ -138,6 +141,11 @@ class RunDir:
     def grid(self, name: str) -> Path:
         """A tuned time grid saved by ``sandbox tune-steps``."""
         return self.grids / f"{name}.json"
+
+    @property
+    def likelihood(self) -> Path:
+        """The parent of ``sandbox likelihood``'s folders."""
+        return self.path / self.LIKELIHOOD
 
     @property
     def error(self) -> Path:

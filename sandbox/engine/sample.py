@@ -202,7 +202,7 @@ def sample_run(
     apply_threads(recipe.run.threads)
     device = pick_device(recipe.run.device)
     parts = build_parts(recipe)
-    fid.require(recipe.eval.metrics, parts.data.shape)  # image metrics: the extra and the weights, before sampling
+    fid.require(recipe.eval.image_metrics, parts.data.shape)  # FID and KID: the extra and the weights, first
     shape = tuple(parts.data.shape)
     if png and not (len(shape) == 3 and shape[0] in (1, 3)):
         raise SandboxError(

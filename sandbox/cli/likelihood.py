@@ -1,0 +1,66 @@
+"""``sandbox likelihood``: the likelihood of a run's validation split, in bits/dim (or nats/dim)."""
+
+from __future__ import annotations
+
+import argparse
+
+from sandbox.cli.common import count, plugin_option, threads_option, threads_override
+
+NAME = "likelihood"
+HELP = "the likelihood of a run's validation split: the variational bound, the ELBO or the exact ODE likelihood"
+ESTIMATORS = ("vlb", "elbo", "ode")  # sandbox.recipe.NLL_ESTIMATORS, without importing the recipe module
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the folder of a finished or interrupted run")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="eval.nll.* (every setting: docs/likelihood.md), run.device or run.threads, e.g. eval.nll.draws=64",
+    )
+    parser.add_argument(
+        "--estimator",
+        metavar="NAME[,NAME...]",
+        help=f"one or more of {', '.join(ESTIMATORS)} (default eval.nll.estimators, ode); sets eval.nll.estimators",
+    )
+    parser.add_argument(
+        "--items", type=count, metavar="N", help="validation items to score (default eval.nll.items, 1000)"
+    )
+    parser.add_argument("--rtol", metavar="R", help="ode: the solver's relative tolerance (eval.nll.rtol)")
+    parser.add_argument("--atol", metavar="A", help="ode: the solver's absolute tolerance (eval.nll.atol)")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="checkpoint to load (default checkpoints/final.pt, else the newest step checkpoint)",
+    )
+    plugin_option(parser)
+    threads_option(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sandbox.engine.likelihood.command import likelihood_run  # imports torch
+
+    likelihood_run(
+        Path(args.run_dir),
+        [*args.overrides, *option_overrides(args), *threads_override(args)],
+        checkpoint_path=Path(args.checkpoint) if args.checkpoint else None,
+        trusted=args.plugin,
+    )
+    return 0
+
+
+def option_overrides(args: argparse.Namespace) -> list[str]:
+    """The options as the ``eval.nll`` overrides they stand for; the recipe checks their values."""
+    out = []
+    if args.estimator is not None:
+        names = [name.strip() for name in args.estimator.split(",") if name.strip()]
+        out.append(f"eval.nll.estimators=[{','.join(names)}]")
+    if args.items is not None:
+        out.append(f"eval.nll.items={args.items}")
+    for key in ("rtol", "atol"):
+        if getattr(args, key) is not None:
+            out.append(f"eval.nll.{key}={getattr(args, key)}")
+    return out
