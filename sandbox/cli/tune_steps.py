@@ -20,8 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", metavar="NAME", help="the grid's name (default <sampler>-nfe<NFE>)")
     parser.add_argument("--reference", metavar="NAME", help="the many-step reference's sampler (default --sampler)")
     parser.add_argument("--batch", type=count, default=256, help="starting noise draws tuned on (default 256)")
-    parser.add_argument("--iterations", type=count, default=200, help="objective evaluations (default 200)")
+    parser.add_argument(
+        "--heldout", type=count, help="held-out starting noise draws the grid is chosen on (default 4 x --batch)"
+    )
+    parser.add_argument(
+        "--iterations", type=count, default=200, help="objective evaluations on the tuning batch (default 200)"
+    )
     parser.add_argument("--reference-steps", type=count, default=500, help="steps of the reference (default 500)")
+    parser.add_argument(
+        "--search",
+        choices=("gauss-newton", "nelder-mead"),
+        default="gauss-newton",
+        help="the search: Levenberg-Marquardt on the residuals (default), or Nelder-Mead",
+    )
     plugin_option(parser)
     threads_option(parser)
 
@@ -37,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         reference_sampler=args.reference,
         batch=args.batch,
+        heldout=args.heldout,
         iterations=args.iterations,
         reference_steps=args.reference_steps,
+        search=args.search,
         trusted=tuple(args.plugin),
     )
     return 0

@@ -8,7 +8,9 @@ their mean squared distance (:func:`mse`) to a many-step :func:`reference`
 from the same noise. A stochastic sampler that draws its noise through
 :func:`sandbox.sampling.step_noise` follows one Brownian path per batch
 (:func:`sandbox.sampling.brownian_path`; ``path`` below), so its output is a
-function of its starting noise and grid, as an ODE solver's is.
+function of its starting noise and grid, as an ODE solver's is; a batch is split
+over several paths (:data:`TRAIN_PATHS`, :data:`HELDOUT_PATHS`), so a grid is not
+scored on one path's accidents.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -38,8 +40,8 @@ from sandbox.sampling import CountingDenoise, brownian_path, nfe_for_steps, step
 # fmt: off
 BATCH = 256            # starting noise draws compared on (tune-steps: tuned on, and as many held out)
 REFERENCE_STEPS = 500  # steps of the reference solution
-TRAIN_PATH = 1         # seed of the Brownian path a stochastic sampler follows on the tuning batch
-HELDOUT_PATH = 2       # and on the held-out batch
+TRAIN_PATHS = (1, 3, 5, 7)    # seeds of the Brownian paths a stochastic sampler follows on the tuning batch
+HELDOUT_PATHS = (2, 4, 6, 8)  # and on the held-out batch (each path: an equal share of the batch)
 # fmt: on
 
 
@@ -130,10 +132,20 @@ def build_sampler(target: Target, component: Component, params: Any) -> Any:
 
 
 def run_sampler(
-    target: Target, component: Component, params: Any, noise: torch.Tensor, seed: int = 0, path: Optional[int] = None
+    target: Target,
+    component: Component,
+    params: Any,
+    noise: torch.Tensor,
+    seed: int = 0,
+    path: Optional[int | Sequence[int]] = None,
 ) -> Any:
     """``(samples, NFE per sample)`` of the sampler with ``params`` from ``noise``; with ``path``, a sampler that
-    draws its noise through :func:`sandbox.sampling.step_noise` follows that seed's Brownian path."""
+    draws its noise through :func:`sandbox.sampling.step_noise` follows that seed's Brownian path, and with
+    several seeds the batch is split into as many equal parts (``torch.chunk``), one path each."""
+    if path is not None and not isinstance(path, int):
+        parts = torch.chunk(noise, len(path)) if len(noise) else (noise,)
+        runs = [run_sampler(target, component, params, part, seed, p) for part, p in zip(parts, path)]
+        return torch.cat([out for out, _ in runs]), runs[0][1]
     with torch.no_grad(), brownian_path(path) if path is not None else contextlib.nullcontext():
         sampler = build_sampler(target, component, params)
         counter = CountingDenoise(target.denoise)
@@ -205,6 +217,11 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> float:
     return value if math.isfinite(value) else math.inf
 
 
+def sample_errors(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Each sample's mean squared distance per coordinate (its mean over the batch is :func:`mse`)."""
+    return ((a.double() - b.double()) ** 2).flatten(1).mean(1)
+
+
 @dataclass
 class Reference:
     """A many-step solution from the same noise, and its own error (against half as many steps)."""
@@ -214,8 +231,8 @@ class Reference:
     steps: int
     nfe: int
     grid: Any
-    train: torch.Tensor                 # reference samples of the tuning batch (on the Brownian path TRAIN_PATH)
-    heldout: torch.Tensor               # and of the held-out batch (HELDOUT_PATH)
+    train: torch.Tensor                 # reference samples of the tuning batch (on the Brownian paths TRAIN_PATHS)
+    heldout: torch.Tensor               # and of the held-out batch (HELDOUT_PATHS)
     self_error: float                   # MSE between the reference and the same sampler at steps // 2
     # fmt: on
 
@@ -233,10 +250,12 @@ def reference(
             f"Brownian path: give --reference NAME (one of {', '.join(samplers_where(target, follows_path))})"
         )
     params = with_values(params, steps=steps)
-    ref_train, nfe = run_sampler(target, component, params, train, path=TRAIN_PATH)
-    ref_heldout = run_sampler(target, component, params, heldout, path=HELDOUT_PATH)[0] if len(heldout) else heldout
+    stochastic = not is_deterministic(target, component, params)
+    train_paths, heldout_paths = (TRAIN_PATHS, HELDOUT_PATHS) if stochastic else (None, None)
+    ref_train, nfe = run_sampler(target, component, params, train, path=train_paths)
+    ref_heldout = run_sampler(target, component, params, heldout, path=heldout_paths)[0] if len(heldout) else heldout
     half, half_nfe = run_sampler(
-        target, component, with_values(params, steps=max(1, steps // 2)), train, path=TRAIN_PATH
+        target, component, with_values(params, steps=max(1, steps // 2)), train, path=train_paths
     )
     # nan: half the steps is the same grid (a discrete schedule's every point), so no error estimate
     self_error = mse(half, ref_train) if half_nfe < nfe else math.nan
