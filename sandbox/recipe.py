@@ -101,7 +101,8 @@ class NllConfig:
 
     # fmt: off
     estimators: list[str] = field(default_factory=lambda: ["ode"])  # vlb, elbo and/or ode
-    items: int = 1000              # validation items scored (0: the whole split)
+    split: str = "val"             # the items scored: val (held out), or train (a gap between the two is overfitting)
+    items: int = 1000              # items scored, the split's first (0: the whole split)
     batch: int = 500               # items per batch
     draws: int = 16                # elbo: log-SNR draws per item
     variance: str = "beta"         # vlb: the reverse variance, beta (beta_t) or posterior (beta~_t)
@@ -123,7 +124,8 @@ class NllConfig:
             at_least(self, "items", 0)
             for key in ("batch", "draws", "probes"):
                 at_least(self, key, 1)
-            one_of(self, "variance", ("posterior", "beta"))
+            one_of(self, "split", ("val", "train"))
+            one_of(self, "variance", ("beta", "posterior"))
             one_of(self, "divergence", ("auto", "exact", "hutchinson"))
             positive(self, "rtol", "atol")
             finite(self, "log_snr_max")

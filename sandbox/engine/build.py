@@ -172,10 +172,11 @@ def _gb(size: int) -> str:
     return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
 
 
-def real_heldout(parts: Parts, n: int) -> torch.Tensor:
-    """The first ``n`` items of the validation split (all of them when it is smaller), as one float tensor."""
-    n = min(n, len(parts.data.val))
-    return torch.stack([first_tensor(parts.data.val[i]) for i in range(n)]).float()
+def real_heldout(parts: Parts, n: int, split: str = "val") -> torch.Tensor:
+    """The first ``n`` items of the validation split (all of them when it is smaller), as one float tensor;
+    ``split="train"``: of the training split."""
+    items = parts.data.train if split == "train" else parts.data.val
+    return torch.stack([first_tensor(items[i]) for i in range(min(n, len(items)))]).float()
 
 
 def heldout_labels(parts: Parts, n: int) -> torch.Tensor:

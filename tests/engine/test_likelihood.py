@@ -119,6 +119,22 @@ def test_both_bounds_lie_above_the_exact_nll_of_gaussian_data():
 
 
 @pytest.mark.slow
+def test_the_elbos_control_variate_keeps_its_mean_and_cuts_its_spread():
+    """On Gaussian data the high-SNR error is the noise itself: the control variate removes most of the spread."""
+    schedule, mu, s, x, denoise = gaussian_case(n=2000, dims=2, seed=10)
+    exact = gaussian_nll(x, mu, s**2)
+    span = LogSnrRange.of(schedule, 12.0)
+    plain, steered = (
+        elbo(denoise, schedule, x, span=span, draws=16, generator=torch.Generator().manual_seed(11), sigma_data=sd)
+        for sd in (None, s)
+    )
+    (gap_plain, se_plain), (gap_cv, se_cv) = within_bound(plain.nats, exact), within_bound(steered.nats, exact)
+    assert abs(gap_plain - gap_cv) < 3 * math.hypot(se_plain, se_cv)  # the same mean: it is unbiased
+    assert se_cv < se_plain / 2
+    assert gap_cv > -3 * se_cv
+
+
+@pytest.mark.slow
 def test_the_vlbs_gap_shrinks_as_its_steps_are_refined():
     """DDPM's bound with beta_t on T = 10, 100, 1000 steps of the cosine schedule: the gap to the exact NLL falls.
 

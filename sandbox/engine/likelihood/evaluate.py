@@ -1,6 +1,7 @@
 """The likelihood of a run's validation split: ``eval.metrics: [nll]`` at the end of a run, and ``sandbox likelihood``.
 
-Each estimator of ``eval.nll.estimators`` scores the first ``eval.nll.items`` validation items in batches of
+Each estimator of ``eval.nll.estimators`` scores the first ``eval.nll.items`` items of ``eval.nll.split`` (the
+validation split by default) in batches of
 ``eval.nll.batch``, with noise drawn from ``eval.nll.seed`` (the same items and noise in every run, so the
 cells of a sweep are compared on equal terms). A class-conditional model is scored with the null class: the
 figure is ``-log p(x)``, not ``-log p(x | c)``. The record of each estimator (:meth:`Estimate.record`) names
@@ -52,10 +53,10 @@ def check(recipe: Recipe, parts: Parts) -> None:
             f"DataSplits.levels), and dataset '{recipe.components['dataset'][0]}' gives continuous values; "
             "leave it null"
         )
-    if len(data.val) == 0:
+    if len(data.train if settings.split == "train" else data.val) == 0:
         raise RecipeError(
-            f"recipe key 'eval.metrics': ['nll'] scores the validation split, and dataset "
-            f"'{recipe.components['dataset'][0]}' has no validation items"
+            f"recipe key 'eval.nll.split': {settings.split!r}: dataset '{recipe.components['dataset'][0]}' has no "
+            "items in that split"
         )
     try:
         LogSnrRange.of(parts.schedule, settings.log_snr_max)
@@ -79,7 +80,8 @@ def likelihood(
 ) -> dict[str, Any]:
     """``{estimator: record}`` for each of ``eval.nll.estimators`` on the validation split (and ``exact``)."""
     settings, data = recipe.eval.nll, parts.data
-    items = real_heldout(parts, settings.items or len(data.val))
+    split = data.train if settings.split == "train" else data.val
+    items = real_heldout(parts, settings.items or len(split), settings.split)
     labels = torch.full((settings.batch,), null_label(parts.classes), dtype=torch.int64) if parts.classes else None
 
     def denoise(x_t: torch.Tensor, t: Any) -> torch.Tensor:
@@ -90,9 +92,10 @@ def likelihood(
     span = LogSnrRange.of(parts.schedule, settings.log_snr_max)
     for name in settings.estimators:
         if console is not None:
-            console.print(f"likelihood: {name} on {len(items):,} validation items...")
+            console.print(f"likelihood: {name} on {len(items):,} {settings.split} items...")
         started = time.perf_counter()
-        estimate = _estimate(name, denoise, parts, items, settings, span, labels is not None)
+        conditional = labels is not None
+        estimate = _estimate(name, denoise, parts, items, settings, span, conditional, recipe.train.sigma_data)
         out[name] = {**estimate.record(), "seconds": time.perf_counter() - started}
     if data.log_density is not None:
         exact = -data.log_density(items, 0.0).to(torch.float64)
@@ -108,8 +111,10 @@ def _estimate(
     settings: NllConfig,
     span: LogSnrRange,
     conditional: bool,
+    sigma_data_of: float,
 ) -> Estimate:
-    """One estimator over every item, batch by batch, concatenated."""
+    """One estimator over every item, batch by batch, concatenated (``sigma_data_of``: the elbo's control
+    variate on continuous data, ``train.sigma_data``)."""
     generator = torch.Generator().manual_seed(settings.seed)
     levels, schedule = parts.data.levels, parts.schedule
     parts_: list[Estimate] = []
@@ -121,8 +126,19 @@ def _estimate(
                 parts_.append(vlb(denoise, schedule, x, variance=variance, generator=generator, levels=levels))
         elif name == "elbo":
             with torch.no_grad():
-                draws = settings.draws
-                parts_.append(elbo(denoise, schedule, x, span=span, draws=draws, generator=generator, levels=levels))
+                draws, sigma_data = settings.draws, None if levels else sigma_data_of
+                parts_.append(
+                    elbo(
+                        denoise,
+                        schedule,
+                        x,
+                        span=span,
+                        draws=draws,
+                        generator=generator,
+                        levels=levels,
+                        sigma_data=sigma_data,
+                    )
+                )
         else:
             parts_.append(_ode(denoise, parts, x, settings, span, generator))
     first = parts_[0]

@@ -4,15 +4,16 @@ Cells with the same axis values (all seeds) form a group. For each group and
 metric the table gives the mean, the sample standard deviation across seeds
 and the number of finished cells. Metrics are dotted keys of the cells'
 ``summary.json``; by default every numeric ``sample_quality.generated.*``
-(the dataset's own score of the samples), then ``train.final_val_loss_ema``
-and ``train.images_per_s``. Sample quality comes first, and so ranks,
+(the dataset's own score of the samples), then each ``likelihood.<estimator>.nll``
+(``eval.metrics: [nll]``, comparable across schedules and targets too), then
+``train.final_val_loss_ema`` and ``train.images_per_s``. Sample quality comes first, and so ranks,
 because it is comparable across any axis; the validation loss is not
 comparable across schedules, targets or weightings (each draws other noise
 levels, or weighs them otherwise), only within one. Among the sample-quality
 figures, FID then KID (``eval.metrics``, :mod:`sandbox.engine.fid`) come first where
 the cells have them: the standard figures for images.
 A metric whose name contains ``loss``, ``distance``, ``error``, ``swd``,
-``w2``, ``fid`` or ``kid`` is better lower, any other better higher; ``key:min`` or
+``w2``, ``fid``, ``kid`` or ``nll`` is better lower, any other better higher; ``key:min`` or
 ``key:max`` says so explicitly. Groups are ranked by the first metric, and
 each is compared with the baseline group (the first in plan order, or the one
 ``--baseline key=value,...`` picks). Writes ``summary.csv``, ``summary.md``

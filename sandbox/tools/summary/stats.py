@@ -15,7 +15,8 @@ from sandbox.tools.summary.cells import CellResult
 
 DEFAULT_METRICS = ("train.final_val_loss_ema", "train.images_per_s")
 GENERATED = "sample_quality.generated."
-LOWER_IS_BETTER = ("loss", "distance", "error", "swd", "w2", "fid", "kid")
+LOWER_IS_BETTER = ("loss", "distance", "error", "swd", "w2", "fid", "kid", "nll")
+LIKELIHOOD = "likelihood."  # summary.json's likelihood records (eval.metrics: [nll]): likelihood.<estimator>.nll
 FIRST = ("fid", "kid")  # sample-quality figures that rank before the dataset's own, where present
 
 
@@ -26,6 +27,8 @@ class Metric:
 
     @property
     def label(self) -> str:
+        if self.key.startswith(LIKELIHOOD) and self.key.endswith(".nll"):
+            return f"nll ({self.key[len(LIKELIHOOD) : -len('.nll')]})"
         for prefix in ("train.", "sample_quality."):
             if self.key.startswith(prefix):
                 return self.key[len(prefix) :]
@@ -104,7 +107,8 @@ def resolve_metrics(requested: list[str] | None, cells: list[CellResult]) -> lis
         generated = [k for k in available if k.startswith(GENERATED)]
         first = [GENERATED + name for name in FIRST if GENERATED + name in generated]
         generated = first + [k for k in generated if k not in first]
-        keys = generated + [k for k in DEFAULT_METRICS if k in available or not available]
+        likelihood = [k for k in available if k.startswith(LIKELIHOOD) and k.endswith(".nll")]
+        keys = generated + likelihood + [k for k in DEFAULT_METRICS if k in available or not available]
         return [Metric(k, lower_is_better(k)) for k in keys]
     metrics = []
     for text in requested:
