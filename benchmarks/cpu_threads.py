@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from sandbox.engine.build import build_parts
+from sandbox.engine.generate import generate
 from sandbox.engine.precond import Preconditioned
-from sandbox.engine.run import generate
 from sandbox.engine.training import Trainer
 from sandbox.recipe import load_recipe
 

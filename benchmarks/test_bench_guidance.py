@@ -6,7 +6,7 @@ with random weights, epsilon target on the cosine schedule, on 1x8x8
 digits-shaped data; 256 samples per call (the classes in blocks, as
 ``sandbox run`` draws them) with DDIM in 10 steps, each through
 :class:`sandbox.engine.condition.Conditions` and :func:`~sandbox.engine.condition.steer`
-exactly as :func:`sandbox.engine.run.generate` calls them. Three contenders:
+exactly as :func:`sandbox.engine.generate.generate` calls them. Three contenders:
 
 * ``batched``: ``cfg`` with ``scale=2, batched=true``, both estimates from one
   forward pass on the doubled batch (two network evaluations per item, one call);

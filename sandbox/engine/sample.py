@@ -12,7 +12,7 @@ interrupted run) from the newest step checkpoint that loads, always with
 
 With the run's own recipe and seed, the samples are the run's
 ``samples/final.pt`` again (on the CPU, bit for bit): the same weights,
-the same seed (``run.seed +`` :data:`sandbox.engine.run.FINAL_SEED`) and the same batches.
+the same seed (``run.seed +`` :data:`sandbox.engine.generate.FINAL_SEED`) and the same batches.
 """
 
 from __future__ import annotations
@@ -28,23 +28,15 @@ from rich.console import Console
 from sandbox.console import console as default_console
 from sandbox.console import fmt, table
 from sandbox.engine import checkpoint, fid
-from sandbox.engine.build import Parts, build_parts
+from sandbox.engine.build import Parts, build_parts, real_heldout
 from sandbox.engine.device import apply_threads, pick_device
+from sandbox.engine.generate import FINAL_SEED, draw, in_data_units, render, sampling_record
 from sandbox.engine.guide import load_guide
 from sandbox.engine.health import sample_health
 from sandbox.engine.images import save_png
 from sandbox.engine.precond import LabelledDenoise, Preconditioned, exact_denoise
 from sandbox.engine.resume import RESUMABLE
-from sandbox.engine.run import (
-    FINAL_SEED,
-    draw,
-    guidance_text,
-    in_data_units,
-    real_heldout,
-    render,
-    sampling_record,
-    score,
-)
+from sandbox.engine.run import guidance_text, score
 from sandbox.engine.rundir import RunDir, SampleDir, atomic_write, new_run_dir, read_json, write_json
 from sandbox.errors import RecipeError, SandboxError
 from sandbox.recipe import Recipe, load_recipe
