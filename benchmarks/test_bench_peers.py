@@ -1,28 +1,36 @@
-"""Sampling error at 5, 10 and 20 NFE side by side with diffusers' DPM-Solver++ and UniPC, on exact mixture oracles.
+"""Sampling error at 5 to 50 NFE side by side with diffusers' DPM-Solver++ and UniPC, on exact mixture oracles.
 
-Two mixtures whose exact denoiser ``E[x0 | x_t]`` is known (the ``gaussian_mixture`` dataset):
+Four mixtures whose exact denoiser ``E[x0 | x_t]`` is known (the ``gaussian_mixture`` dataset):
 
 - ``2d``: 8 components of std 0.1 evenly on the unit circle, equal weights;
-- ``64d``: 10 components of std 0.1, means uniform in ``[-1, 1]^64``.
+- ``64d``: 10 components of std 0.1, means uniform in ``[-1, 1]^64``;
+- ``8d-uneven``: 4 components of std 0.05, 0.1, 0.2 and 0.4 with weights 0.4, 0.3, 0.2 and 0.1;
+- ``image-4x4``: items shaped ``[1, 4, 4]``, 6 components of std 0.2, means uniform in ``[-2, 2]^16``.
 
 Everything runs on one schedule, the ``cosine`` one (diffusers' ``squaredcos_cap_v2`` on T = 1000 steps; the
 sandbox's time ``t`` is diffusers' timestep ``k`` as ``(k + 1) / T``), with the epsilon target, from one fixed
-batch of starting noise. The score is the sliced Wasserstein distance (SWD) of the samples to 200,000 exact draws;
-as many exact draws as samples score the finite-sample floor. On ``2d`` the probability-flow ODE solved with
-1,000 UniPC steps from the same noise (converged: 1.8e-5 rms from a 999-step solution on another grid) is an
-exact draw coupled to the samples, and the SWD to it ("coupled") removes the floor's share that all
-samplers from this noise have in common (how many samples each component receives).
+batch of 20,000 starting draws that no tuning sees. Two scores:
+
+- ``flow``: the mean squared distance to the probability-flow ODE solved with 1,000 UniPC steps from the same
+  noise, the exact sample each starting draw maps to, so it is the discretisation error alone;
+- ``swd``: the sliced Wasserstein distance to 200,000 exact draws (as many exact draws as samples score the
+  finite-sample floor). Near the floor it separates configurations by chance more than by error: at 50 NFE
+  grids 5 times farther from the flow score lower. In 2-D the SWD to the flow ("coupled") is shown too.
 
 - **Peers** (diffusers, when installed): ``DPMSolverMultistepScheduler`` (``dpmsolver++``, order 2 and 3) and
   ``UniPCMultistepScheduler`` (``bh2``, order 2 and 3), each on every ``timestep_spacing`` (linspace, leading,
   trailing) with its default sigmas and with ``use_lu_lambdas`` (DPM-Solver++, uniform in log-SNR) or
   ``use_karras_sigmas`` (UniPC); a configuration diffusers refuses is left out. The best configuration per
-  scheduler and NFE is the peers' figure, so they are compared at their best on this data.
-  k-diffusion's DPM++(2M) is the built-in ``dpmpp_2m`` update (``tests/plugins/test_solvers.py``), so on the same
-  grid it is the ``dpmpp_2m`` row.
-- **Sandbox**: each deterministic built-in on its own grid, and on the grid ``sandbox tune-steps`` finds for
-  it (:func:`sandbox.tools.tune.tune_grid` with its defaults, on the recipe's own 2 x 256 starting draws, which are
-  not the evaluation noise).
+  scheduler and NFE, by either score, is the peers' row. k-diffusion is not installed: its DPM++(2M) is the built-in
+  ``dpmpp_2m`` update (``tests/plugins/test_solvers.py``), so on k-diffusion's grids (``karras``, log-SNR
+  uniform) it is the ``dpmpp_2m`` rows.
+- **Sandbox**: each deterministic built-in on every registered grid, and on the grid ``sandbox tune-steps`` keeps
+  for it (:func:`sandbox.tools.tune.tune_grid` with its defaults: 256 of the recipe's starting draws tuned on,
+  1,024 held out, none of them the evaluation noise).
+
+Each mixture and NFE checks (:func:`verdicts`) that the sandbox's best configuration is at least as close to
+the exact flow as the best peer configuration, and that each tuned grid is no farther from it than the
+sampler's own grid on the evaluation noise.
 
 Writes ``peers.md`` into ``$SANDBOX_BENCH_RESULTS`` or ``benchmarks/results/``.
 
@@ -148,7 +156,7 @@ def setup():
 def measure(case: Callable[[str], tuple[Target, Scorer]], mixture_name: str, nfe: int) -> list[dict[str, Any]]:
     target, scorer = case(mixture_name)
     rows: list[dict[str, Any]] = []
-    best: dict[str, dict[str, Any]] = {}
+    best: dict[tuple[str, str], dict[str, Any]] = {}
     for label, cls, kwargs in diffusers_configs():
         try:
             x, calls = run_diffusers(cls, kwargs, nfe, scorer)
@@ -157,10 +165,12 @@ def measure(case: Callable[[str], tuple[Target, Scorer]], mixture_name: str, nfe
         if not torch.isfinite(x).all():
             continue
         score = scorer(x)
-        if label not in best or score["swd"] < best[label]["swd"]:
-            options = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k not in ("algorithm_type", "solver_type"))
-            best[label] = {"who": f"diffusers {label}", "how": options, "nfe": calls, "kind": "peer", **score}
-    rows.extend(best.values())
+        options = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k not in ("algorithm_type", "solver_type"))
+        row = {"who": f"diffusers {label}", "how": options, "nfe": calls, "kind": "peer", **score}
+        for metric in ("swd", "flow"):  # each peer's best configuration by either score
+            if (label, metric) not in best or score[metric] < best[label, metric][metric]:
+                best[label, metric] = row
+    rows.extend({id(row): row for row in best.values()}.values())
     grids = list(target.registry.names("grid"))
     for name in SAMPLERS:
         _, component, params = sampler_params(target, name)
@@ -215,8 +225,8 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
 def test_error_against_peers(benchmark, setup, mixture_name, nfe):
     case, rows = setup
     found = benchmark.pedantic(measure, args=(case, mixture_name, nfe), rounds=1, iterations=1)
-    assert all(row["nfe"] <= nfe for row in found) and all(row["swd"] < 10 for row in found)
     rows.extend(found)
+    assert all(row["nfe"] <= nfe for row in found)
     peers = [r["swd"] for r in found if r["kind"] == "peer"]
     ours = [r["swd"] for r in found if r["kind"] != "peer"]
     benchmark.extra_info.update(best_peer=min(peers, default=float("nan")), best_sandbox=min(ours))

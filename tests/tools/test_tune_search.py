@@ -50,7 +50,7 @@ def test_levenberg_marquardt_reaches_the_rosenbrock_minimum_in_20_dimensions_whe
     values = [s["value"] for s in seen]
     assert values == sorted(values, reverse=True)  # only points that lower the objective are accepted
     simplex, used = run(nelder_mead, 20, 600)
-    assert used <= 601 and simplex[-1]["value"] > 1.0  # measured: 18 after 600 evaluations
+    assert used <= 601 and simplex[-1]["value"] > 1.0  # measured: 42 after 600 evaluations (from 242)
 
 
 def test_levenberg_marquardt_solves_a_linear_least_squares_problem_in_one_step():
