@@ -12,7 +12,8 @@ computes, and for the bounds against the data's, which is what they bound), with
 
 Writes ``likelihood.md`` into ``$SANDBOX_BENCH_RESULTS`` or ``benchmarks/results/``. Asserted (nothing
 timing-dependent): the ODE at rtol 1e-5 is within 1e-3 nats per dimension of the exact value on every
-mixture, and no bound is below the exact NLL by more than 3 standard errors.
+mixture (with Hutchinson's divergence, within that plus 3 standard errors), and no bound is below the exact NLL
+by more than 3 standard errors.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ SETTINGS = [
     ("ode", {"rtol": 1e-4, "divergence": "exact"}),
     ("ode", {"rtol": 1e-5, "divergence": "exact"}),
     ("ode", {"rtol": 1e-5, "divergence": "hutchinson"}),
-    ("elbo", {"draws": 4}),
-    ("elbo", {"draws": 16}),
-    ("elbo", {"draws": 64}),
+    ("elbo", {"draws": 16, "sigma_data": None}),
+    ("elbo", {"draws": 4, "sigma_data": 0.5}),
+    ("elbo", {"draws": 16, "sigma_data": 0.5}),
+    ("elbo", {"draws": 64, "sigma_data": 0.5}),
     ("vlb", {"variance": "beta"}),
     ("vlb", {"variance": "posterior"}),
 ]
@@ -64,7 +66,8 @@ def _one(name, settings, mix, schedule, x, span):
     else:
         with torch.no_grad():
             if name == "elbo":
-                est = elbo(denoise, schedule, x, span=span, draws=settings["draws"], generator=g)
+                draws, sigma_data = settings["draws"], settings["sigma_data"]
+                est = elbo(denoise, schedule, x, span=span, draws=draws, generator=g, sigma_data=sigma_data)
             else:
                 est = vlb(denoise, schedule, x, variance=settings["variance"], generator=g)
         nats, nfe, exact = est.nats, est.nfe, -mix.log_density(x, 0.0)
@@ -101,7 +104,7 @@ def test_likelihood_cost_against_error(benchmark):
     (RESULTS / "likelihood.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     for label, name, settings, _, _, gap, stderr in rows:
-        if name == "ode" and settings["rtol"] <= 1e-5:
-            assert abs(gap) < 1e-3, (label, settings, gap)
+        if name == "ode" and settings["rtol"] <= 1e-5:  # Hutchinson's estimate is unbiased: within its error
+            assert abs(gap) < 1e-3 + (3 * stderr if settings["divergence"] == "hutchinson" else 0), (label, gap)
         if name != "ode":
             assert gap > -3 * stderr, (label, name, settings, gap, stderr)

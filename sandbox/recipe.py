@@ -108,8 +108,8 @@ class NllConfig:
     variance: str = "beta"         # vlb: the reverse variance, beta (beta_t) or posterior (beta~_t)
     divergence: str = "auto"       # ode: exact, hutchinson, or auto (exact for vectors of <= 64 coordinates)
     probes: int = 1                # ode: Hutchinson probes per item
-    rtol: float = 1e-5             # ode: the solver's relative tolerance
-    atol: float = 1e-5             # ode: the solver's absolute tolerance
+    rtol: float = 1e-3             # ode: the solver's relative tolerance
+    atol: float = 1e-3             # ode: the solver's absolute tolerance
     log_snr_max: float = 12.0      # the data's end: at most this log-SNR (and the schedule's lowest time)
     dequantize: Optional[bool] = None  # ode: uniform dequantisation of discrete data; null: on for discrete data
     seed: int = 0                  # the estimators' noise

@@ -29,6 +29,8 @@ def test_a_runs_nll_metric_gives_every_estimator_and_the_exact_value(tmp_path, c
         "eval.nll.estimators=[vlb,elbo,ode]",
         "eval.nll.items=300",
         "eval.nll.batch=150",
+        "eval.nll.rtol=1e-5",
+        "eval.nll.atol=1e-5",
     )
     records = json.loads((run_dir / "summary.json").read_text())["likelihood"]
     assert set(records) == {"vlb", "elbo", "ode", "exact"}

@@ -19,6 +19,7 @@ data the Gaussian ``N(x; z_0 / alpha_0, sigma~_0^2 I)``, whose expected NLL is `
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Optional
 
 import torch
@@ -40,8 +41,10 @@ def elbo(
     generator: torch.Generator,
     levels: Optional[int] = None,
     sigma_data: Optional[float] = None,
+    progress: Optional[Callable[[float], None]] = None,
 ) -> Estimate:
-    """The ELBO's ``-log p(x)`` bound for each item of ``x``, with ``draws`` network evaluations per item.
+    """The ELBO's ``-log p(x)`` bound for each item of ``x``, with ``draws`` network evaluations per item;
+    ``progress(fraction)`` hears how much of the work is done.
 
     ``sigma_data`` (continuous data): subtract the control variate ``c sigma~^2 (||eps||^2 - n)``, of mean 0,
     ``c = (s^2 / (s^2 + sigma~^2))^2`` with ``s = sigma_data``: at high SNR the error of a good denoiser of data
@@ -68,6 +71,8 @@ def elbo(
             c = (sigma_data**2 / (sigma_data**2 + noise2)) ** 2
             error = error - c * noise2 * ((eps * eps).sum(1) - flat.shape[1])
         diffusion += 0.5 * torch.exp(lam) * error * (width / draws)
+        if progress is not None:
+            progress((k + 1) / draws)
     noise = math.exp(-span.high / 2)  # sigma~ at the data's end
     if levels:
         reconstruction = decoder_nll(flat, noise, levels, generator)

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Optional
 
 import torch
 from rich.console import Console
 
+from sandbox.console import console as default_console
+from sandbox.console import counter
 from sandbox.engine.build import Parts, real_heldout
 from sandbox.engine.likelihood.elbo import elbo
 from sandbox.engine.likelihood.estimate import Estimate, LogSnrRange
@@ -82,21 +86,34 @@ def likelihood(
     settings, data = recipe.eval.nll, parts.data
     split = data.train if settings.split == "train" else data.val
     items = real_heldout(parts, settings.items or len(split), settings.split)
-    labels = torch.full((settings.batch,), null_label(parts.classes), dtype=torch.int64) if parts.classes else None
+    null = null_label(parts.classes) if parts.classes else None
 
     def denoise(x_t: torch.Tensor, t: Any) -> torch.Tensor:
-        given = None if labels is None else labels[: len(x_t)].to(device)
-        return model(x_t.to(device), t, given).to("cpu") if given is not None else model(x_t.to(device), t).to("cpu")
+        if null is None:
+            return model(x_t.to(device), t).to("cpu")
+        labels = torch.full((len(x_t),), null, dtype=torch.int64, device=device)
+        return model(x_t.to(device), t, labels).to("cpu")
 
     out: dict[str, Any] = {}
     span = LogSnrRange.of(parts.schedule, settings.log_snr_max)
-    for name in settings.estimators:
-        if console is not None:
-            console.print(f"likelihood: {name} on {len(items):,} {settings.split} items...")
-        started = time.perf_counter()
-        conditional = labels is not None
-        estimate = _estimate(name, denoise, parts, items, settings, span, conditional, recipe.train.sigma_data)
-        out[name] = {**estimate.record(), "seconds": time.perf_counter() - started}
+    bar = counter(console or default_console)
+    with bar:
+        for name in settings.estimators:
+            task = bar.add_task(f"likelihood ({name}, {settings.split})", total=len(items))
+            started = time.perf_counter()
+            estimate = _estimate(
+                name,
+                denoise,
+                parts,
+                items,
+                settings,
+                span,
+                null is not None,
+                recipe.train.sigma_data,
+                partial(_completed, bar, task),
+            )
+            out[name] = {**estimate.record(), "seconds": time.perf_counter() - started}
+            bar.update(task, completed=len(items))
     if data.log_density is not None:
         exact = -data.log_density(items, 0.0).to(torch.float64)
         out["exact"] = Estimate("exact", exact, items[0].numel(), None, bound=False, nfe=0.0).record()
@@ -111,36 +128,44 @@ def _estimate(
     settings: NllConfig,
     span: LogSnrRange,
     conditional: bool,
-    sigma_data_of: float,
+    sigma_data: float,
+    report: Callable[[float], None],
 ) -> Estimate:
-    """One estimator over every item, batch by batch, concatenated (``sigma_data_of``: the elbo's control
-    variate on continuous data, ``train.sigma_data``)."""
+    """One estimator over every item, batch by batch, concatenated; ``sigma_data`` is the elbo's control variate
+    on continuous data (``train.sigma_data``), ``report(items done)`` follows the work."""
     generator = torch.Generator().manual_seed(settings.seed)
     levels, schedule = parts.data.levels, parts.schedule
     parts_: list[Estimate] = []
     for start in range(0, len(items), settings.batch):
         x = items[start : start + settings.batch]
+        progress = partial(_batch_progress, report, start, len(x))
         if name == "vlb":
             with torch.no_grad():
-                variance = settings.variance
-                parts_.append(vlb(denoise, schedule, x, variance=variance, generator=generator, levels=levels))
+                estimate = vlb(
+                    denoise,
+                    schedule,
+                    x,
+                    variance=settings.variance,
+                    generator=generator,
+                    levels=levels,
+                    progress=progress,
+                )
         elif name == "elbo":
             with torch.no_grad():
-                draws, sigma_data = settings.draws, None if levels else sigma_data_of
-                parts_.append(
-                    elbo(
-                        denoise,
-                        schedule,
-                        x,
-                        span=span,
-                        draws=draws,
-                        generator=generator,
-                        levels=levels,
-                        sigma_data=sigma_data,
-                    )
+                estimate = elbo(
+                    denoise,
+                    schedule,
+                    x,
+                    span=span,
+                    draws=settings.draws,
+                    generator=generator,
+                    levels=levels,
+                    sigma_data=None if levels else sigma_data,
+                    progress=progress,
                 )
         else:
-            parts_.append(_ode(denoise, parts, x, settings, span, generator))
+            estimate = _ode(denoise, parts, x, settings, span, generator, progress)
+        parts_.append(estimate)
     first = parts_[0]
     return Estimate(
         name,
@@ -161,7 +186,9 @@ def _ode(
     settings: NllConfig,
     span: LogSnrRange,
     generator: torch.Generator,
+    progress: Callable[[float], None],
 ) -> Estimate:
+    """The ODE likelihood of one batch, dequantised where the data is discrete (unless asked not to)."""
     levels = parts.data.levels
     dequantize = settings.dequantize if settings.dequantize is not None else bool(levels)
     y0 = dequantise(x, levels, generator) if dequantize and levels else x
@@ -176,6 +203,7 @@ def _ode(
         rtol=settings.rtol,
         atol=settings.atol,
         generator=generator,
+        progress=progress,
     )
     dims = x[0].numel()
     described = {
@@ -200,3 +228,12 @@ def rows(records: dict[str, Any]) -> list[list[Any]]:
         bound = " (bound)" if record["bound"] else ""
         out.append([f"nll ({name}), {record['unit']}", f"{record['nll']:.4f} ± {record['stderr']:.4f}{bound}"])
     return out
+
+
+def _completed(bar: Any, task: Any, done: float) -> None:
+    bar.update(task, completed=done)
+
+
+def _batch_progress(report: Callable[[float], None], start: int, size: int, fraction: float) -> None:
+    """A batch's ``fraction`` done, reported as items done over the whole split."""
+    report(start + fraction * size)

@@ -26,6 +26,7 @@ prior. Every one of the T terms is computed: T network evaluations per item.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Optional
 
 import torch
@@ -46,9 +47,10 @@ def vlb(
     variance: str = "beta",
     generator: torch.Generator,
     levels: Optional[int] = None,
+    progress: Optional[Callable[[float], None]] = None,
 ) -> Estimate:
     """The bound for each item of ``x``: ``schedule`` must be discrete (``num_steps`` T), ``variance`` one of
-    :data:`VARIANCES`."""
+    :data:`VARIANCES`; ``progress(fraction)`` hears how much of the work is done."""
     steps = schedule.num_steps
     if not steps:
         raise ValueError("the discrete variational bound needs a discrete schedule (one with num_steps)")
@@ -65,6 +67,8 @@ def vlb(
         ratio = var_q / var_p  # 1 for the posterior variance
         spread = flat.shape[1] * (ratio - 1 - math.log(ratio))
         diffusion += 0.5 * (spread + coef_x0**2 * ((flat - x0) ** 2).sum(1) / var_p)
+        if progress is not None:
+            progress((n - 1) / steps)
     t1 = 1 / steps
     var_dec = forward_variance(schedule, t1, 0.0) if variance == "beta" else transition(schedule, 2 / steps, t1)[2]
     mean = _denoised(denoise, schedule, x, flat, t1, generator)
