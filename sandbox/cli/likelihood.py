@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from sandbox.cli.common import count, plugin_option, threads_option, threads_override
+from sandbox.sections import NLL_ESTIMATORS
 
 NAME = "likelihood"
 HELP = "the likelihood of a run's validation split: the variational bound, the ELBO or the exact ODE likelihood"
-ESTIMATORS = ("vlb", "elbo", "ode")  # sandbox.recipe.NLL_ESTIMATORS, without importing the recipe module
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--estimator",
         metavar="NAME[,NAME...]",
-        help=f"one or more of {', '.join(ESTIMATORS)} (default eval.nll.estimators, ode); sets eval.nll.estimators",
+        help=f"one or more of {', '.join(NLL_ESTIMATORS)} (default: eval.nll.estimators, ode)",
     )
     parser.add_argument(
         "--items", type=count, metavar="N", help="validation items to score (default eval.nll.items, 1000)"

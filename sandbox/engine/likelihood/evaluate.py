@@ -32,7 +32,8 @@ from sandbox.engine.likelihood.vlb import vlb
 from sandbox.engine.precond import LabelledDenoise
 from sandbox.errors import RecipeError
 from sandbox.protocols import Denoise, null_label
-from sandbox.recipe import NllConfig, Recipe
+from sandbox.recipe import Recipe
+from sandbox.sections import NllConfig
 
 EXACT_DIVERGENCE_DIMS = 64  # divergence "auto": exact for vectors of at most this many coordinates
 

@@ -18,8 +18,9 @@ from rich.table import Table
 
 from sandbox.engine.rundir import RunDir, SweepDir, read_json
 from sandbox.errors import RecipeError, SandboxError
-from sandbox.recipe import Recipe, RunConfig, _load_file, load_recipe
+from sandbox.recipe import Recipe, _load_file, load_recipe
 from sandbox.registry import Registry
+from sandbox.sections import RunConfig
 from sandbox.tools.sweep.axes import Axis, matrix_axes, merge_axes, override
 
 # fmt: off
