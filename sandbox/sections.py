@@ -75,7 +75,7 @@ class NllConfig:
     probes: int = 1                # ode: Hutchinson probes per item
     rtol: float = 1e-3             # ode: the solver's relative tolerance
     atol: float = 1e-3             # ode: the solver's absolute tolerance
-    log_snr_max: float = 12.0      # the data's end: at most this log-SNR (and the schedule's lowest time)
+    log_snr_max: Optional[float] = None  # the data's end, at most this log-SNR; null: set by the data (docs)
     dequantize: Optional[bool] = None  # ode: uniform dequantisation of discrete data; null: on for discrete data
     seed: int = 0                  # the estimators' noise
     # fmt: on
@@ -93,7 +93,8 @@ class NllConfig:
             one_of(self, "variance", ("beta", "posterior"))
             one_of(self, "divergence", ("auto", "exact", "hutchinson"))
             positive(self, "rtol", "atol")
-            finite(self, "log_snr_max")
+            if self.log_snr_max is not None:
+                finite(self, "log_snr_max")
         except ParameterError as exc:
             raise ParameterError(f"nll.{exc.key}", exc.value, exc.expected) from None
 

@@ -22,7 +22,7 @@ from sandbox_plugins.schedules.params import CosineParams
 from sandbox.engine.likelihood.elbo import elbo
 from sandbox.engine.likelihood.estimate import LogSnrRange
 from sandbox.engine.likelihood.ode import denoised_divergence, ode_nll
-from sandbox.engine.likelihood.quantise import discretised_gaussian_nll, level_values, mass_bound
+from sandbox.engine.likelihood.quantise import decoder_log_snr, discretised_gaussian_nll, level_values, mass_bound
 from sandbox.engine.likelihood.vlb import vlb
 from sandbox.engine.precond import exact_denoise
 from sandbox.schedule import DiscreteSchedule
@@ -242,3 +242,15 @@ def test_dequantisation_bounds_the_mass_of_a_uniform_density():
     width = 2 + 2 / (levels - 1)
     density_nats = torch.full((3,), dims * math.log(width))
     assert mass_bound(density_nats, dims, levels) == pytest.approx(torch.full((3,), dims * math.log(levels)))
+
+
+def test_discrete_data_ends_every_schedule_where_a_value_is_read_back_with_certainty():
+    """sigma~ a sixth of the bin: log-SNR 13.3 for 8-bit data (where VDM's learned schedule ends on CIFAR-10), 7.74
+    for the digits' 17 levels; every built-in discrete schedule reaches it, so they share one interval's end."""
+    from sandbox.testing import build_component
+
+    assert decoder_log_snr(256) == pytest.approx(-2 * math.log(2 / 255 / 6)) == pytest.approx(13.28, abs=0.01)
+    assert decoder_log_snr(17) == pytest.approx(-2 * math.log(0.125 / 6))
+    for name in ("linear", "cosine", "sigmoid"):
+        span = LogSnrRange.of(build_component("schedule", name), decoder_log_snr(17))
+        assert span.high == decoder_log_snr(17) and 0 < span.t_min < 0.05

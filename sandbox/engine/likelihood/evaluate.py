@@ -27,7 +27,7 @@ from sandbox.engine.build import Parts, real_heldout
 from sandbox.engine.likelihood.elbo import elbo
 from sandbox.engine.likelihood.estimate import Estimate, LogSnrRange
 from sandbox.engine.likelihood.ode import ode_nll
-from sandbox.engine.likelihood.quantise import dequantise, mass_bound
+from sandbox.engine.likelihood.quantise import decoder_log_snr, dequantise, mass_bound
 from sandbox.engine.likelihood.vlb import vlb
 from sandbox.engine.precond import LabelledDenoise
 from sandbox.errors import RecipeError
@@ -36,6 +36,15 @@ from sandbox.recipe import Recipe
 from sandbox.sections import NllConfig
 
 EXACT_DIVERGENCE_DIMS = 64  # divergence "auto": exact for vectors of at most this many coordinates
+CONTINUOUS_LOG_SNR_MAX = 12.0  # log_snr_max null on continuous data: sigma~ = 0.0025
+
+
+def log_snr_max(settings: NllConfig, levels: Optional[int]) -> float:
+    """``eval.nll.log_snr_max``, or by default :func:`decoder_log_snr` for discrete data (the same for every schedule
+    that reaches it, so schedules compare on one interval) and 12 for continuous data."""
+    if settings.log_snr_max is not None:
+        return settings.log_snr_max
+    return decoder_log_snr(levels) if levels else CONTINUOUS_LOG_SNR_MAX
 
 
 def wanted(recipe: Recipe) -> bool:
@@ -64,7 +73,7 @@ def check(recipe: Recipe, parts: Parts) -> None:
             "items in that split"
         )
     try:
-        LogSnrRange.of(parts.schedule, settings.log_snr_max)
+        LogSnrRange.of(parts.schedule, log_snr_max(settings, data.levels))
     except ValueError as exc:
         raise RecipeError(f"recipe key 'eval.nll.log_snr_max': {settings.log_snr_max}: {exc}") from None
 
@@ -96,7 +105,7 @@ def likelihood(
         return model(x_t.to(device), t, labels).to("cpu")
 
     out: dict[str, Any] = {}
-    span = LogSnrRange.of(parts.schedule, settings.log_snr_max)
+    span = LogSnrRange.of(parts.schedule, log_snr_max(settings, data.levels))
     bar = counter(console or default_console)
     with bar:
         for name in settings.estimators:

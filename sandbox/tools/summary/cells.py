@@ -49,11 +49,22 @@ def _curve(path: Path) -> list[tuple[int, float]]:
     return []
 
 
+def later_likelihoods(run: RunDir) -> dict[str, float]:
+    """The records of every ``sandbox likelihood`` of a run, oldest first so each estimator's newest wins, as
+    ``likelihood.<estimator>.*`` numbers: a likelihood computed after the run ranks beside its own."""
+    files = sorted(run.likelihood.glob(f"*/{RunDir.LIKELIHOOD_FILE}"), key=lambda path: path.stat().st_mtime)
+    out: dict[str, float] = {}
+    for path in files:
+        out.update(_numbers({"likelihood": (read_json(path) or {}).get("likelihood") or {}}))
+    return out
+
+
 def read_cell(folder: Path, id: str, group: tuple[str, ...], seed: int) -> CellResult:
-    """The outcome of one run folder (a sweep's cell, or a run of its own)."""
+    """The outcome of one run folder (a sweep's cell, or a run of its own); ``sandbox likelihood``'s later records
+    join its ``summary.json`` (:func:`later_likelihoods`)."""
     run = RunDir(folder)
     if (data := read_json(run.summary)) is not None:
-        values, health = _numbers(data), data.get("sample_health") or {}
+        values, health = {**_numbers(data), **later_likelihoods(run)}, data.get("sample_health") or {}
         status, error = "done", None
         if health.get("diverged"):  # its quality figures are not ranked beside healthy cells
             status = "diverged"
