@@ -28,8 +28,8 @@ from rich.console import Console
 
 from sandbox.engine.build import Parts, build_parts
 from sandbox.engine.device import apply_threads, pick_device
+from sandbox.engine.generate import FINAL_SEED
 from sandbox.engine.precond import exact_denoise
-from sandbox.engine.run import FINAL_SEED
 from sandbox.engine.sample import carried_settings, ema_denoiser, find_checkpoint, resolve_run_grid, sampling_recipe
 from sandbox.errors import SandboxError
 from sandbox.protocols import Denoise

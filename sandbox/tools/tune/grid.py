@@ -2,7 +2,7 @@
 
 The objective is the mean squared distance to a many-step reference solution of the same sampler from the
 same starting noise, on a batch of the run's own starting noise (the first draws of ``run.seed +``
-:data:`sandbox.engine.run.FINAL_SEED`, the noise ``sandbox sample`` starts from; :mod:`sandbox.engine.solve`
+:data:`sandbox.engine.generate.FINAL_SEED`, the noise ``sandbox sample`` starts from; :mod:`sandbox.engine.solve`
 runs the samplers):
 
     objective(grid) = mean over the batch and the coordinates of (x_grid - x_ref)^2
