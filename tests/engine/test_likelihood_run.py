@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from sandbox import cli
 
@@ -114,3 +115,19 @@ def test_discrete_digits_are_scored_in_bits_per_dimension_by_every_estimator(tin
         assert record["unit"] == "bits/dim" and record["bound"] and record["items"] == 8
         assert 0 < record["nll"] < 64  # a probability's -log2 is positive; 8 bits/dim is uniform over 256 values
     assert records["ode"]["dequantized"] and records["ode"]["divergence"] == "hutchinson"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_likelihood_on_a_gpu_matches_the_cpus(tiny_recipe):
+    """The network on CUDA, the solver's state on the CPU: the same items and noise give the same figures."""
+    assert cli.main(["run", str(tiny_recipe), "run.threads=1"]) == 0
+    (run_dir,) = (tiny_recipe.parent / "runs").iterdir()
+    for device in ("cpu", "cuda"):
+        argv = ["likelihood", str(run_dir), "--estimator", "elbo,ode", "--items", "64", f"run.device={device}"]
+        assert cli.main(argv) == 0
+    records = [
+        json.loads((folder / "likelihood.json").read_text())["likelihood"]
+        for folder in sorted((run_dir / "likelihood").iterdir(), key=lambda f: f.stat().st_mtime)
+    ]
+    for name in ("elbo", "ode"):
+        assert records[1][name]["nll"] == pytest.approx(records[0][name]["nll"], rel=1e-3, abs=1e-3)
