@@ -55,6 +55,22 @@ def threads_override(args: argparse.Namespace) -> list[str]:
     return [f"run.threads={threads}"] if threads is not None else []
 
 
+def checkpoint_option(parser: argparse.ArgumentParser, help: str = "") -> None:
+    """``--checkpoint PATH``: the weights a command reads from a run folder instead of its own choice."""
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help=help or "checkpoint to load (default checkpoints/final.pt, else the newest step checkpoint)",
+    )
+
+
+def checkpoint_path(args: argparse.Namespace) -> Any:
+    """``--checkpoint`` as a ``Path``, or None."""
+    from pathlib import Path
+
+    return Path(args.checkpoint) if args.checkpoint else None
+
+
 def plugin_option(parser: argparse.ArgumentParser, help: str = "") -> None:
     """``--plugin MODULE_OR_FILE``: what a run folder's recipe may load besides installed plugins (the one way a
     command that reads a run folder is told to trust its local code)."""

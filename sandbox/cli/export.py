@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sandbox.cli.common import plugin_option, threads_option
+from sandbox.cli.common import checkpoint_option, checkpoint_path, plugin_option, threads_option
 
 NAME = "export"
 HELP = "write a run's EMA network and schedule for another library (diffusers)"
@@ -16,11 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "out", metavar="OUT", help="a new folder; diffusers' DDPMPipeline.from_pretrained(OUT) loads it"
     )
     parser.add_argument("--format", default="diffusers", choices=("diffusers",), help="the layout (default diffusers)")
-    parser.add_argument(
-        "--checkpoint",
-        metavar="PATH",
-        help="checkpoint to export (default ema.safetensors, else as sandbox sample picks)",
-    )
+    checkpoint_option(parser, "checkpoint to export (default ema.safetensors, else as sandbox sample picks)")
     plugin_option(parser)
     threads_option(parser)
 
@@ -30,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sandbox.tools.export import export_run  # imports torch
 
-    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    checkpoint = checkpoint_path(args)
     export_run(
         Path(args.run_dir),
         Path(args.out),

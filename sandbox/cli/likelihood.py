@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from sandbox.cli.common import count, plugin_option, threads_option, threads_override
+from sandbox.cli.common import (
+    checkpoint_option,
+    checkpoint_path,
+    count,
+    plugin_option,
+    threads_option,
+    threads_override,
+)
 from sandbox.sections import NLL_ESTIMATORS
 
 NAME = "likelihood"
@@ -29,11 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rtol", metavar="R", help="ode: the solver's relative tolerance (eval.nll.rtol)")
     parser.add_argument("--atol", metavar="A", help="ode: the solver's absolute tolerance (eval.nll.atol)")
-    parser.add_argument(
-        "--checkpoint",
-        metavar="PATH",
-        help="checkpoint to load (default checkpoints/final.pt, else the newest step checkpoint)",
-    )
+    checkpoint_option(parser)
     plugin_option(parser)
     threads_option(parser)
 
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     likelihood_run(
         Path(args.run_dir),
         [*args.overrides, *option_overrides(args), *threads_override(args)],
-        checkpoint_path=Path(args.checkpoint) if args.checkpoint else None,
+        checkpoint_path=checkpoint_path(args),
         trusted=args.plugin,
     )
     return 0

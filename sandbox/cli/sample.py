@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from sandbox.cli.common import count, plugin_option, threads_option, threads_override
+from sandbox.cli.common import (
+    checkpoint_option,
+    checkpoint_path,
+    count,
+    plugin_option,
+    threads_option,
+    threads_override,
+)
 
 NAME = "sample"
 HELP = "draw samples from a run's EMA weights, with its sampler or another"
@@ -32,11 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and guidance.name=autoguidance unless a guidance is named",
     )
     parser.add_argument("--num", type=count, metavar="N", help="samples to draw (default eval.num_samples)")
-    parser.add_argument(
-        "--checkpoint",
-        metavar="PATH",
-        help="checkpoint to load (default checkpoints/final.pt, else the newest step checkpoint)",
-    )
+    checkpoint_option(parser)
     parser.add_argument("--png", action="store_true", help="also write one PNG per sample in png/ (image data)")
     plugin_option(parser)
     threads_option(parser)
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         [*args.overrides, *option_overrides(args), *threads_override(args)],
         num=args.num,
         png=args.png,
-        checkpoint_path=Path(args.checkpoint) if args.checkpoint else None,
+        checkpoint_path=checkpoint_path(args),
         trusted=args.plugin,
     )
     return 0

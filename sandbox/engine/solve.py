@@ -188,6 +188,16 @@ def follows_path(target: Target, component: Component, params: Any) -> bool:
     return is_deterministic(target, component, params, path=0)
 
 
+def require_path(target: Target, name: str, component: Component, params: Any, role: str, need: str) -> None:
+    """Refuse a sampler that does not :func:`follow a path <follows_path>`, naming ``role`` and what ``need`` asks,
+    and the samplers that would do."""
+    if not follows_path(target, component, params):
+        raise SandboxError(
+            f"{role} draws noise from its generator as it steps (not through sandbox.sampling.step_noise); {need} "
+            f"(one of {', '.join(samplers_where(target, follows_path))})"
+        )
+
+
 def samplers_where(target: Target, keep: Callable[[Target, Component, Any], bool]) -> list[str]:
     """The registered samplers on a time grid that ``keep`` (:func:`is_deterministic`: the ODE solvers, whose
     output depends on no noise drawn as they step; :func:`follows_path`: the ones ``sandbox tune-steps`` takes)."""
@@ -243,12 +253,14 @@ def reference(
     """The sampler ``name`` (default the recipe's) at ``steps`` steps on its own grid: deterministic, or
     stochastic along the batches' Brownian paths."""
     name, component, params = sampler_params(target, name)
-    if not follows_path(target, component, params):
-        raise SandboxError(
-            f"the reference sampler '{name}' draws its noise from its generator, not through "
-            f"sandbox.sampling.step_noise; a reference from the same starting noise needs one that follows a "
-            f"Brownian path: give --reference NAME (one of {', '.join(samplers_where(target, follows_path))})"
-        )
+    require_path(
+        target,
+        name,
+        component,
+        params,
+        f"the reference sampler '{name}'",
+        "a reference from the same starting noise needs one that follows a Brownian path: give --reference NAME",
+    )
     params = with_values(params, steps=steps)
     stochastic = not is_deterministic(target, component, params)
     train_paths, heldout_paths = (TRAIN_PATHS, HELDOUT_PATHS) if stochastic else (None, None)

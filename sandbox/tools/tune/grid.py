@@ -49,14 +49,13 @@ from sandbox.engine.solve import (
     REFERENCE_STEPS,
     TRAIN_PATHS,
     Target,
-    follows_path,
     is_deterministic,
     nfe_of,
     reference,
+    require_path,
     run_sampler,
     sample_errors,
     sampler_params,
-    samplers_where,
     starting_noise,
     steps_for_nfe,
     with_values,
@@ -153,12 +152,14 @@ def tune_grid(
     the grid with the smallest held-out MSE, the own grid unless another beats it there by :data:`MARGIN`."""
     start_clock = time.perf_counter()
     name, component, params = sampler_params(target, sampler)
-    if not follows_path(target, component, params):
-        raise SandboxError(
-            f"sampler '{name}' draws noise from its generator as it steps (not through "
-            f"sandbox.sampling.step_noise), so its output from the same starting noise is not a function of the "
-            f"grid; tune one of {', '.join(samplers_where(target, follows_path))}"
-        )
+    require_path(
+        target,
+        name,
+        component,
+        params,
+        f"sampler '{name}'",
+        "its output from the same starting noise is not a function of the grid: tune another",
+    )
     stochastic = not is_deterministic(target, component, params)
     if stochastic and reference_sampler not in (None, name):
         raise SandboxError(
