@@ -18,6 +18,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 IMAGE_METRICS = ("fid", "kid")  # eval.metrics: Frechet and Kernel Inception Distance (sandbox.engine.fid)
 METRICS = (*IMAGE_METRICS, "nll")  # eval.metrics; nll: the likelihood of the validation split (eval.nll)
+LR_SCHEDULES = ("constant", "cosine", "linear")  # train.lr_schedule (sandbox.engine.lr_schedule)
 NLL_ESTIMATORS = ("vlb", "elbo", "ode")  # sandbox.engine.likelihood
 
 
@@ -28,6 +29,7 @@ class TrainConfig:
     batch_size: int = 128          # examples per step
     lr: float = 2e-4               # peak AdamW learning rate
     warmup_steps: int = 100        # linear learning-rate warm-up, in steps
+    lr_schedule: str = "constant"  # after the warm-up: constant, cosine or linear decay to 0 at train.steps
     weight_decay: float = 0.0      # AdamW decoupled weight decay
     grad_clip: float = 1.0         # max global gradient norm; 0 disables clipping
     ema_decay: float = 0.999       # EMA of the weights used for sampling
@@ -48,6 +50,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         one_of(self, "target", TARGETS)
         one_of(self, "weighting", WEIGHTINGS)
+        one_of(self, "lr_schedule", LR_SCHEDULES)
         positive(self, "lr", "min_snr_gamma", "sigma_data")
         for key in ("steps", "warmup_steps", "val_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
             at_least(self, key, 0)

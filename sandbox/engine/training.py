@@ -54,6 +54,7 @@ from sandbox.engine.condition import drop_labels
 from sandbox.engine.ema import EMA
 from sandbox.engine.events import RunEvents
 from sandbox.engine.loss import DiffusionLoss
+from sandbox.engine.lr_schedule import lr_factor
 from sandbox.engine.precond import Preconditioned
 from sandbox.engine.rundir import MetricsLog, RunDir
 from sandbox.engine.validation import validation_loss
@@ -69,11 +70,6 @@ ABOVE_START_FACTOR = 10.0
 
 
 __all__ = ["ABOVE_START_FACTOR", "DIVERGENCE_FACTOR", "TrainState", "Trainer"]
-
-
-def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
-    """Linear warm-up to the peak learning rate, then constant (the DDPM recipe)."""
-    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
 @dataclass
@@ -149,7 +145,9 @@ class Trainer:
             weight_decay=cfg.weight_decay,
             fused=device.type in ("cuda", "cpu") or None,
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_lambda(cfg.warmup_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(cfg.lr_schedule, cfg.warmup_steps, cfg.steps)
+        )
         self.ema = EMA(self.net, cfg.ema_decay)
         self.main = distributed.is_main()  # the one process that writes files (all, in a single-process run)
         network = distributed.wrap(self.net, device)  # DistributedDataParallel under torchrun
