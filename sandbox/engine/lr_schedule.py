@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from sandbox.sections import LR_SCHEDULES
-
 
 def lr_factor(schedule: str, warmup_steps: int, steps: int) -> Callable[[int], float]:
-    """The factor on the peak rate at optimizer step ``step`` (0-based), for ``steps`` steps in all."""
-    if schedule not in LR_SCHEDULES:
-        raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected one of {LR_SCHEDULES}")
+    """The factor on the peak rate at optimizer step ``step`` (0-based), for ``steps`` steps in all.
+
+    ``schedule`` is one of :data:`sandbox.sections.LR_SCHEDULES`, which ``train.lr_schedule`` is checked against.
+    """
 
     def factor(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from sandbox.engine.lr_schedule import LR_SCHEDULES, lr_factor
+from sandbox.engine.lr_schedule import lr_factor
 from sandbox.errors import ParameterError
-from sandbox.sections import TrainConfig
+from sandbox.sections import LR_SCHEDULES, TrainConfig
 
 
 @pytest.mark.parametrize("schedule", LR_SCHEDULES)
@@ -22,6 +22,7 @@ def test_warmup_is_linear_to_the_peak(schedule):
 def test_constant_stays_at_the_peak():
     f = lr_factor("constant", 5, 50)
     assert all(f(s) == 1.0 for s in range(5, 200))
+    assert lr_factor("constant", 0, 50)(0) == 1.0  # no warm-up: the peak from the first step
 
 
 def test_cosine_is_sgdr_annealing_to_zero():

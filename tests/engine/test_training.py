@@ -9,7 +9,6 @@ import torch
 
 from sandbox.engine.ema import EMA
 from sandbox.engine.loss import DiffusionLoss
-from sandbox.engine.lr_schedule import lr_factor
 from sandbox.engine.precond import Preconditioned
 from sandbox.engine.validation import validation_loss
 from sandbox.registry import get_registry
@@ -28,12 +27,6 @@ def test_ema_follows_the_closed_form_with_warmup():
         value = d * value + (1 - d) * n
     assert float(ema.model.weight) == pytest.approx(value, rel=1e-5)
     assert not any(p.requires_grad for p in ema.model.parameters())
-
-
-def test_warmup_is_linear_then_constant():
-    f = lr_factor("constant", 10, 1000)
-    assert [round(f(i), 6) for i in (0, 4, 9, 10, 500)] == [0.1, 0.5, 1.0, 1.0, 1.0]
-    assert lr_factor("constant", 0, 1000)(0) == 1.0
 
 
 def test_loss_is_the_mse_of_the_epsilon_target():
