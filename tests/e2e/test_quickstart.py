@@ -1,13 +1,11 @@
-"""The quickstart as shipped (README's main job): its stated quality, and the same quality at 10 NFE.
+"""The quickstart as shipped (README's main job): its stated sample quality and likelihood.
 
-README states: 83% of 256 samples recognised confidently (95% for held-out real digits), and on 2,048
-samples DDIM with 50 steps 0.872 against UniPC with 10 NFE 0.878 (``sandbox sample RUN --num 2048
-sampler.name=unipc sampler.steps=10``). Here UniPC at 10 NFE draws from the same 256 starting draws as
-the run's own DDIM-50 samples (``sandbox sample`` without ``--num`` repeats them), so the two figures are
-paired: 0.863 against 0.832 in one run as shipped. The run takes one to three minutes on 2 CPU cores.
-
-README states the likelihood of its 297 validation digits too: the ELBO 2.31 bits/dim (standard error 0.025),
-checked here (it takes seconds; the ODE's 2.30 and DDPM's bound, minutes, are in docs/benchmarks.md).
+README states: 92% of its 1,024 samples (UniPC, 10 network evaluations each) recognised confidently by the
+digit classifier (95% for held-out real digits), every digit drawn, and the ELBO of its 297 validation
+digits, 2.80 bits/dim (standard error 0.03; min-SNR weighting trades likelihood for samples). The run takes
+two to three minutes on 2 CPU cores; the ELBO, seconds. Seeds 0, 1 and 2 gave 0.923, 0.895 and 0.903, and
+another CPU's rounding moves a run as much as another seed, so the bound is the lowest seed's minus two of
+its standard errors.
 """
 
 from __future__ import annotations
@@ -22,27 +20,19 @@ from sandbox import cli
 QUICKSTART = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
 
 
-def confident_share(folder: Path) -> float:
-    return json.loads((folder / "summary.json").read_text())["sample_quality"]["generated"]["confident_share"]
-
-
 @pytest.mark.slow
-def test_quickstart_reaches_its_stated_quality_and_keeps_it_at_10_nfe(tmp_path):
+def test_quickstart_reaches_its_stated_quality_and_likelihood(tmp_path):
     assert cli.main(["run", str(QUICKSTART), f"run.output={tmp_path}"]) == 0
     (run,) = tmp_path.iterdir()
     summary = json.loads((run / "summary.json").read_text())
     generated, real = summary["sample_quality"]["generated"], summary["sample_quality"]["real_heldout"]
-    assert generated["confident_share"] >= 0.78 and real["confident_share"] > 0.9, (generated, real)
+    assert summary["sampling"]["num_samples"] == 1024 and summary["sampling"]["nfe_per_sample"] == 10
+    assert generated["confident_share"] >= 0.875 and real["confident_share"] > 0.9, (generated, real)
+    assert generated["class_coverage"] >= 0.98, generated  # every digit drawn, none crowding the others out
     assert summary["sample_health"]["in_range_share"] == 1.0 and not summary["sample_health"]["diverged"]
-
-    assert cli.main(["sample", str(run), "sampler.name=unipc", "sampler.steps=10"]) == 0
-    (unipc,) = (run / "samples").glob("unipc-10-*/")
-    assert json.loads((unipc / "summary.json").read_text())["nfe_per_sample"] == 10
-    ddim = generated["confident_share"]  # the run's DDIM-50, from the same starting draws
-    assert confident_share(unipc) >= ddim - 0.02, (confident_share(unipc), ddim)
 
     assert cli.main(["likelihood", str(run), "--estimator", "elbo"]) == 0
     (folder,) = (run / "likelihood").iterdir()
     elbo = json.loads((folder / "likelihood.json").read_text())["likelihood"]["elbo"]
     assert elbo["unit"] == "bits/dim" and elbo["items"] == 297 and elbo["bound"]
-    assert 2.2 < elbo["nll"] < 2.45, elbo  # 2.31 +- 0.025 as shipped; 4.09 is a uniform guess over 17 levels
+    assert 2.65 < elbo["nll"] < 2.95, elbo  # 2.80 +- 0.03 as shipped; 4.09 is a uniform guess over 17 levels

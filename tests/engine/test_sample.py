@@ -183,4 +183,4 @@ def test_another_sampler_keeps_the_runs_clip_x0_unless_the_overrides_set_it(tmp_
     assert sampler("sampler.name=unipc", "sampler.clip_x0=false")[1].clip_x0 is False
     name, params = sampler("sampler.name=euler_ancestral")
     assert params.clip_x0 is True and params.eta == 1.0
-    assert sampler("sampler={name: unipc, steps: 10}")[1].clip_x0 is False  # a whole section is taken as given
+    assert sampler("sampler={name: dpmpp_2m, steps: 10}")[1].clip_x0 is False  # a whole section is taken as given
