@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--heldout", type=count, help="held-out starting noise draws the grid is chosen on (default 4 x --batch)"
     )
     parser.add_argument(
+        "--confirm",
+        type=int,
+        metavar="N",
+        help="new draws a grid must also beat the own grid on before it replaces it (default 128 x --batch; 0: none)",
+    )
+    parser.add_argument(
         "--iterations", type=count, default=200, help="objective evaluations on the tuning batch (default 200)"
     )
     parser.add_argument("--reference-steps", type=count, default=500, help="steps of the reference (default 500)")
@@ -49,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         reference_sampler=args.reference,
         batch=args.batch,
         heldout=args.heldout,
+        confirm_draws=args.confirm,
         iterations=args.iterations,
         reference_steps=args.reference_steps,
         search=args.search,

@@ -247,11 +247,9 @@ class Reference:
     # fmt: on
 
 
-def reference(
-    target: Target, name: Optional[str], steps: int, train: torch.Tensor, heldout: torch.Tensor
-) -> Reference:
-    """The sampler ``name`` (default the recipe's) at ``steps`` steps on its own grid: deterministic, or
-    stochastic along the batches' Brownian paths."""
+def reference_solver(target: Target, name: Optional[str], steps: int) -> tuple[str, Component, Any]:
+    """``(name, component, params)`` of the reference: the sampler ``name`` at ``steps`` steps on its own grid,
+    refused where its output is no function of the starting noise and a Brownian path."""
     name, component, params = sampler_params(target, name)
     require_path(
         target,
@@ -261,7 +259,15 @@ def reference(
         f"the reference sampler '{name}'",
         "a reference from the same starting noise needs one that follows a Brownian path: give --reference NAME",
     )
-    params = with_values(params, steps=steps)
+    return name, component, with_values(params, steps=steps)
+
+
+def reference(
+    target: Target, name: Optional[str], steps: int, train: torch.Tensor, heldout: torch.Tensor
+) -> Reference:
+    """The sampler ``name`` (default the recipe's) at ``steps`` steps on its own grid: deterministic, or
+    stochastic along the batches' Brownian paths."""
+    name, component, params = reference_solver(target, name, steps)
     stochastic = not is_deterministic(target, component, params)
     train_paths, heldout_paths = (TRAIN_PATHS, HELDOUT_PATHS) if stochastic else (None, None)
     ref_train, nfe = run_sampler(target, component, params, train, path=train_paths)

@@ -57,6 +57,8 @@ def save_grid(target: Target, tuned: Tuned, name: Optional[str] = None) -> Path:
         "reference": tuned.reference,
         "batch": tuned.batch,
         "heldout": tuned.heldout,
+        "confirm": tuned.confirm,
+        "confirmed": tuned.confirmed,
         "seed": target.recipe.run.seed,
         "evaluations": tuned.evaluations,
         "seconds": tuned.seconds,
@@ -75,6 +77,7 @@ def tune_command(
     reference_sampler: Optional[str] = None,
     batch: int = BATCH,
     heldout: Optional[int] = None,
+    confirm_draws: Optional[int] = None,
     iterations: int = ITERATIONS,
     reference_steps: int = REFERENCE_STEPS,
     search: str = SEARCHES[0],
@@ -96,6 +99,7 @@ def tune_command(
         reference_sampler=reference_sampler,
         batch=batch,
         heldout=heldout,
+        confirm_draws=confirm_draws,
         iterations=iterations,
         reference_steps=reference_steps,
         search=search,
@@ -118,14 +122,23 @@ def tune_command(
         kept = "tuned" if tuned.chosen == "tuned" else f"{tuned.chosen} (kept)"
         table.add_row(kept, f"{tuned.after['train']:.3e}", f"{tuned.after['heldout']:.3e}")
     console.print(table)
-    if tuned.kept_start:
-        best = tuned.best
+    best = tuned.best
+    checks = ", ".join(f"{label} {c['gain']:.2e} +- {c['se']:.1e}" for label, c in tuned.confirmed.items())
+    if tuned.kept_start and tuned.confirmed:
+        console.print(
+            f"[yellow]kept the own grid[/]: no grid beats it on {tuned.confirm:,} new draws by {MARGIN:g} standard "
+            f"errors (gain in mean squared distance: {checks})",
+            soft_wrap=True,
+        )
+    elif tuned.kept_start:
         console.print(
             f"[yellow]kept the own grid[/]: the best grid found ({best['grid']}, held-out {best['heldout']:.3e}) "
             f"does not beat it on held-out noise by {MARGIN:g} standard errors of the paired difference "
             f"({best['gain']:.2e} +- {best['se']:.1e})",
             soft_wrap=True,
         )
+    elif tuned.confirmed:
+        console.print(f"confirmed on {tuned.confirm:,} new draws (gain over the own grid: {checks})", soft_wrap=True)
     console.print("times: " + ", ".join(f"{t:.4g}" for t in tuned.times))
     console.print(
         f"{tuned.search}, error against evaluations (tuning / held-out): "

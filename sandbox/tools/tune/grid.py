@@ -17,18 +17,22 @@ distance is its strong discretisation error. A sampler that draws its noise from
 :func:`sandbox.sampling.step_noise` is refused: its output is then no function of the grid.
 
 The search (:mod:`sandbox.tools.tune.search`, Levenberg-Marquardt by default) starts from the best, on the
-tuning batch, of the sampler's own grid and every registered grid with as many steps and the same NFE.
-A second batch of :data:`HELDOUT` times as many draws, on other Brownian paths, is held out: every point
-the search accepts is scored on it, the search stops once that score has not improved for
-:data:`PATIENCE` points (early stopping), and the grid kept is the one with the lowest held-out error
-among the candidates and the points accepted whose median per-sample held-out error is no higher than
-the own grid's. The mean
-squared error of a mixture's samples is dominated by the few that change mode under a small change of
-the grid, a different few in every batch; the median is the typical sample's error, which they do not
-move, so a grid that moves every sample a little to save a few mode changes on one batch is refused. It
-replaces the sampler's own grid only where its held-out error is lower by more than :data:`MARGIN`
-paired standard errors of the per-sample differences; otherwise the own grid is kept and the report
-says so, so a tuned grid is never worse on held-out noise than the grid it started from.
+tuning batch, of the sampler's own grid and every registered grid with as many steps and the same NFE, each
+from the own grid's first time (where the reference's flow starts). A second batch of :data:`HELDOUT` times as
+many draws, on other Brownian paths, is held out: every point the search accepts is scored on it, and the search
+stops once that score has not improved for :data:`PATIENCE` points (early stopping).
+
+The mean squared error of a mixture's samples is dominated by the few that end in another component than the
+exact flow takes them to, and a grid that lowers every other sample's error can make them more frequent, at
+rates (one in 10,000) no held-out batch of 1,024 sees. So for a deterministic sampler the grids that beat the
+own grid held out (the :data:`CONFIRMED` lowest there, then the lowest's :data:`SHRINK` fractions of the way
+from the own grid, where fewer samples change component) are checked in turn on a third batch of
+:data:`CONFIRM` times the tuning batch (:mod:`sandbox.tools.tune.confirm`, which solves the reference only
+where the two grids disagree most), and the first that beats the own grid there by :data:`MARGIN` standard
+errors is kept. A stochastic sampler's Brownian path is drawn for a whole batch, so no reference can be solved
+for a part of it: it keeps the grid with the lowest held-out error if that beats the own grid by
+:data:`MARGIN` paired standard errors with no higher median per-sample error (the typical sample's, which
+the rare ones do not move). Otherwise the own grid is kept and the report says so.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from sandbox.engine.solve import (
     is_deterministic,
     nfe_of,
     reference,
+    reference_solver,
     require_path,
     run_sampler,
     sample_errors,
@@ -63,14 +68,18 @@ from sandbox.engine.solve import (
 from sandbox.errors import SandboxError
 from sandbox.grids import descending, grid_times, sampler_grid
 from sandbox.registry import use_registry
+from sandbox.tools.tune.confirm import Confirmation, confirm
 from sandbox.tools.tune.search import SEARCHES, levenberg_marquardt, nelder_mead
-from sandbox.tools.tune.space import LogSnrGrid
+from sandbox.tools.tune.space import LogSnrGrid, log_snr
 
 # fmt: off
 ITERATIONS = 200   # objective evaluations of the search, on the tuning batch
 HELDOUT = 4        # held-out draws per draw of the tuning batch: a rare change of mode must show there
 PATIENCE = 3       # held-out checks without improvement before the search stops
-MARGIN = 2.0       # paired standard errors by which the tuned grid must beat the own grid, held out
+MARGIN = 2.0       # standard errors by which a grid must beat the own grid to replace it
+CONFIRM = 128      # new draws per draw of the tuning batch the last check runs on (deterministic samplers)
+CONFIRMED = 2      # grids that check runs for, the lowest held-out errors that beat the own grid there
+SHRINK = (0.5, 0.25, 0.125, 0.0625)  # then the lowest's fractions of the way from the own grid, in log-SNR
 # fmt: on
 
 
@@ -91,13 +100,15 @@ class Tuned:
     after: dict[str, float]             # and of the grid kept
     evaluations: int                    # on the tuning batch, the candidates included
     search: str = "gauss-newton"
-    kept_start: bool = False            # no grid beat the own grid on held-out noise by MARGIN standard errors
+    kept_start: bool = False            # no grid beat the own grid by MARGIN standard errors (held out, confirmed)
     chosen: str = ""                    # what was kept: "tuned", a candidate's name, or "own"
     best: dict[str, Any] = field(default_factory=dict)  # the lowest held-out grid: its name, error, gain, se
     history: list[dict[str, float]] = field(default_factory=list)  # error against evaluations
     reference: dict[str, Any] = field(default_factory=dict)
+    confirmed: dict[str, dict[str, float]] = field(default_factory=dict)  # each checked grid's Confirmation
     batch: int = 0
     heldout: int = 0
+    confirm: int = 0                    # draws of the confirmation batch (0: none ran)
     seconds: float = 0.0
     # fmt: on
 
@@ -143,6 +154,7 @@ def tune_grid(
     reference_sampler: Optional[str] = None,
     batch: int = BATCH,
     heldout: Optional[int] = None,
+    confirm_draws: Optional[int] = None,
     iterations: int = ITERATIONS,
     reference_steps: int = REFERENCE_STEPS,
     search: str = SEARCHES[0],
@@ -169,11 +181,14 @@ def tune_grid(
     if search not in SEARCHES:
         raise SandboxError(f"--search {search!r}: expected one of {', '.join(SEARCHES)}")
     held_n = HELDOUT * batch if heldout is None else heldout
-    if nfe < 2 or batch < 1 or held_n < 2 or iterations < 0:
+    confirm_n = CONFIRM * batch if confirm_draws is None else confirm_draws
+    if nfe < 2 or batch < 1 or held_n < 2 or iterations < 0 or confirm_n < 0:
         raise SandboxError(
-            f"--nfe {nfe}, --batch {batch}, --heldout {held_n}, --iterations {iterations}: expected NFE >= 2, "
-            "batch >= 1, held-out >= 2"
+            f"--nfe {nfe}, --batch {batch}, --heldout {held_n}, --confirm {confirm_n}, --iterations {iterations}: "
+            "expected NFE >= 2, batch >= 1, held-out >= 2, confirm >= 0"
         )
+    if stochastic:  # its Brownian path is drawn for the whole batch: no reference for a part of it
+        confirm_n = 0
     steps = steps_for_nfe(target, component, params, nfe)
     params = with_values(params, steps=steps)
     used = nfe_of(target, component, params)
@@ -182,10 +197,10 @@ def tune_grid(
         start = grid_times(_grid_of(target, params), schedule, steps)
     if len(start) < 3:
         raise SandboxError(f"--nfe {nfe}: sampler '{name}' takes one step there, which has no time to move")
-    noise = starting_noise(target, batch + held_n)
+    noise = starting_noise(target, batch + held_n + confirm_n)
     if target.device is None:  # an analytic denoiser runs in float64: differences of 1e-6 are resolved
         noise = noise.double()
-    train, held_out = noise[:batch], noise[batch:]
+    train, held_out, confirmation = noise[:batch], noise[batch : batch + held_n], noise[batch + held_n :]
     bar = counter(console, transient=True) if console is not None else None
     with bar if bar is not None else contextlib.nullcontext():
         task = bar.add_task(f"tune-steps: {name} reference ({reference_steps} steps)", total=None) if bar else None
@@ -195,20 +210,34 @@ def tune_grid(
             target,
             component,
             params,
-            {"train": (train, ref.train, paths[0]), "heldout": (held_out, ref.heldout, paths[1])},
+            {
+                "train": (train, ref.train, paths[0]),
+                "heldout": (held_out, ref.heldout, paths[1]),
+                "confirm": (confirmation, None, None),
+            },
             bar,
             task,
         )
 
         # The search starts from the best of the sampler's own grid and every registered grid with as many steps
-        # (a noise-level grid can beat a time-uniform one by far: 64-D mixture, 20 NFE).
+        # (a noise-level grid can beat a time-uniform one by far: 64-D mixture, 20 NFE), each also from the own
+        # grid's first time where it starts elsewhere: the reference's flow starts there, and a grid that starts
+        # lower (at sigma~ = 80) maps the same noise elsewhere (64-D mixture, 20 NFE, UniPC on uniform_log_snr:
+        # 1.8e-3 from the exact flow, 6.8e-4 from the own grid's first time).
         own = str(params.grid) if isinstance(params.grid, str) else "own"
         candidates = {own: start}
         for grid_name in target.registry.names("grid"):
             with torch.no_grad():
                 times = grid_times(_grid_of(target, with_values(params, grid=grid_name)), schedule, steps)
-            if len(times) == len(start) and nfe_of(target, component, with_values(params, grid=times)) == used:
-                candidates.setdefault(grid_name, times)
+            for label, grid in ((grid_name, times), (f"{grid_name}-from-t0", [start[0], *times[1:]])):
+                if (
+                    label not in candidates
+                    and grid not in candidates.values()
+                    and len(grid) == len(start)
+                    and descending(grid)
+                    and nfe_of(target, component, with_values(params, grid=grid)) == used
+                ):
+                    candidates[label] = grid
         if bar is not None and task is not None:  # at most: the search may stop before its budget
             bar.update(
                 task, description=f"tune-steps: {name} at NFE {used}", total=len(candidates) + iterations, completed=0
@@ -243,22 +272,50 @@ def tune_grid(
                 levenberg_marquardt(lambda z: data.residuals(space.decode(z)), z0, budget, accept, step)
             else:
                 nelder_mead(lambda z: _mean(data.errors(space.decode(z), "train")), z0, budget, accept)
-        # the grid kept: the lowest held-out error of the candidates and the search's points, if it beats the
-        # own grid there by MARGIN paired standard errors
+        # the grid kept: with a confirmation batch, the first of (the two lowest held-out errors that beat the own
+        # grid there, then the lowest's way toward the own grid) to beat it on the confirmation batch by MARGIN
+        # standard errors; without one (a stochastic sampler, or --confirm 0), the lowest held-out error, if it
+        # beats the own grid there by MARGIN paired standard errors with no higher median error
         pool = {label: (candidates[label], held[label], scores[label]) for label in candidates}
         if found:
             pool["tuned"] = (found["times"], found["errors"], found["train"])
+        paired = {label: _paired(pool[label][1], held[own]) for label in pool}
         typical = _median(held[own])  # a grid that moves every sample away is no better for a few flips it saves
-        chosen = min(
-            (label for label in pool if label == own or _median(pool[label][1]) <= typical),
+        ranked = sorted(
+            (
+                label
+                for label in pool
+                if label != own
+                and (
+                    paired[label][0] > 0
+                    if confirm_n
+                    else paired[label][0] > MARGIN * paired[label][1] and _median(pool[label][1]) <= typical
+                )
+            ),
             key=lambda label: _mean(pool[label][1]),
         )
-        gain, se = _paired(pool[chosen][1], held[own])
-        kept_start = chosen == own or not gain > MARGIN * se
-        if kept_start:
-            chosen_times, chosen_label = start, own
-        else:
-            chosen_times, chosen_label = pool[chosen][0], chosen
+        checked: dict[str, Confirmation] = {}
+        chosen: Optional[str] = None
+        if confirm_n and ranked:
+            tried = {label: pool[label][0] for label in ranked[:CONFIRMED]}
+            for fraction in SHRINK:
+                tried[f"{ranked[0]}-{fraction:g}"] = _toward(schedule, start, pool[ranked[0]][0], fraction)
+            checked = _confirm(data, target, reference_sampler or name, reference_steps, start, tried, batch)
+            chosen = next((label for label, c in checked.items() if c.gain > MARGIN * c.se), None)
+            for label in checked:
+                if label not in pool:
+                    errors = data.errors(tried[label], "heldout")
+                    pool[label] = (tried[label], errors, _mean(data.errors(tried[label], "train")))
+                    paired[label] = _paired(errors, held[own])
+        elif ranked:
+            chosen = ranked[0]
+        kept_start = chosen is None
+        chosen_label = own if chosen is None else chosen
+        chosen_times = start if chosen is None else pool[chosen][0]
+        shown = chosen or (ranked or [min(pool, key=lambda label: (label == own, _mean(pool[label][1])))])[0]
+        best = {"grid": shown, "heldout": _mean(pool[shown][1]), "gain": paired[shown][0], "se": paired[shown][1]}
+        if shown in checked:
+            best.update(confirm_gain=checked[shown].gain, confirm_se=checked[shown].se)
         before = {"train": scores[own], "heldout": _mean(held[own])}
         after = {"train": pool[chosen_label][2], "heldout": _mean(pool[chosen_label][1])}
         if bar is not None and task is not None:
@@ -278,7 +335,8 @@ def tune_grid(
         search=search,
         kept_start=kept_start,
         chosen="own" if kept_start else chosen_label,
-        best={"grid": chosen, "heldout": _mean(pool[chosen][1]), "gain": gain, "se": se},
+        best=best,
+        confirmed={label: c.record() for label, c in checked.items()},
         history=history,
         reference={
             "sampler": ref.sampler,
@@ -289,8 +347,53 @@ def tune_grid(
         },
         batch=batch,
         heldout=held_n,
+        confirm=confirm_n,
         seconds=time.perf_counter() - start_clock,
     )
+
+
+def _confirm(
+    data: _Batches,
+    target: Target,
+    reference_name: str,
+    reference_steps: int,
+    own: list[float],
+    tried: dict[str, list[float]],
+    solved: int,
+) -> dict[str, Confirmation]:
+    """The gain over the own grid of each grid of ``tried`` in turn on the confirmation batch, up to the first that
+    beats it by :data:`MARGIN` standard errors (:func:`sandbox.tools.tune.confirm.confirm`; the reference solved
+    for ``solved`` draws of each)."""
+    _, component, params = reference_solver(target, reference_name, reference_steps)
+    draws = data.batches["confirm"][0]
+    own_samples, own_held = data.samples(own, "confirm"), data.samples(own, "heldout")
+    checked: dict[str, Confirmation] = {}
+    if own_samples is None or own_held is None:
+        return checked
+    for label, times in tried.items():
+        samples, held = data.samples(times, "confirm"), data.samples(times, "heldout")
+        if samples is None or held is None:
+            continue
+        checked[label] = confirm(
+            samples,
+            own_samples,
+            lambda index: run_sampler(target, component, params, draws[index])[0],
+            (held, own_held, data.batches["heldout"][1]),
+            solved,
+        )
+        if checked[label].gain > MARGIN * checked[label].se:
+            break
+    return checked
+
+
+def _toward(schedule: Any, start: list[float], times: list[float], fraction: float) -> list[float]:
+    """The grid ``fraction`` of the way from ``start`` to ``times`` in log-SNR, its ends those of both."""
+    lam = [
+        (1 - fraction) * log_snr(schedule, a) + fraction * log_snr(schedule, b)
+        for a, b in zip(start[1:-1], times[1:-1])
+    ]
+    inner = schedule.t_from_log_snr(torch.tensor(lam, dtype=torch.float64)).to(torch.float64).tolist()
+    return [start[0], *inner, 0.0]
 
 
 def _mean(errors: Optional[torch.Tensor]) -> float:
