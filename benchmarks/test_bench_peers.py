@@ -26,7 +26,7 @@ batch of 20,000 starting draws that no tuning sees. Two scores:
   uniform) it is the ``dpmpp_2m`` rows.
 - **Sandbox**: each deterministic built-in on every registered grid, and on the grid ``sandbox tune-steps`` keeps
   for it (:func:`sandbox.tools.tune.tune_grid` with its defaults: 256 of the recipe's starting draws tuned on,
-  1,024 held out, none of them the evaluation noise).
+  1,024 held out, 32,768 to confirm on, none of them the evaluation noise).
 
 Each mixture and NFE checks (:func:`verdicts`) that the sandbox's best configuration is at least as close to
 the exact flow as the best peer configuration, and that each tuned grid is no farther from it than the
