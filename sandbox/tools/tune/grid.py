@@ -120,12 +120,12 @@ class _Batches:
         self.target, self.component, self.params, self.batches = target, component, params, batches
         self.bar, self.task, self.evaluations = bar, task, 0
 
-    def samples(self, times: list[float], name: str) -> Optional[torch.Tensor]:
+    def samples(self, times: Optional[list[float]], name: str) -> Optional[torch.Tensor]:
         if name == "train":
             self.evaluations += 1
             if self.bar is not None and self.task is not None:
                 self.bar.advance(self.task)
-        if not descending(times):
+        if times is None or not descending(times):
             return None
         x, _, paths = self.batches[name]
         try:
@@ -134,14 +134,14 @@ class _Batches:
             return None
         return out if bool(torch.isfinite(out).all()) else None
 
-    def residuals(self, times: list[float], name: str = "train") -> Optional[torch.Tensor]:
+    def residuals(self, times: Optional[list[float]], name: str = "train") -> Optional[torch.Tensor]:
         out = self.samples(times, name)
         if out is None:
             return None
         x_ref = self.batches[name][1]
         return (out - x_ref).flatten() / math.sqrt(out.numel())
 
-    def errors(self, times: list[float], name: str) -> Optional[torch.Tensor]:
+    def errors(self, times: Optional[list[float]], name: str) -> Optional[torch.Tensor]:
         out = self.samples(times, name)
         return None if out is None else sample_errors(out, self.batches[name][1])
 
@@ -264,14 +264,19 @@ def tune_grid(
                 stale[0] += 1
             return stale[0] >= PATIENCE
 
+        def steady(z: list[float]) -> Optional[list[float]]:
+            """The grid of ``z``, or None (scored as no grid) where a step grows too fast."""
+            times = space.decode(z)
+            return times if space.steady(times) else None
+
         if iterations:
             z0 = space.encode(candidates[origin])
             budget = iterations
             if search == "gauss-newton":
                 step = 1e-6 if noise.dtype == torch.float64 else 3e-3
-                levenberg_marquardt(lambda z: data.residuals(space.decode(z)), z0, budget, accept, step)
+                levenberg_marquardt(lambda z: data.residuals(steady(z)), z0, budget, accept, step)
             else:
-                nelder_mead(lambda z: _mean(data.errors(space.decode(z), "train")), z0, budget, accept)
+                nelder_mead(lambda z: _mean(data.errors(steady(z), "train")), z0, budget, accept)
         # the grid kept: with a confirmation batch, the first of (the two lowest held-out errors that beat the own
         # grid there, then the lowest's way toward the own grid) to beat it on the confirmation batch by MARGIN
         # standard errors; without one (a stochastic sampler, or --confirm 0), the lowest held-out error, if it

@@ -3,7 +3,12 @@
 ``lambda_i = lambda_0 + (lambda_1 - lambda_0) cumsum(softmax([z, 0]))_i`` between the grid's first time and
 the lowest of the schedule's lowest time (:func:`sandbox.grids.lowest_time`) and the start grid's interior,
 so every ``z`` is a strictly descending grid with the same number of steps, hence the same NFE, and the
-search is unconstrained.
+search is unconstrained but for one bound, :meth:`LogSnrGrid.steady`: no step in log-SNR more than
+:data:`GROWTH` times the one before it. A multistep solver extrapolates its last denoised estimates over the
+next step in units of the previous one, so a step of nearly nothing followed by a long one multiplies their
+difference: tuned without the bound, DPM-Solver++(3M) on the 64-D mixture at 10 NFE took a step of 0.007 then
+one of 3.3 (436 times longer), and 2 of 40,000 new draws ended 15 to 20 units from the exact flow, where the
+own grid's largest error was 0.84.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import torch
 from sandbox.grids import lowest_time
 from sandbox.protocols import Schedule
 from sandbox.sampling import scale_free
+
+GROWTH = 3.0  # the longest step in log-SNR allowed, in units of the step before it
 
 
 def log_snr(schedule: Schedule, t: float) -> float:
@@ -46,3 +53,9 @@ class LogSnrGrid:
         lam = self.lam0 + fractions * (self.lam1 - self.lam0)
         inner = self.schedule.t_from_log_snr(lam).to(torch.float64).tolist()
         return [self.t0, *inner, 0.0]
+
+    def steady(self, times: list[float]) -> bool:
+        """Whether no step of ``times`` before the last (to 0) is more than :data:`GROWTH` times the one before."""
+        lam = [log_snr(self.schedule, t) for t in times[:-1]]
+        steps = [b - a for a, b in zip(lam[:-1], lam[1:])]
+        return all(b <= GROWTH * a for a, b in zip(steps[:-1], steps[1:]))
