@@ -99,6 +99,20 @@ def test_the_grid_space_round_trips_and_every_point_is_a_descending_grid(target)
         assert all(a > b for a, b in zip(times[:-1], times[1:]))
 
 
+def test_a_step_more_than_three_times_the_one_before_is_outside_the_search(target):
+    """In log-SNR: a near-zero step then a long one lets a multistep solver extrapolate a difference of two
+    denoised estimates almost on top of each other over the long step."""
+    schedule = target.parts.schedule
+    space = LogSnrGrid(schedule, [1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
+    lam = [-2.0, -1.0, 0.0, 1.0, 4.5]  # steps 1, 1, 1, 3.5: the last 3.5 times the one before
+    times = [1.0, *schedule.t_from_log_snr(torch.tensor(lam[1:], dtype=torch.float64)).tolist(), 0.0]
+    assert not space.steady(times)
+    lam[-1] = 3.9  # 2.9 times
+    times = [1.0, *schedule.t_from_log_snr(torch.tensor(lam[1:], dtype=torch.float64)).tolist(), 0.0]
+    assert space.steady(times)
+    assert space.steady(space.decode([0.0] * 4))
+
+
 def test_a_batch_on_several_paths_is_each_part_on_its_own_path(target):
     _, component, params = sampler_params(target, "euler_ancestral")
     params = with_values(params, steps=6)
