@@ -206,15 +206,16 @@ def interleaved(
     contenders: dict[Any, Callable[[], Any]],
     rounds: int,
     warmup: int = 1,
-    before_round: Callable[[], Any] | None = None,
+    before_call: Callable[[Any], Any] | None = None,
 ) -> dict[Any, list[float]]:
     """Seconds per call of each contender, measured in ``rounds`` rounds that call each in turn (after
-    ``warmup`` untimed rounds), so a slow spell on a shared machine hits every contender alike."""
+    ``warmup`` untimed rounds), so a slow spell on a shared machine hits every contender alike.
+    ``before_call(name)``, when given, runs untimed before each timed call."""
     times: dict[Any, list[float]] = {name: [] for name in contenders}
     for r in range(warmup + rounds):
-        if before_round is not None and r >= warmup:
-            before_round()
         for name, fn in contenders.items():
+            if before_call is not None and r >= warmup:
+                before_call(name)
             start = time.perf_counter()
             fn()
             if r >= warmup:

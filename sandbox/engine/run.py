@@ -24,6 +24,7 @@ from sandbox.engine.guide import load_guide
 from sandbox.engine.health import sample_health
 from sandbox.engine.images import save_png
 from sandbox.engine.likelihood import evaluate as nll
+from sandbox.engine.memory import keep_freed_memory
 from sandbox.engine.precond import LabelledDenoise, Preconditioned, exact_denoise
 from sandbox.engine.rundir import RunDir, check_output, new_run_dir, read_json, write_json, write_text
 from sandbox.engine.runlock import RunLock, host
@@ -65,7 +66,8 @@ def prepare(
     process group and gets its own device (:func:`sandbox.engine.distributed.setup`);
     rank 0 alone creates the folder and tells the others its path. Torch's CPU threads come from
     ``run.threads`` (:func:`sandbox.engine.device.apply_threads`; a resumed run keeps ``previous_threads``,
-    its first session's choice, when the setting is automatic). Rank 0 takes the folder's
+    its first session's choice, when the setting is automatic); the C allocator keeps freed memory for reuse
+    (:func:`sandbox.engine.memory.keep_freed_memory`). Rank 0 takes the folder's
     :class:`~sandbox.engine.runlock.RunLock` into ``held`` (a resume before any work), so a second
     process on the folder stops at once.
     """
@@ -73,6 +75,7 @@ def prepare(
         check_output(recipe.run.output, recipe.name)  # before any work
     torch.manual_seed(recipe.run.seed)
     apply_threads(recipe.run.threads, previous_threads)
+    keep_freed_memory()  # the C allocator keeps what a step frees for the next step
     device = distributed.setup(recipe)
     if resume and run_dir is not None and distributed.is_main():
         held.enter_context(RunLock(run_dir))

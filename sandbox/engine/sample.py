@@ -34,6 +34,7 @@ from sandbox.engine.generate import FINAL_SEED, draw, in_data_units, render, sam
 from sandbox.engine.guide import load_guide
 from sandbox.engine.health import sample_health
 from sandbox.engine.images import save_png
+from sandbox.engine.memory import keep_freed_memory
 from sandbox.engine.precond import LabelledDenoise, Preconditioned, exact_denoise
 from sandbox.engine.resume import RESUMABLE
 from sandbox.engine.run import guidance_text, score
@@ -192,6 +193,7 @@ def sample_run(
         raise SandboxError(f"--num {n}: expected 1 or more samples")
     torch.manual_seed(recipe.run.seed)
     apply_threads(recipe.run.threads)
+    keep_freed_memory()
     device = pick_device(recipe.run.device)
     parts = build_parts(recipe)
     fid.require(recipe.eval.image_metrics, parts.data.shape)  # FID and KID: the extra and the weights, first
