@@ -35,7 +35,7 @@ from torch import nn
 
 GROUPNORM_EPS = 1e-6  # as in DDPM's tf.contrib group_norm and diffusers
 #: tokens up to which CPU training computes attention explicitly: forward and backward of 16 x 256 tokens of width
-#: 128 took 0.75 times FlashAttention's time on 2 threads, 0.95 on 1; of 1,024 tokens 1.6 times (AVX-512, torch 2.14)
+#: 128 took 0.75 times FlashAttention's time on 2 threads, 0.96 on 1; of 1,024 tokens 1.6 times (AVX-512, torch 2.14)
 EXPLICIT_TOKENS = 256
 
 
