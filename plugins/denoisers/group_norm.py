@@ -72,9 +72,9 @@ class _ClosedFormGroupNorm(torch.autograd.Function):
         per_group = c // groups
         xs = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # views of channels-last tensors
         dys = dy.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(n, h * w, c)
-        s1 = dys.sum(1).view(n, groups, per_group)
-        centred = (dys * xs).sum(1).view(n, groups, per_group) - mean.view(n, groups, 1) * s1  # sum dy (x - mu)
         mu, r = mean.view(n, groups, 1), rstd.view(n, groups, 1)
+        s1 = dys.sum(1).view(n, groups, per_group)
+        centred = (dys * xs).sum(1).view(n, groups, per_group) - mu * s1  # sum over pixels of dy (x - mu)
         gamma = weight.view(1, groups, per_group)
         values = h * w * per_group
         a_sum = (gamma * s1).sum(-1, keepdim=True)

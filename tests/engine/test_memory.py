@@ -42,7 +42,6 @@ def test_freed_memory_is_reused_without_page_faults():
         pytest.skip("not glibc: keep_freed_memory does nothing here")
     # glibc's default maps a 64 MiB block afresh each time: at least one fault per 2 MiB huge page, per round
     assert plain["faults"] >= ROUNDS * 32
-    assert kept["faults"] < ROUNDS * 32 <= plain["faults"]
     assert kept["faults"] * 10 < plain["faults"]
 
 
