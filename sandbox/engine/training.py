@@ -34,10 +34,8 @@ device), and rank 0 alone writes.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -57,6 +55,7 @@ from sandbox.engine.loss import DiffusionLoss
 from sandbox.engine.lr_schedule import lr_factor
 from sandbox.engine.precond import Preconditioned
 from sandbox.engine.rundir import MetricsLog, RunDir
+from sandbox.engine.stop import StopRequest
 from sandbox.engine.validation import validation_loss
 from sandbox.errors import Diverged, Interrupted, RecipeError
 from sandbox.protocols import null_label
@@ -90,30 +89,6 @@ class TrainState:
     lowest_interval_loss: float = math.inf  # the divergence check's reference
     first_loss: float = math.nan          # the loss of step 1, the reference of ABOVE_START_FACTOR (nan: not read yet)
     # fmt: on
-
-
-class StopRequest:
-    """Records SIGINT / SIGTERM while training; the loop stops after the current step. A second SIGINT stops now."""
-
-    def __init__(self) -> None:
-        self.signum: Optional[int] = None
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[StopRequest]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self  # signals reach the main thread only
-            return
-        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
 
 class Trainer:

@@ -18,7 +18,7 @@ import torch
 from sandbox import cli
 from sandbox.engine import checkpoint
 from sandbox.engine.rundir import atomic_write, read_json, write_json
-from sandbox.engine.training import StopRequest
+from sandbox.engine.stop import StopRequest
 from sandbox.errors import SandboxError
 
 STEPS = 30

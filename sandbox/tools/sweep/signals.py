@@ -29,7 +29,7 @@ def handling(handler: Callable[[int, Any], None]) -> Iterator[None]:
 
 def stop_cell(signum: int, frame: Any) -> None:
     """A signal in a cell outside training stops it at once (training itself finishes its step and checkpoints:
-    :class:`sandbox.engine.training.StopRequest` replaces this handler while it runs)."""
+    :class:`sandbox.engine.stop.StopRequest` replaces this handler while it runs)."""
     raise Interrupted(f"{signal.Signals(signum).name} outside training", signum)
 
 
