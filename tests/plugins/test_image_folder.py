@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, features
-from sandbox_plugins.datasets import image_folder, resize
+from sandbox_plugins.datasets import image_cache, image_folder, resize
 from sandbox_plugins.datasets.params import Cifar10Params, ImageFolderParams
 
 from sandbox import cli
@@ -76,7 +76,7 @@ def params(root: Path, **overrides) -> ImageFolderParams:
 
 def names_of(split, built_params: ImageFolderParams) -> list[str]:
     """The relative paths of a split's images, item by item (through the cache's index)."""
-    _folder, index = image_folder.cached(image_folder.list_images(built_params), built_params)
+    _folder, index = image_cache.cached(image_cache.list_images(built_params), built_params)
     return [index["files"][int(i)] for i in split.indices]
 
 
@@ -113,7 +113,7 @@ def test_mixed_sizes_and_modes_become_square_items_in_range(tmp_path, channels):
         assert items.dtype == torch.float32 and items.shape[1:] == data.shape
         assert items.min() >= -1 and items.max() <= 1
     assert data.classes is None and "image folder" in data.description
-    assert data.cache_dir and Path(data.cache_dir).parent == tmp_path / "images" / image_folder.CACHE
+    assert data.cache_dir and Path(data.cache_dir).parent == tmp_path / "images" / image_cache.CACHE
 
 
 def test_modes_are_converted_by_the_stated_rule():
@@ -166,7 +166,7 @@ def test_the_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, count_dec
     data = image_folder.build(params(root))
     assert len(count_decodes) == 12
     image_folder.build(params(root, val_fraction=0.5, split_seed=3, flip=True))  # the split: same cache
-    assert len(count_decodes) == 12 and len(list((root / image_folder.CACHE).iterdir())) == 1
+    assert len(count_decodes) == 12 and len(list((root / image_cache.CACHE).iterdir())) == 1
     stat = (root / "3.png").stat()
     os.utime(root / "3.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # touched
     changed = image_folder.build(params(root))
@@ -187,7 +187,7 @@ def test_the_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, count_dec
 def test_a_read_only_root_caches_in_the_user_cache(tmp_path):
     root = tmp_path / "images"
     write_plain(root, [f"{i}.png" for i in range(6)])
-    (root / image_folder.CACHE).write_text("a file where the cache folder would go: mkdir fails as on read-only disks")
+    (root / image_cache.CACHE).write_text("a file where the cache folder would go: mkdir fails as on read-only disks")
     data = image_folder.build(params(root))
     assert data.cache_dir and Path(data.cache_dir).is_relative_to(tmp_path / "user-cache")
 
@@ -254,8 +254,8 @@ def test_a_pool_of_processes_stores_what_one_process_does(tmp_path, monkeypatch)
     names = write_mixed(root)
     (root / "broken.png").write_bytes(b"not an image")
     alone = image_folder.build(params(root, skip_bad=True)).train.stored()
-    shutil.rmtree(root / image_folder.CACHE)
-    monkeypatch.setattr(image_folder, "POOL_MIN_FILES", 0)
+    shutil.rmtree(root / image_cache.CACHE)
+    monkeypatch.setattr(image_cache, "POOL_MIN_FILES", 0)
     pooled = image_folder.build(params(root, workers=2, skip_bad=True))
     assert torch.equal(pooled.train.stored(), alone)
     assert pooled.cache_dir
@@ -268,9 +268,9 @@ def test_a_pool_works_where_main_is_no_file(tmp_path):
     """From ``python -`` (or a notebook) the decoding workers must not need to re-import ``__main__``."""
     write_plain(tmp_path / "images", [f"{i}.png" for i in range(8)])
     script = (
-        "from sandbox_plugins.datasets import image_folder\n"
+        "from sandbox_plugins.datasets import image_cache, image_folder\n"
         "from sandbox_plugins.datasets.params import ImageFolderParams\n"
-        "image_folder.POOL_MIN_FILES = 0\n"
+        "image_cache.POOL_MIN_FILES = 0\n"
         f"data = image_folder.build(ImageFolderParams(root={str(tmp_path / 'images')!r}, resolution=8, workers=2,"
         " val_fraction=0.5))\n"
         "print('items', len(data.train) + len(data.val))\n"
